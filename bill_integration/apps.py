@@ -1,0 +1,15 @@
+"""The app config: label, verbose name, pinned auto field, and the imports ``ready()`` needs."""
+
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class BillIntegrationConfig(AppConfig):
+    name = "bill_integration"
+    label = "bill_integration"
+    verbose_name = _("BILL integration")
+    # Pinned so a project's DEFAULT_AUTO_FIELD never creates a migration in this app.
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)

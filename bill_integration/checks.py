@@ -1,0 +1,135 @@
+"""System checks: refuse to start with a configuration that would lose or leak secrets.
+
+Ids are stable (tests and users silence them by id). Messages and hints live in constants
+that the tests reuse (the django-axes habit).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from .conf import (
+    DEFAULTS,
+    IMPORT_STRINGS,
+    SETTINGS_NAME,
+    TENANT_MODEL_SETTING,
+    get_tenant_model,
+)
+
+E001_KEY_MISSING = "bill_integration.E001"
+E002_KEY_MALFORMED = "bill_integration.E002"
+E003_TENANT_MODEL = "bill_integration.E003"
+E004_ENVIRONMENTS = "bill_integration.E004"
+E005_DEFAULT_ENVIRONMENT = "bill_integration.E005"
+E006_IMPORT_STRING = "bill_integration.E006"
+E007_SETTINGS_TYPE = "bill_integration.E007"
+W001_UNKNOWN_SETTING = "bill_integration.W001"
+
+KEY_HINT = (
+    "Set FIELD_ENCRYPTION_KEY to a Fernet key (or a list of them, newest first). Generate one "
+    'with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+)
+
+
+@register(Tags.security)
+def check_encryption_key(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    from cryptography.fernet import Fernet
+
+    keys = getattr(settings, "FIELD_ENCRYPTION_KEY", None)
+    if keys is None or keys == "" or keys == [] or keys == ():
+        return [
+            Error(
+                "FIELD_ENCRYPTION_KEY is not set: BILL credentials cannot be stored encrypted.",
+                hint=KEY_HINT,
+                id=E001_KEY_MISSING,
+            )
+        ]
+    key_list = list(keys) if isinstance(keys, (list, tuple)) else [keys]
+    errors = []
+    for position, key in enumerate(key_list):
+        try:
+            Fernet(key)
+        except Exception:  # the key's value is never echoed
+            errors.append(
+                Error(
+                    f"FIELD_ENCRYPTION_KEY entry {position} is not a valid Fernet key "
+                    "(32 url-safe base64-encoded bytes).",
+                    hint=KEY_HINT,
+                    id=E002_KEY_MALFORMED,
+                )
+            )
+    return errors
+
+
+@register()
+def check_tenant_model(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    try:
+        get_tenant_model()
+    except ImproperlyConfigured as exc:
+        return [Error(str(exc), hint=f"Set {TENANT_MODEL_SETTING} = 'app_label.Model'.",
+                      id=E003_TENANT_MODEL)]
+    return []
+
+
+@register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    user = getattr(settings, SETTINGS_NAME, {}) or {}
+    if not isinstance(user, dict):
+        return [Error(f"{SETTINGS_NAME} must be a dict.", id=E007_SETTINGS_TYPE)]
+    messages: list[Error | Warning] = []
+    for key in sorted(set(user) - set(DEFAULTS)):
+        messages.append(
+            Warning(
+                f"{SETTINGS_NAME}[{key!r}] is not a known setting and is ignored.",
+                hint="Known settings: " + ", ".join(sorted(DEFAULTS)),
+                id=W001_UNKNOWN_SETTING,
+            )
+        )
+    environments = user.get("ENVIRONMENTS", DEFAULTS["ENVIRONMENTS"])
+    valid_envs = isinstance(environments, dict) and environments and all(
+        isinstance(urls, dict) and isinstance(urls.get("v3"), str) and isinstance(urls.get("v2"), str)
+        for urls in environments.values()
+    )
+    if not valid_envs:
+        messages.append(
+            Error(
+                f"{SETTINGS_NAME}['ENVIRONMENTS'] must map each environment name to "
+                "{'v3': <base URL>, 'v2': <base URL>}.",
+                id=E004_ENVIRONMENTS,
+            )
+        )
+    else:
+        default = user.get("DEFAULT_ENVIRONMENT", DEFAULTS["DEFAULT_ENVIRONMENT"])
+        if default not in environments:
+            messages.append(
+                Error(
+                    f"{SETTINGS_NAME}['DEFAULT_ENVIRONMENT'] is {default!r}, which is not one of "
+                    f"the configured environments: {', '.join(environments)}.",
+                    id=E005_DEFAULT_ENVIRONMENT,
+                )
+            )
+    for key in IMPORT_STRINGS:
+        value = user.get(key, DEFAULTS[key])
+        if isinstance(value, str):
+            try:
+                imported = import_string(value)
+            except ImportError as exc:
+                messages.append(
+                    Error(
+                        f"{SETTINGS_NAME}[{key!r}] = {value!r} cannot be imported: {exc}",
+                        hint="Give the dotted path of a callable, e.g. 'myproject.tenancy.resolve'.",
+                        id=E006_IMPORT_STRING,
+                    )
+                )
+                continue
+            if not callable(imported):
+                messages.append(
+                    Error(f"{SETTINGS_NAME}[{key!r}] = {value!r} is not callable.",
+                          id=E006_IMPORT_STRING)
+                )
+    return messages

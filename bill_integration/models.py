@@ -1,0 +1,192 @@
+"""Models: one :class:`BillConnection` per tenant, and an :class:`AuditEvent` trail.
+
+Only ``bill_integration.services`` changes a connection. Secrets (password, dev_key,
+api_token, session_id) are :class:`~bill_integration.fields.EncryptedSecretField`: they can
+never be filtered, ordered or searched, are saved one row at a time with
+``save(update_fields=...)``, and never appear in ``repr()`` or ``str()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from .fields import EncryptedSecretField, TenantOneToOneField
+
+#: Fields that hold secrets. Views, admin and logs never show them.
+SECRET_FIELDS = ("password", "dev_key", "api_token", "session_id")
+#: The credentials a customer gives; a relink replaces them together.
+CREDENTIAL_FIELDS = ("username", "password", "organization_id", "dev_key", "api_token")
+#: What a refresh may write.
+SESSION_FIELDS = ("session_id", "user_id", "session_obtained_at", "session_last_used_at")
+#: What a failed refresh may write (status only, never credentials or the session).
+STATUS_FIELDS = (
+    "status",
+    "last_error_code",
+    "last_error_message",
+    "consecutive_failures",
+    "next_attempt_at",
+    "last_refresh_at",
+)
+
+
+class ConnectionStatus(models.TextChoices):
+    ACTIVE = "active", _("Active")
+    DEGRADED = "degraded", _("Degraded (retrying)")
+    RATE_LIMITED = "rate_limited", _("Rate limited (waiting)")
+    NEEDS_RELINK = "needs_relink", _("Needs relink")
+    DISABLED = "disabled", _("Disabled")
+
+
+class ApiVersion(models.TextChoices):
+    V3 = "v3", _("v3 (JSON)")
+    V2 = "v2", _("v2 (form-encoded)")
+
+
+class BillConnectionQuerySet(models.QuerySet["BillConnection"]):
+    def without_secrets(self) -> BillConnectionQuerySet:
+        """Defer every encrypted column: for lists and status pages (no decryption, no risk)."""
+        return self.defer(*SECRET_FIELDS)
+
+    def linked(self) -> BillConnectionQuerySet:
+        return self.exclude(status=ConnectionStatus.DISABLED)
+
+
+class BillConnection(models.Model):
+    """A tenant's linked BILL account: its credentials, its current session, its health."""
+
+    tenant = TenantOneToOneField(
+        settings.AUTH_USER_MODEL,  # replaced by BILL_INTEGRATION_TENANT_MODEL (see migration 0001)
+        on_delete=models.CASCADE,
+        related_name="bill_connection",
+        verbose_name=_("tenant"),
+    )
+    environment = models.CharField(
+        _("environment"),
+        max_length=32,
+        help_text=_("Which BILL environment these credentials belong to (sandbox or production)."),
+    )
+    api_version = models.CharField(
+        _("API version"), max_length=2, choices=ApiVersion.choices, default=ApiVersion.V3
+    )
+    username = models.CharField(
+        _("user name"), max_length=254, help_text=_("The email address used to sign in to BILL.")
+    )
+    organization_id = models.CharField(
+        _("organization ID"), max_length=40, db_index=True, help_text=_("Starts with 008.")
+    )
+    password = EncryptedSecretField(_("password"))
+    dev_key = EncryptedSecretField(_("developer key"))
+    api_token = EncryptedSecretField(_("Spend & Expense API token"))
+    session_id = EncryptedSecretField(_("session ID"))
+    #: A hash of the developer key, so limits can be shared per key without decrypting it.
+    dev_key_fingerprint = models.CharField(
+        _("developer key fingerprint"), max_length=64, db_index=True, editable=False
+    )
+    user_id = models.CharField(_("BILL user ID"), max_length=40, blank=True)
+    status = models.CharField(
+        _("status"),
+        max_length=16,
+        choices=ConnectionStatus.choices,
+        default=ConnectionStatus.ACTIVE,
+        db_index=True,
+    )
+    session_obtained_at = models.DateTimeField(_("session obtained at"), null=True, blank=True)
+    session_last_used_at = models.DateTimeField(
+        _("session last used at"), null=True, blank=True, db_index=True
+    )
+    last_refresh_at = models.DateTimeField(_("last refresh at"), null=True, blank=True)
+    last_error_code = models.CharField(_("last error code"), max_length=64, blank=True)
+    last_error_message = models.TextField(_("last error message"), blank=True)
+    consecutive_failures = models.PositiveIntegerField(_("consecutive failures"), default=0)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
+    version = models.PositiveBigIntegerField(
+        _("version"), default=1, help_text=_("Incremented on every write that fences others.")
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    objects = BillConnectionQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("BILL connection")
+        verbose_name_plural = _("BILL connections")
+        indexes = [models.Index(fields=["status", "session_last_used_at"], name="bill_conn_due")]
+
+    def __str__(self) -> str:
+        return f"BILL {self.organization_id} ({self.environment})"
+
+    def __repr__(self) -> str:
+        # Never the secrets: only what the admin list shows.
+        return (
+            f"<BillConnection id={self.pk} tenant_id={self.tenant_id} "
+            f"organization_id={self.organization_id!r} environment={self.environment!r} "
+            f"status={self.status!r} version={self.version}>"
+        )
+
+    @property
+    def has_api_token(self) -> bool:
+        """Whether a Spend & Expense token is stored (without decrypting it)."""
+        return "api_token" not in self.get_deferred_fields() and bool(self.api_token)
+
+
+class AuditEvent(models.Model):
+    """One thing that happened to a connection. ``detail`` never holds a secret."""
+
+    class Kind(models.TextChoices):
+        LINKED = "linked", _("Linked")
+        RELINKED = "relinked", _("Relinked")
+        LINK_FAILED = "link_failed", _("Link failed")
+        UNLINKED = "unlinked", _("Unlinked")
+        SESSION_REFRESHED = "session_refreshed", _("Session refreshed")
+        KEPT_ALIVE = "kept_alive", _("Session kept alive")
+        STATUS_CHANGED = "status_changed", _("Status changed")
+        KEYS_ROTATED = "keys_rotated", _("Secrets re-encrypted")
+
+    connection = models.ForeignKey(
+        BillConnection,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="audit_events",
+        verbose_name=_("connection"),
+    )
+    # Kept as a plain id so the trail outlives the connection (and the tenant).
+    tenant_id = models.CharField(_("tenant ID"), max_length=64, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("actor"),
+    )
+    kind = models.CharField(_("kind"), max_length=32, choices=Kind.choices, db_index=True)
+    detail = models.JSONField(_("detail"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("BILL audit event")
+        verbose_name_plural = _("BILL audit events")
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} · tenant {self.tenant_id}"
+
+    def __repr__(self) -> str:
+        return f"<AuditEvent id={self.pk} kind={self.kind!r} tenant_id={self.tenant_id!r}>"
+
+
+def describe(connection: BillConnection) -> dict[str, Any]:
+    """The non-secret facts about a connection, for logs and audit details."""
+    return {
+        "connection_id": connection.pk,
+        "tenant_id": str(connection.tenant_id),
+        "organization_id": connection.organization_id,
+        "environment": connection.environment,
+        "api_version": connection.api_version,
+        "status": connection.status,
+    }
