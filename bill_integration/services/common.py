@@ -9,7 +9,6 @@ from typing import Any
 
 from django.conf import settings
 
-from ..conf import bill_settings
 from ..models import AuditEvent, BillConnection, describe
 
 logger = logging.getLogger("bill_integration")
@@ -43,14 +42,6 @@ def record(
         actor=actor,
         kind=kind,
         detail=detail,
-    )
-
-
-def client_for(environment: str, api_version: str):  # type: ignore[no-untyped-def]
-    """A BILL client for one environment and API version (``CLIENT_CLASS``)."""
-    return bill_settings.CLIENT_CLASS(
-        base_url=bill_settings.base_url(environment, api_version),
-        api_version=api_version,
     )
 
 

@@ -10,6 +10,7 @@ from .base import BASE_DIR, BILL_INTEGRATION, CELERY_BEAT_SCHEDULE
 
 DEBUG = True
 STATE_DIR = BASE_DIR / ".demo"
+DEMO_PORT = int(os.environ.get("BILL_DEMO_PORT", "8000"))
 
 DATABASES = {
     "default": {
@@ -21,6 +22,8 @@ DATABASES = {
 
 # Kombu's file-system transport: a broker made of two folders, no server to run.
 _BROKER_DIR = STATE_DIR / "broker"
+for _folder in ("queue", "processed"):
+    (_BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_BROKER_URL = "filesystem://"
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "data_folder_in": str(_BROKER_DIR / "queue"),
@@ -39,4 +42,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": _DEMO_SWEEP,
     },
 }
-BILL_INTEGRATION = {**BILL_INTEGRATION, "SWEEP_INTERVAL": _DEMO_SWEEP}
+BILL_INTEGRATION = {
+    **BILL_INTEGRATION,
+    "SWEEP_INTERVAL": _DEMO_SWEEP,
+    # Keep sessions alive after a minute of idleness (20 minutes in production), so the admin
+    # and the linking page show the worker at work within a minute.
+    "KEEPALIVE_AFTER_IDLE": timedelta(seconds=60),
+}

@@ -1,0 +1,1 @@
+"""A second tenant model, swapped in by ``tests/settings_swapped.py`` to prove migrations are pluggable."""
