@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from pathlib import Path
 
 from .base import *  # noqa: F403
 from .base import BASE_DIR, BILL_INTEGRATION, CELERY_BEAT_SCHEDULE
 
 DEBUG = True
-STATE_DIR = BASE_DIR / ".demo"
+STATE_DIR = Path(os.environ.get("BILL_DEMO_STATE_DIR", BASE_DIR / ".demo"))
 DEMO_PORT = int(os.environ.get("BILL_DEMO_PORT", "8000"))
 
 DATABASES = {
@@ -47,5 +48,7 @@ BILL_INTEGRATION = {
     "SWEEP_INTERVAL": _DEMO_SWEEP,
     # Keep sessions alive after a minute of idleness (20 minutes in production), so the admin
     # and the linking page show the worker at work within a minute.
-    "KEEPALIVE_AFTER_IDLE": timedelta(seconds=60),
+    "KEEPALIVE_AFTER_IDLE": timedelta(
+        seconds=int(os.environ.get("BILL_DEMO_KEEPALIVE_SECONDS", "60"))
+    ),
 }

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from bill_integration.emulator.ids import new_dev_key, new_organization_id
+from bill_integration.emulator import ids
 from project.tenants.models import Membership, Tenant
 
 DEMO_USERNAME = "admin"
@@ -34,8 +34,8 @@ class Command(BaseCommand):
         accounts = self._load_or_create(accounts_file, lambda: {"accounts": [{
             "username": DEMO_BILL_USER,
             "password": "demo-" + secrets.token_urlsafe(8),
-            "organization_id": new_organization_id(),
-            "dev_key": new_dev_key(),
+            "organization_id": ids.organization_id(),
+            "dev_key": ids.dev_key(),
             "api_token": "demo-spend-" + secrets.token_urlsafe(12),
             "first_name": "Demo", "last_name": "Payables",
         }]})
