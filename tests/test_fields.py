@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from cryptography.fernet import Fernet
 from django.db import connection as db
+from django.db import transaction
 from django.db.models import F, Value
 
 from bill_integration.exceptions import DecryptionFailed
@@ -75,9 +76,10 @@ def test_key_rotation_list_reads_old_rows_and_writes_with_the_first_key(stored, 
 
 
 def test_expressions_are_refused_instead_of_being_encrypted_as_text(stored):
-    with pytest.raises(TypeError, match="never through update"):
+    # Each attempt in its own savepoint: update() marks the transaction for rollback on error.
+    with pytest.raises(TypeError, match="never through update"), transaction.atomic():
         BillConnection.objects.filter(pk=stored.pk).update(password=Value("x"))
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError), transaction.atomic():
         BillConnection.objects.filter(pk=stored.pk).update(dev_key=F("username"))
     assert BillConnection.objects.get(pk=stored.pk).password == CANARIES["password"]
 
