@@ -1,0 +1,159 @@
+"""The BILL HTTP client: v3, v2 and Spend & Expense, with typed results and one error taxonomy.
+
+Usage::
+
+    from bill_integration.client import get_client, get_spend_client
+    client = get_client("sandbox", "v3")
+    result = client.login(username=..., password=..., organization_id=..., dev_key=...)
+    client.session_info(session_id=result.session_id, dev_key=...)
+
+Every method raises the exceptions of :mod:`bill_integration.exceptions` (see ``errors.py``
+for the code table). Secrets go in headers (v3, Spend) or the form body (v2), never in a URL,
+and never into exception text, ``repr()`` or the locals of Django error reports.
+
+A ``CLIENT_CLASS`` is called as ``cls(base_url, api_version, connect_timeout=...,
+read_timeout=...)``; subclass :class:`BillClient` and override ``send()`` to add logging.
+
+Choices where BILL's behaviour is UNCONFIRMED (bill-api.md §8):
+
+* v3 login failures: read by code (BDC_1101/1102), whatever the status (docs suggest 400).
+* v3 rate limits: read by code (BDC_1144/1322), never by status (the emulator uses 429).
+* HTTP 401 without a code: ``SessionInvalid`` on a v3 session call; ``UnexpectedResponse`` on
+  ``/v3/login`` (a gateway hiccup must not make a tenant relink).
+* BDC_1001 "System error occurred." is treated as transient (retry with backoff).
+* ``RateLimited.retry_at``: start of the next UTC hour (app clock) for BDC_1144; ``None`` for
+  BDC_1322 (a slot frees within seconds; the caller backs off).
+* Spend & Expense: 401 → ``InvalidApiToken``; 400 (header missing: our bug) → ``UnexpectedResponse``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.views.decorators.debug import sensitive_variables
+
+from ..exceptions import ConfigurationError
+from . import cache
+from .base import HttpClient
+from .spend import SpendClient
+from .types import LoginResult, SessionInfo, SpendUser
+from .v2 import V2Api
+from .v3 import V3Api
+
+__all__ = [
+    "BillClient",
+    "LoginResult",
+    "SessionInfo",
+    "SpendClient",
+    "SpendUser",
+    "get_client",
+    "get_spend_client",
+]
+
+API_VERSIONS: dict[str, Any] = {"v3": V3Api(), "v2": V2Api()}
+
+
+class BillClient(HttpClient):
+    """Log in, probe, log out and call BILL through one API version ("v3" or "v2").
+
+    ``base_url`` is the environment's base for that version (``.../connect`` for v3,
+    ``.../api/v2`` for v2). The default of ``BILL_INTEGRATION["CLIENT_CLASS"]``; a project may
+    subclass it (override :meth:`send` to log or proxy) and name the subclass there.
+    """
+
+    def __init__(self, base_url: str, api_version: str = "v3", **options: Any) -> None:
+        try:
+            self.api = API_VERSIONS[api_version]
+        except KeyError:
+            raise ConfigurationError(
+                f"Unknown BILL API version {api_version!r}; use one of {sorted(API_VERSIONS)}."
+            ) from None
+        self.api_version = api_version
+        super().__init__(base_url, **options)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_url!r}, api_version={self.api_version!r})"
+
+    @sensitive_variables()
+    def login(
+        self, *, username: str, password: str, organization_id: str, dev_key: str
+    ) -> LoginResult:
+        """Open a new session (counts against BILL's 200 logins per hour per developer key)."""
+        return self.api.login(
+            self,
+            username=username,
+            password=password,
+            organization_id=organization_id,
+            dev_key=dev_key,
+        )
+
+    @sensitive_variables()
+    def session_info(self, *, session_id: str, dev_key: str) -> SessionInfo:
+        """Cheap authenticated probe; a successful call also resets BILL's 35-minute idle timer."""
+        return self.api.session_info(self, session_id=session_id, dev_key=dev_key)
+
+    @sensitive_variables()
+    def logout(self, *, session_id: str, dev_key: str) -> None:
+        """End the session at BILL immediately."""
+        self.api.logout(self, session_id=session_id, dev_key=dev_key)
+
+    @sensitive_variables()
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        session_id: str,
+        dev_key: str,
+        json: Any = None,
+        data: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        """Any authenticated call; returns parsed JSON (v3) or ``response_data`` (v2).
+
+        ``path`` is relative to the base URL (``/v3/vendors``; ``/List/Vendor.json``). On v2 the
+        payload (``data`` or ``json``) is sent as the JSON string form field ``data``.
+        """
+        return self.api.request(
+            self,
+            method,
+            path,
+            session_id=session_id,
+            dev_key=dev_key,
+            json=json,
+            data=data,
+            params=params,
+        )
+
+
+def _timeouts() -> tuple[float, float]:
+    from ..conf import bill_settings
+
+    return float(bill_settings.CONNECT_TIMEOUT), float(bill_settings.READ_TIMEOUT)
+
+
+def get_client(environment: str, api_version: str) -> BillClient:
+    """This thread's pooled client for ``environment`` and ``api_version`` (``CLIENT_CLASS``)."""
+    from ..conf import bill_settings
+
+    client_class = bill_settings.CLIENT_CLASS
+    base_url = bill_settings.base_url(environment, api_version)
+    connect_timeout, read_timeout = _timeouts()
+    return cache.cached(
+        ("bill", client_class, base_url, api_version, connect_timeout, read_timeout),
+        lambda: client_class(
+            base_url, api_version, connect_timeout=connect_timeout, read_timeout=read_timeout
+        ),
+    )
+
+
+def get_spend_client(environment: str) -> SpendClient:
+    """This thread's pooled Spend & Expense client (it lives under the v3 base URL)."""
+    from ..conf import bill_settings
+
+    base_url = bill_settings.base_url(environment, "v3")
+    connect_timeout, read_timeout = _timeouts()
+    return cache.cached(
+        ("spend", SpendClient, base_url, connect_timeout, read_timeout),
+        lambda: SpendClient(base_url, connect_timeout=connect_timeout, read_timeout=read_timeout),
+    )

@@ -1,0 +1,128 @@
+"""Which BILL answer means which exception: the one table to edit when BILL's codes change.
+
+Both API versions share one code space (bill-api.md §1.9, §2.10), so one table serves v3, v2
+and Spend & Expense. The rules, in order:
+
+1. A ``BDC_xxxx`` code listed in :data:`BILL_ERROR_CODES` decides, whatever the HTTP status
+   (BILL's HTTP status for rate limits on v3 is UNCONFIRMED, so we never depend on it; the
+   emulator happens to use 429).
+2. Otherwise HTTP 5xx or 429 is :class:`TransientError` (a gateway or BILL outage).
+3. Otherwise HTTP 401 on a v3 session call is :class:`SessionInvalid` (the OSS-observed
+   answer for a dead session; bill-api.md §2.10). On ``/v3/login`` a 401 without a code is
+   *not* treated as bad credentials: it is :class:`UnexpectedResponse`, so a gateway hiccup
+   can never mark a tenant ``needs_relink``.
+4. Everything else is :class:`UnexpectedResponse`: fail loudly, change nothing stored.
+
+Timeouts, refused or reset connections are :class:`TransientError` (see ``base.py``).
+
+Messages: BILL's own ``message``/``error_message`` is included (it never holds our secrets),
+cut to a readable length; request bodies and headers never are.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from ..exceptions import (
+    BillAPIError,
+    InvalidCredentials,
+    InvalidDevKey,
+    RateLimited,
+    SessionInvalid,
+    TransientError,
+    UnexpectedResponse,
+    UntrustedSession,
+)
+
+#: BILL error code -> exception class. Edit here when BILL documents more codes.
+BILL_ERROR_CODES: dict[str, type[BillAPIError]] = {
+    "BDC_1001": TransientError,  # "System error occurred." — BILL's generic server error.
+    "BDC_1101": InvalidCredentials,  # "User name and/or password do not match our records."
+    "BDC_1102": InvalidDevKey,  # "Developer key is invalid."
+    "BDC_1109": SessionInvalid,  # "Session is invalid.  Please log in."
+    "BDC_1144": RateLimited,  # "Max number of allowed requests per hour reached: 20000."
+    "BDC_1322": RateLimited,  # "Max number of concurrent requests per organization reached."
+    "BDC_1361": UntrustedSession,  # "Untrusted session." (MFA needed; never log in again)
+}
+
+#: ``RateLimited.scope`` for each rate-limit code.
+RATE_LIMIT_SCOPES: dict[str, str] = {"BDC_1144": "hourly", "BDC_1322": "concurrency"}
+
+#: Longest piece of BILL's own message copied into an exception.
+MAX_BILL_MESSAGE = 200
+
+
+def start_of_next_hour(moment: datetime) -> datetime:
+    """BDC_1144 lifts "at the beginning of the next hour" (bill-api.md §3)."""
+    return moment.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+
+
+def _clock_now() -> datetime:
+    # Imported late: the app clock reads Django settings, the client module must import without.
+    from ..conf import now
+
+    return now()
+
+
+def _compose(cls: type[BillAPIError], bill_message: object) -> str:
+    text = " ".join(str(bill_message or "").split())
+    if len(text) > MAX_BILL_MESSAGE:
+        text = text[: MAX_BILL_MESSAGE - 1] + "…"
+    base = str(cls.default_message)
+    return f"{base} BILL said: {text}" if text else base
+
+
+def error_for_code(
+    code: str, bill_message: object, *, http_status: int | None
+) -> BillAPIError | None:
+    """The exception for a BILL error code from the table, or ``None`` if the code is unlisted."""
+    cls = BILL_ERROR_CODES.get(code)
+    if cls is None:
+        return None
+    message = _compose(cls, bill_message)
+    if cls is RateLimited:
+        scope = RATE_LIMIT_SCOPES.get(code, "hourly")
+        retry_at = start_of_next_hour(_clock_now()) if scope == "hourly" else None
+        return RateLimited(
+            message, bill_code=code, http_status=http_status, retry_at=retry_at, scope=scope
+        )
+    return cls(message, bill_code=code, http_status=http_status)
+
+
+def error_for_answer(
+    *,
+    code: str | None,
+    bill_message: object,
+    http_status: int | None,
+    session_call: bool,
+    api: str,
+) -> BillAPIError:
+    """Apply the rules of this module's docstring to one error answer from BILL."""
+    if code:
+        known = error_for_code(code, bill_message, http_status=http_status)
+        if known is not None:
+            return known
+    if http_status is not None and (http_status >= 500 or http_status == 429):
+        return TransientError(
+            _compose(TransientError, bill_message), bill_code=code, http_status=http_status
+        )
+    if http_status == 401 and api == "v3" and session_call:
+        return SessionInvalid(
+            _compose(SessionInvalid, bill_message), bill_code=code, http_status=http_status
+        )
+    return UnexpectedResponse(
+        _compose(UnexpectedResponse, bill_message)
+        if bill_message
+        else f"{UnexpectedResponse.default_message} BILL returned error {code or 'without a code'}.",
+        bill_code=code,
+        http_status=http_status,
+    )
+
+
+def unexpected(
+    what: str, *, http_status: int | None, bill_code: str | None = None
+) -> UnexpectedResponse:
+    """An :class:`UnexpectedResponse` describing what was wrong with BILL's answer (never its body)."""
+    return UnexpectedResponse(
+        f"{UnexpectedResponse.default_message} {what}", bill_code=bill_code, http_status=http_status
+    )

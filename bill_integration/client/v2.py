@@ -1,0 +1,121 @@
+"""BILL v2 (``/api/v2``): form-encoded POSTs, answers in a ``response_status`` envelope.
+
+v2 answers HTTP 200 even for errors (bill-api.md §1.8), so success is ``response_status == 0``
+and nothing else: a 200 without the envelope is :class:`UnexpectedResponse`, never success.
+A wrong path is HTTP 404 with ``BDC_1121``; a 5xx (a gateway in front of BILL) is transient.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+from typing import Any
+
+import requests
+
+from ..exceptions import BillAPIError
+from .base import HttpClient, parse_json_body, require_str
+from .errors import error_for_answer, unexpected
+from .types import LoginResult, SessionInfo
+
+
+def raise_for_answer(response: requests.Response) -> Any:
+    """``response_data`` of a successful envelope; otherwise raise the matching exception."""
+    status = response.status_code
+    try:
+        body = parse_json_body(response)
+    except BillAPIError:
+        if status >= 500 or status == 429:
+            raise error_for_answer(
+                code=None, bill_message=None, http_status=status, session_call=True, api="v2"
+            ) from None
+        raise
+    if not isinstance(body, dict) or "response_status" not in body:
+        if status >= 500 or status == 429:
+            raise error_for_answer(
+                code=None, bill_message=None, http_status=status, session_call=True, api="v2"
+            )
+        raise unexpected("The answer has no v2 'response_status' envelope.", http_status=status)
+    outcome = body["response_status"]
+    data = body.get("response_data")
+    if outcome == 0 and 200 <= status < 300:
+        return data
+    if outcome == 1:
+        code = data.get("error_code") if isinstance(data, dict) else None
+        message = data.get("error_message") if isinstance(data, dict) else None
+        raise error_for_answer(
+            code=code if isinstance(code, str) else None,
+            bill_message=message,
+            http_status=status,
+            session_call=True,
+            api="v2",
+        )
+    raise unexpected(f"'response_status' is {outcome!r} with HTTP {status}.", http_status=status)
+
+
+def session_form(session_id: str, dev_key: str) -> dict[str, str]:
+    return {"devKey": dev_key, "sessionId": session_id}
+
+
+class V2Api:
+    """The v2 dialect; stateless, used by :class:`bill_integration.client.BillClient`."""
+
+    api_version = "v2"
+
+    def login(
+        self, http: HttpClient, *, username: str, password: str, organization_id: str, dev_key: str
+    ) -> LoginResult:
+        response = http.send(
+            "POST",
+            "/Login.json",
+            data={
+                "userName": username,
+                "password": password,
+                "orgId": organization_id,
+                "devKey": dev_key,
+            },
+        )
+        body = raise_for_answer(response)
+        status = response.status_code
+        return LoginResult(
+            session_id=require_str(body, "sessionId", http_status=status, what="Login"),
+            organization_id=require_str(body, "orgId", http_status=status, what="Login"),
+            user_id=require_str(body, "usersId", http_status=status, what="Login"),
+            trusted=False,
+            api_endpoint=require_str(
+                body, "apiEndPoint", http_status=status, what="Login", optional=True
+            ),
+        )
+
+    def session_info(self, http: HttpClient, *, session_id: str, dev_key: str) -> SessionInfo:
+        response = http.send("POST", "/GetSessionInfo.json", data=session_form(session_id, dev_key))
+        body = raise_for_answer(response)
+        status = response.status_code
+        return SessionInfo(
+            organization_id=require_str(body, "organizationId", http_status=status, what="Session"),
+            user_id=require_str(body, "userId", http_status=status, what="Session"),
+            mfa_status=None,
+        )
+
+    def logout(self, http: HttpClient, *, session_id: str, dev_key: str) -> None:
+        raise_for_answer(http.send("POST", "/Logout.json", data=session_form(session_id, dev_key)))
+
+    def request(
+        self,
+        http: HttpClient,
+        method: str,
+        path: str,
+        *,
+        session_id: str,
+        dev_key: str,
+        json: Any = None,
+        data: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        """POST ``path`` with ``data`` (or ``json``) serialised into the ``data`` form field."""
+        if method.upper() != "POST":
+            raise ValueError(f"Every BILL v2 operation is a POST, not {method.upper()}.")
+        payload = data if data is not None else json
+        form = session_form(session_id, dev_key)
+        if payload is not None:
+            form["data"] = payload if isinstance(payload, str) else jsonlib.dumps(payload)
+        return raise_for_answer(http.send("POST", path, data=form, params=params))
