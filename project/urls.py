@@ -14,4 +14,5 @@ urlpatterns = [
     path("api/bill/", include("bill_integration.api.urls", namespace="bill_integration")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("connect/bill/", include("bill_integration.urls_pages")),
 ]

@@ -23,13 +23,14 @@ DATABASES = {
 
 # Kombu's file-system transport: a broker made of two folders, no server to run.
 _BROKER_DIR = STATE_DIR / "broker"
-for _folder in ("queue", "processed"):
+for _folder in ("queue", "processed", "control"):
     (_BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_BROKER_URL = "filesystem://"
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "data_folder_in": str(_BROKER_DIR / "queue"),
     "data_folder_out": str(_BROKER_DIR / "queue"),
     "processed_folder": str(_BROKER_DIR / "processed"),
+    "control_folder": str(_BROKER_DIR / "control"),
     "store_processed": False,
 }
 CELERY_TASK_IGNORE_RESULT = True

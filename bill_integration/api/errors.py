@@ -1,0 +1,196 @@
+"""One JSON error shape for every failure of the API, with a stable ``code``.
+
+Every error body is ``{"code": "...", "message": "..."}``; validation errors add ``"fields"``,
+a mapping of field name to a list of messages. ``code`` values come from the exceptions'
+``.code`` (:mod:`bill_integration.exceptions`) plus the API's own: ``validation_error``,
+``malformed_request``, ``not_found``, ``permission_denied``, ``throttled``,
+``method_not_allowed``, ``not_acceptable``, ``unsupported_media_type``.
+
+The handler is attached to the app's views (``get_exception_handler``), not installed through
+``REST_FRAMEWORK["EXCEPTION_HANDLER"]``, so the shape holds in any project unconfigured.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions as drf
+from rest_framework import serializers, status
+from rest_framework.response import Response
+
+from .. import exceptions as bill
+from ..conf import now
+from ..messages import customer_message
+
+#: HTTP status per exception class (most specific first).
+STATUS_BY_EXCEPTION: list[tuple[type[bill.BillIntegrationError], int]] = [
+    (bill.InvalidCredentials, status.HTTP_400_BAD_REQUEST),  # also InvalidDevKey, InvalidApiToken
+    (bill.ConflictError, status.HTTP_409_CONFLICT),
+    (bill.ConnectionNeedsRelink, status.HTTP_409_CONFLICT),
+    (bill.ConnectionDisabled, status.HTTP_409_CONFLICT),
+    (bill.DecryptionFailed, status.HTTP_409_CONFLICT),
+    (bill.RateLimited, status.HTTP_429_TOO_MANY_REQUESTS),
+    (bill.TransientError, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (bill.SessionUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (bill.UntrustedSession, status.HTTP_502_BAD_GATEWAY),
+    (bill.UnexpectedResponse, status.HTTP_502_BAD_GATEWAY),
+    (bill.ConnectionNotLinked, status.HTTP_404_NOT_FOUND),
+    (bill.SessionInvalid, status.HTTP_502_BAD_GATEWAY),
+    (bill.BillIntegrationError, status.HTTP_502_BAD_GATEWAY),
+]
+
+#: Every ``code`` the API may answer with, for the OpenAPI enum and the docs.
+ERROR_CODES = [
+    "validation_error",
+    "malformed_request",
+    "not_found",
+    "permission_denied",
+    "throttled",
+    "method_not_allowed",
+    "not_acceptable",
+    "unsupported_media_type",
+    bill.InvalidCredentials.code,
+    bill.InvalidDevKey.code,
+    bill.InvalidApiToken.code,
+    bill.RateLimited.code,
+    bill.TransientError.code,
+    bill.UnexpectedResponse.code,
+    bill.UntrustedSession.code,
+    bill.SessionInvalid.code,
+    bill.ConflictError.code,
+    bill.ConnectionNotLinked.code,
+    bill.ConnectionNeedsRelink.code,
+    bill.ConnectionDisabled.code,
+    bill.SessionUnavailable.code,
+    bill.DecryptionFailed.code,
+    bill.ConfigurationError.code,
+    bill.BillIntegrationError.code,
+]
+
+NOT_FOUND_MESSAGE = _(
+    "No BILL connection you can see here. Sign in as a member of the organization; if you "
+    "belong to several organizations, name one with the X-Tenant-ID header."
+)
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of every error response (used for the OpenAPI document)."""
+
+    code = serializers.ChoiceField(
+        choices=ERROR_CODES, help_text=_("Stable machine-readable code.")
+    )
+    message = serializers.CharField(help_text=_("What went wrong and what to do, in words."))
+
+    class Meta:
+        ref_name = "BillError"
+
+
+# A declared field named "fields" would hide Serializer.fields; add it to the declared map.
+ErrorSerializer._declared_fields["fields"] = serializers.DictField(
+    child=serializers.ListField(child=serializers.CharField()),
+    required=False,
+    help_text=_("Only for code validation_error: per field, what is wrong with it."),
+)
+
+
+def _retry_after_seconds(exc: bill.RateLimited) -> int | None:
+    if exc.retry_at is None:
+        return None
+    return max(1, math.ceil((exc.retry_at - now()).total_seconds()))
+
+
+def _flatten(detail: Any) -> dict[str, list[str]]:
+    """DRF's nested error detail as ``{field: [messages]}`` (strings only)."""
+    if isinstance(detail, dict):
+        flat: dict[str, list[str]] = {}
+        for key, value in detail.items():
+            if isinstance(value, dict):
+                for inner_key, inner in _flatten(value).items():
+                    flat[f"{key}.{inner_key}"] = inner
+            elif isinstance(value, list):
+                flat[str(key)] = [str(item) for item in value]
+            else:
+                flat[str(key)] = [str(value)]
+        return flat
+    if isinstance(detail, list):
+        return {"non_field_errors": [str(item) for item in detail]}
+    return {"non_field_errors": [str(detail)]}
+
+
+def error_response(
+    code: str,
+    message: str,
+    http_status: int,
+    *,
+    fields: dict[str, list[str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {"code": code, "message": str(message)}
+    if fields is not None:
+        body["fields"] = fields
+    return Response(body, status=http_status, headers=headers)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Turn any exception the API raises into the one error shape (or ``None``: a real 500)."""
+    if isinstance(exc, bill.BillIntegrationError):
+        http_status = next(code for cls, code in STATUS_BY_EXCEPTION if isinstance(exc, cls))
+        headers: dict[str, str] = {}
+        retry_after = None
+        if isinstance(exc, bill.RateLimited):
+            retry_after = _retry_after_seconds(exc) or 60
+            headers["Retry-After"] = str(retry_after)
+        message = customer_message(exc.code, exc.message, retry_after=retry_after)
+        return error_response(exc.code, message, http_status, headers=headers)
+
+    if isinstance(exc, Http404):
+        exc = drf.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf.PermissionDenied()
+    if not isinstance(exc, drf.APIException):
+        return None
+
+    headers = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    if isinstance(exc, drf.ValidationError):
+        return error_response(
+            "validation_error",
+            _("Some fields are not valid; see fields."),
+            status.HTTP_400_BAD_REQUEST,
+            fields=_flatten(exc.detail),
+        )
+    if isinstance(exc, drf.Throttled):
+        wait = max(1, math.ceil(exc.wait or 1))
+        headers["Retry-After"] = str(wait)
+        minutes = max(1, math.ceil(wait / 60))
+        message = _(
+            "Too many attempts to link BILL. Wait about %(minutes)d minutes, then try again."
+        ) % {"minutes": minutes}
+        return error_response("throttled", message, exc.status_code, headers=headers)
+    if isinstance(exc, drf.ParseError):
+        return error_response(
+            "malformed_request",
+            _("The request body is not valid JSON: %(detail)s") % {"detail": exc.detail},
+            exc.status_code,
+        )
+    codes = {
+        drf.NotFound: ("not_found", NOT_FOUND_MESSAGE),
+        drf.NotAuthenticated: ("not_found", NOT_FOUND_MESSAGE),
+        drf.AuthenticationFailed: ("not_found", NOT_FOUND_MESSAGE),
+        drf.PermissionDenied: ("permission_denied", None),
+        drf.MethodNotAllowed: ("method_not_allowed", None),
+        drf.NotAcceptable: ("not_acceptable", None),
+        drf.UnsupportedMediaType: ("unsupported_media_type", None),
+    }
+    for cls, (code, message) in codes.items():
+        if isinstance(exc, cls):
+            http_status = status.HTTP_404_NOT_FOUND if code == "not_found" else exc.status_code
+            if code == "not_found":
+                headers.pop("WWW-Authenticate", None)
+            return error_response(code, message or exc.detail, http_status, headers=headers)
+    return error_response("bill_error", str(exc.detail), exc.status_code, headers=headers)

@@ -1,0 +1,174 @@
+"""Serializers: the link form (write-only secrets) and the connection status (never a secret).
+
+Input is checked here, before BILL is called: types (strings only, no numbers passed off as
+text), lengths, control characters, the organization id's shape, and the environment and API
+version against the configured choices. Secret fields are ``write_only``, shown as password
+inputs in the browsable API, and not trimmed (a password may end in a space).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from django.utils.translation import gettext_lazy as _
+from rest_framework import serializers
+
+from .. import validators
+from ..conf import bill_settings, now
+from ..messages import customer_message
+from ..models import ApiVersion, BillConnection, ConnectionStatus
+
+NOT_LINKED = "not_linked"
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of turning them into text."""
+
+    default_error_messages: ClassVar[dict[str, Any]] = {
+        "invalid": _("Enter text (a JSON string), not a number or list.")
+    }
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def _text(
+    name: str, *, required: bool = True, secret: bool = False, **extra: Any
+) -> StrictCharField:
+    options: dict[str, Any] = {
+        "max_length": validators.MAX_LENGTHS[name],
+        "help_text": validators.HELP_TEXTS[name],
+        "validators": [validators.no_control_characters, *extra.pop("validators", [])],
+        "required": required,
+        "error_messages": {
+            "max_length": _("Ensure this field has no more than {max_length} characters."),
+        },
+    }
+    if secret:
+        options.update(write_only=True, style={"input_type": "password"}, trim_whitespace=False)
+    options.update(extra)
+    return StrictCharField(**options)
+
+
+class LinkSerializer(serializers.Serializer):
+    """What ``PUT /connection/`` accepts: the credentials BILL's own guide names."""
+
+    username = _text("username", validators=[validators.username_validator])
+    password = _text("password", secret=True)
+    organization_id = _text("organization_id", validators=[validators.organization_id_validator])
+    dev_key = _text("dev_key", secret=True)
+    api_token = _text("api_token", secret=True, required=False, allow_blank=True, allow_null=True)
+    environment = serializers.ChoiceField(
+        choices=[], required=False, help_text=validators.HELP_TEXTS["environment"]
+    )
+    api_version = serializers.ChoiceField(
+        choices=ApiVersion.values,
+        default=ApiVersion.V3,
+        help_text=validators.HELP_TEXTS["api_version"],
+        error_messages={"invalid_choice": _("Choose v3 or v2.")},
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Read per instance: the configured environments may change (override_settings).
+        names = bill_settings.environment_names()
+        field = self.fields["environment"]
+        field.choices = names
+        # Name the choices, never echo the input (it may be 10 KB of anything).
+        field.error_messages["invalid_choice"] = _("Choose one of: %(choices)s.") % {
+            "choices": ", ".join(names)
+        }
+
+    def validate_environment(self, value: str) -> str:
+        return value or bill_settings.DEFAULT_ENVIRONMENT
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs.setdefault("environment", bill_settings.DEFAULT_ENVIRONMENT)
+        attrs["api_token"] = attrs.get("api_token") or None
+        return attrs
+
+
+class LastErrorSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text=_("Stable code of the last error."))
+    message = serializers.CharField(help_text=_("The last error, in words, with what to do."))
+
+
+class ConnectionStatusSerializer(serializers.Serializer):
+    """What ``GET /connection/`` answers. Never a secret; ``has_api_token`` is a yes/no."""
+
+    linked = serializers.BooleanField(help_text=_("Whether a BILL account is linked."))
+    status = serializers.ChoiceField(
+        choices=[*ConnectionStatus.values, NOT_LINKED],
+        help_text=_("active, degraded, rate_limited, needs_relink, disabled, or not_linked."),
+    )
+    status_display = serializers.CharField(help_text=_("The status in words."))
+    can_change = serializers.BooleanField(
+        help_text=_("Whether the signed-in user may link, refresh or unlink.")
+    )
+    environment = serializers.CharField(allow_null=True)
+    api_version = serializers.CharField(allow_null=True)
+    organization_id = serializers.CharField(allow_null=True)
+    username = serializers.CharField(allow_null=True)
+    user_id = serializers.CharField(allow_null=True, help_text=_("BILL's id of the user."))
+    has_api_token = serializers.BooleanField(
+        help_text=_("Whether a Spend & Expense API token is stored (the token is never shown).")
+    )
+    session_obtained_at = serializers.DateTimeField(allow_null=True)
+    session_last_used_at = serializers.DateTimeField(allow_null=True)
+    session_age_seconds = serializers.IntegerField(
+        allow_null=True, help_text=_("Seconds since the current session was obtained.")
+    )
+    last_refresh_at = serializers.DateTimeField(allow_null=True)
+    next_attempt_at = serializers.DateTimeField(allow_null=True)
+    last_error = LastErrorSerializer(allow_null=True)
+    linked_at = serializers.DateTimeField(allow_null=True)
+    updated_at = serializers.DateTimeField(allow_null=True)
+
+
+def connection_status(connection: BillConnection | None, *, can_change: bool) -> dict[str, Any]:
+    """The status document for ``connection`` (``None``: not linked), built without secrets."""
+    if connection is None:
+        empty: dict[str, Any] = {name: None for name in ConnectionStatusSerializer._declared_fields}
+        empty.update(
+            linked=False,
+            status=NOT_LINKED,
+            status_display=str(customer_message(NOT_LINKED)),
+            can_change=can_change,
+            has_api_token=False,
+        )
+        return empty
+    obtained: datetime | None = connection.session_obtained_at
+    age = max(0, int((now() - obtained).total_seconds())) if obtained else None
+    last_error = None
+    if connection.last_error_code:
+        last_error = {
+            "code": connection.last_error_code,
+            "message": customer_message(
+                connection.last_error_code,
+                connection.last_error_message or connection.last_error_code,
+            ),
+        }
+    has_token = BillConnection.objects.filter(pk=connection.pk, api_token__isnull=False).exists()
+    return {
+        "linked": True,
+        "status": connection.status,
+        "status_display": str(connection.get_status_display()),
+        "can_change": can_change,
+        "environment": connection.environment,
+        "api_version": connection.api_version,
+        "organization_id": connection.organization_id,
+        "username": connection.username,
+        "user_id": connection.user_id or None,
+        "has_api_token": has_token,
+        "session_obtained_at": connection.session_obtained_at,
+        "session_last_used_at": connection.session_last_used_at,
+        "session_age_seconds": age,
+        "last_refresh_at": connection.last_refresh_at,
+        "next_attempt_at": connection.next_attempt_at,
+        "last_error": last_error,
+        "linked_at": connection.created_at,
+        "updated_at": connection.updated_at,
+    }

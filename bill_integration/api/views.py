@@ -1,0 +1,214 @@
+"""REST views: thin wrappers that resolve the tenant, validate input and call the services.
+
+``GET|PUT|DELETE /connection/`` and ``POST /connection/refresh/``. Permission and throttle
+classes are set here explicitly (never inherited from the project's defaults), and every
+error goes through :func:`bill_integration.api.errors.exception_handler`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.decorators import method_decorator
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import services
+from ..models import BillConnection
+from . import errors
+from .permissions import TenantConnectionAccess, resolve_access
+from .serializers import ConnectionStatusSerializer, LinkSerializer, connection_status
+from .throttling import LinkTenantThrottle, LinkUserThrottle
+
+SECRET_PARAMETERS = ("password", "dev_key", "api_token")
+
+TENANT_HEADER = OpenApiParameter(
+    name="X-Tenant-ID",
+    type=OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description=(
+        "Which tenant, for a user who belongs to several. Read by the project's "
+        "TENANT_RESOLVER (the example project's resolver reads this header); without it a "
+        "user with exactly one tenant gets that one."
+    ),
+)
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(response=errors.ErrorSerializer, description=description)
+
+
+NOT_FOUND = _error(
+    "code not_found: not signed in, no tenant, or no access to it (the same answer for all, "
+    "so nothing is revealed). code not_linked: nothing to act on."
+)
+FORBIDDEN = _error("code permission_denied: a member may read but not change the connection.")
+UNSUPPORTED = _error("code unsupported_media_type: send application/json.")
+BILL_ERRORS = {
+    409: _error(
+        "code conflict: another change won at the same time, reload and retry. "
+        "needs_relink / disabled / decryption_failed: link the account again."
+    ),
+    429: _error("code rate_limited: BILL's limit for the developer key; see Retry-After."),
+    502: _error("code bill_unexpected_response / mfa_required: BILL answered oddly or needs MFA."),
+    503: _error("code bill_unavailable / session_unavailable: BILL unreachable, try later."),
+}
+
+
+class BillAPIView(APIView):
+    """Base of the app's views: its own error shape and access rules, whatever the project sets."""
+
+    permission_classes = (TenantConnectionAccess,)
+    throttle_classes: tuple[type, ...] = ()
+
+    def get_exception_handler(self):  # type: ignore[no-untyped-def]
+        return errors.exception_handler
+
+    def tenant(self, request: Request) -> Any:
+        return resolve_access(request)[0]
+
+    def can_change(self, request: Request) -> bool:
+        return resolve_access(request)[1] == "write"
+
+    def status_response(self, request: Request, *, http_status: int = 200) -> Response:
+        connection = (
+            BillConnection.objects.without_secrets().filter(tenant=self.tenant(request)).first()
+        )
+        data = connection_status(connection, can_change=self.can_change(request))
+        return Response(ConnectionStatusSerializer(data).data, status=http_status)
+
+
+@method_decorator(sensitive_post_parameters(*SECRET_PARAMETERS), name="dispatch")
+class ConnectionView(BillAPIView):
+    """The tenant's BILL connection: see it, link or relink it, unlink it."""
+
+    link_throttle_classes = (LinkTenantThrottle, LinkUserThrottle)
+
+    def get_throttles(self):  # type: ignore[no-untyped-def]
+        # Only link attempts are throttled: reading the status must stay cheap and unlimited.
+        if self.request.method == "PUT":
+            return [throttle() for throttle in self.link_throttle_classes]
+        return []
+
+    @extend_schema(
+        operation_id="bill_connection_retrieve",
+        summary=_("The BILL connection's status"),
+        description=_(
+            "Status, environment, organization, user, session timestamps and the last error "
+            "in words. Never a secret. status is not_linked when no account is linked."
+        ),
+        parameters=[TENANT_HEADER],
+        responses={200: ConnectionStatusSerializer, 404: NOT_FOUND},
+    )
+    def get(self, request: Request) -> Response:
+        return self.status_response(request)
+
+    @extend_schema(
+        operation_id="bill_connection_link",
+        summary=_("Link or relink a BILL account"),
+        description=_(
+            "Logs in to BILL with the given credentials (and checks the Spend & Expense API "
+            "token, if given); only if BILL accepts them are they stored, replacing any "
+            "previous ones. A refused relink leaves the previous credentials working. Secret "
+            "fields are write-only. Throttled per tenant and per user (429 with Retry-After)."
+        ),
+        parameters=[TENANT_HEADER],
+        request=LinkSerializer,
+        responses={
+            200: OpenApiResponse(ConnectionStatusSerializer, description="Relinked."),
+            201: OpenApiResponse(ConnectionStatusSerializer, description="Linked."),
+            400: _error(
+                "code validation_error (see fields), malformed_request, invalid_credentials, "
+                "invalid_dev_key or invalid_api_token (BILL refused; nothing stored changed)."
+            ),
+            403: FORBIDDEN,
+            404: NOT_FOUND,
+            415: UNSUPPORTED,
+            **BILL_ERRORS,
+            429: _error(
+                "code throttled: too many link attempts for this tenant or user; "
+                "code rate_limited: BILL's own limit. Both carry Retry-After."
+            ),
+        },
+        examples=[
+            OpenApiExample(
+                "Sandbox credentials",
+                request_only=True,
+                value={
+                    "username": "ap@example.com",
+                    "password": "********",
+                    "organization_id": "00801ABCDEFGHIJKa1b2",
+                    "dev_key": "01ABCDEFGHIJKLMNOP12",
+                    "environment": "sandbox",
+                    "api_version": "v3",
+                },
+            )
+        ],
+    )
+    @method_decorator(sensitive_variables("data", "serializer"))
+    def put(self, request: Request) -> Response:
+        serializer = LinkSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        tenant = self.tenant(request)
+        existed = BillConnection.objects.filter(tenant=tenant).exists()
+        services.link(
+            tenant,
+            username=data["username"],
+            password=data["password"],
+            organization_id=data["organization_id"],
+            dev_key=data["dev_key"],
+            api_token=data.get("api_token"),
+            environment=data["environment"],
+            api_version=data["api_version"],
+            actor=request.user,
+        )
+        return self.status_response(
+            request, http_status=status.HTTP_200_OK if existed else status.HTTP_201_CREATED
+        )
+
+    @extend_schema(
+        operation_id="bill_connection_unlink",
+        summary=_("Unlink the BILL account"),
+        description=_("Logs the session out at BILL (best effort) and deletes the credentials."),
+        parameters=[TENANT_HEADER],
+        responses={204: None, 403: FORBIDDEN, 404: NOT_FOUND},
+    )
+    def delete(self, request: Request) -> Response:
+        services.unlink(self.tenant(request), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ConnectionRefreshView(BillAPIView):
+    """Log in to BILL again now with the stored credentials."""
+
+    @extend_schema(
+        operation_id="bill_connection_refresh",
+        summary=_("Refresh the BILL session now"),
+        description=_(
+            "Logs in again with the stored credentials and answers the new status. If BILL "
+            "refuses them the status becomes needs_relink and the answer says so."
+        ),
+        parameters=[TENANT_HEADER],
+        request=None,
+        responses={
+            200: ConnectionStatusSerializer,
+            400: _error(
+                "code invalid_credentials / invalid_dev_key: BILL refused the stored "
+                "credentials; link the account again."
+            ),
+            403: FORBIDDEN,
+            404: NOT_FOUND,
+            **BILL_ERRORS,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        services.refresh(self.tenant(request), force=True)
+        return self.status_response(request)

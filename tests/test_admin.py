@@ -1,0 +1,257 @@
+"""Django admin: the list, the linking form (through the service), actions, the audit trail."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection as db_connection
+from django.urls import reverse
+
+from bill_integration.models import AuditEvent, BillConnection
+from tests.linking_support import credentials
+
+pytestmark = pytest.mark.django_db
+
+LIST_URL = reverse("admin:bill_integration_billconnection_changelist")
+ADD_URL = reverse("admin:bill_integration_billconnection_add")
+
+
+def change_url(pk):
+    return reverse("admin:bill_integration_billconnection_change", args=[pk])
+
+
+@pytest.fixture
+def admin_client(client, django_user_model):
+    user = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(user)
+    client.user = user
+    return client
+
+
+def secrets_of(connection_pk) -> list[str]:
+    stored = BillConnection.objects.get(pk=connection_pk)
+    return [s for s in (stored.password, stored.dev_key, stored.api_token, stored.session_id) if s]
+
+
+def assert_no_secrets(html: str, connection_pk) -> None:
+    for secret in secrets_of(connection_pk):
+        assert secret not in html
+
+
+def test_list_shows_tenant_org_environment_badge_refresh_and_error(
+    admin_client, linked, tenant, bill_account
+):
+    BillConnection.objects.filter(pk=linked.pk).update(
+        status="needs_relink", last_error_code="invalid_credentials"
+    )
+    response = admin_client.get(LIST_URL)
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert tenant.name in html and bill_account.organization_id in html and "emulator" in html
+    assert 'class="bill-status bill-status-needs_relink"' in html and "Needs relink" in html
+    assert "sandbox credentials used against production" in html
+    assert_no_secrets(html, linked.pk)
+
+
+def test_list_never_decrypts(admin_client, linked, bill_account):
+    # A secret no key can read: the list must still render (it never loads secrets).
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE bill_integration_billconnection SET password = 'garbage' WHERE id = %s",
+            [linked.pk],
+        )
+    response = admin_client.get(LIST_URL)
+    assert response.status_code == 200
+    assert bill_account.organization_id in response.content.decode()
+    assert admin_client.get(change_url(linked.pk)).status_code == 200
+
+
+def test_list_search_and_filters(admin_client, linked, bill_account):
+    found = admin_client.get(LIST_URL, {"q": bill_account.organization_id}).content.decode()
+    assert change_url(linked.pk) in found
+    missing = admin_client.get(LIST_URL, {"q": "00899NOPE"}).content.decode()
+    assert change_url(linked.pk) not in missing
+    for query in (
+        {"status__exact": "active"},
+        {"environment__exact": "emulator"},
+        {"api_version__exact": "v3"},
+    ):
+        assert change_url(linked.pk) in admin_client.get(LIST_URL, query).content.decode()
+    assert (
+        change_url(linked.pk)
+        not in admin_client.get(LIST_URL, {"status__exact": "disabled"}).content.decode()
+    )
+
+
+def test_add_form_links_through_the_service(admin_client, tenant, bill_account, bill_environment):
+    form_html = admin_client.get(ADD_URL).content.decode()
+    assert 'type="password" name="password"' in form_html
+    assert 'type="password" name="dev_key"' in form_html
+    response = admin_client.post(ADD_URL, {"tenant": tenant.pk, **credentials(bill_account)})
+    assert response.status_code == 302, response.content.decode()[:3000]
+    stored = BillConnection.objects.get(tenant=tenant)
+    assert stored.password == bill_account.password and stored.session_id
+    event = AuditEvent.objects.get(kind="linked")
+    assert event.actor == admin_client.user
+
+
+def test_add_form_shows_bills_refusal_and_stores_nothing(
+    admin_client, tenant, bill_account, bill_environment
+):
+    response = admin_client.post(
+        ADD_URL, {"tenant": tenant.pk, **credentials(bill_account, password="wrong-one")}
+    )
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "sandbox credentials used against production" in html
+    assert "wrong-one" not in html and bill_account.dev_key not in html
+    assert not BillConnection.objects.filter(tenant=tenant).exists()
+    assert AuditEvent.objects.get(kind="link_failed").actor == admin_client.user
+
+
+def test_add_form_validates_before_calling_bill(
+    admin_client, tenant, bill_emulator, bill_account, bill_environment
+):
+    response = admin_client.post(
+        ADD_URL,
+        {
+            "tenant": tenant.pk,
+            **credentials(bill_account, organization_id="12345", password="x\x00y"),
+        },
+    )
+    html = response.content.decode()
+    assert response.status_code == 200 and "starts with 008" in html
+    assert "control characters" in html
+    assert bill_emulator.state.counters()["logins"] == 0
+
+
+def test_add_for_an_already_linked_tenant_is_refused_without_calling_bill(
+    admin_client, linked, tenant, bill_emulator, bill_account
+):
+    logins = bill_emulator.state.counters()["logins"]
+    response = admin_client.post(ADD_URL, {"tenant": tenant.pk, **credentials(bill_account)})
+    assert response.status_code == 200
+    assert "already exists" in response.content.decode()
+    assert bill_emulator.state.counters()["logins"] == logins
+
+
+def test_change_form_never_renders_a_secret(admin_client, tenant, bill_account, bill_environment):
+    from bill_integration import services
+
+    connection = services.link(
+        tenant, **credentials(bill_account, api_token=bill_account.api_token)
+    )
+    response = admin_client.get(change_url(connection.pk))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert_no_secrets(html, connection.pk)
+    assert 'name="password"' in html and 'value="' + bill_account.password not in html
+    assert "Leave blank to keep the stored value." in html
+    # The audit trail shows inline, read-only.
+    assert "Audit events" in html and "Linked" in html
+
+
+def test_change_with_blank_secrets_keeps_them_and_relinks(
+    admin_client, linked, tenant, bill_account
+):
+    before = BillConnection.objects.get(pk=linked.pk)
+    data = {
+        **credentials(bill_account, password="", dev_key="", api_token=""),
+        "audit_events-TOTAL_FORMS": "0",
+        "audit_events-INITIAL_FORMS": "0",
+    }
+    response = admin_client.post(change_url(linked.pk), data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    after = BillConnection.objects.get(pk=linked.pk)
+    assert (after.password, after.dev_key) == (before.password, before.dev_key)
+    assert after.version == before.version + 1
+    assert AuditEvent.objects.filter(kind="relinked").count() == 1
+
+
+def test_change_refused_by_bill_keeps_everything(admin_client, linked, tenant, bill_account):
+    before = BillConnection.objects.get(pk=linked.pk)
+    data = {
+        **credentials(bill_account, password="not-it", dev_key=""),
+        "audit_events-TOTAL_FORMS": "0",
+        "audit_events-INITIAL_FORMS": "0",
+    }
+    response = admin_client.post(change_url(linked.pk), data)
+    assert response.status_code == 200
+    assert "did not accept" in response.content.decode()
+    after = BillConnection.objects.get(pk=linked.pk)
+    assert (after.version, after.password, after.session_id) == (
+        before.version,
+        before.password,
+        before.session_id,
+    )
+
+
+def test_change_can_clear_the_api_token(admin_client, tenant, bill_account, bill_environment):
+    from bill_integration import services
+
+    connection = services.link(
+        tenant, **credentials(bill_account, api_token=bill_account.api_token)
+    )
+    data = {
+        **credentials(bill_account, password="", dev_key="", api_token=""),
+        "clear_api_token": "on",
+        "audit_events-TOTAL_FORMS": "0",
+        "audit_events-INITIAL_FORMS": "0",
+    }
+    assert admin_client.post(change_url(connection.pk), data).status_code == 302
+    assert BillConnection.objects.get(pk=connection.pk).api_token is None
+
+
+def _action(admin_client, name, pk):
+    return admin_client.post(LIST_URL, {"action": name, "_selected_action": [pk]}, follow=True)
+
+
+def test_action_refresh_session_now(admin_client, linked, tenant):
+    old = BillConnection.objects.get(pk=linked.pk).session_id
+    response = _action(admin_client, "refresh_now", linked.pk)
+    assert "new session obtained" in response.content.decode()
+    assert BillConnection.objects.get(pk=linked.pk).session_id != old
+
+
+def test_action_verify_credentials(admin_client, linked, bill_emulator, bill_account):
+    response = _action(admin_client, "verify_credentials", linked.pk)
+    assert "BILL accepts the stored credentials" in response.content.decode()
+    bill_emulator.state.change_password(bill_account.username, "new-at-bill")
+    response = _action(admin_client, "verify_credentials", linked.pk)
+    assert "did not accept" in response.content.decode()
+
+
+def test_action_unlink(admin_client, linked, tenant, bill_emulator, bill_account):
+    response = _action(admin_client, "unlink_selected", linked.pk)
+    assert "unlinked" in response.content.decode()
+    assert not BillConnection.objects.filter(pk=linked.pk).exists()
+    assert (
+        bill_emulator.state.counters(organization_id=bill_account.organization_id)["logouts"] == 1
+    )
+    assert AuditEvent.objects.get(kind="unlinked").actor == admin_client.user
+
+
+def test_no_direct_delete(admin_client, linked):
+    url = reverse("admin:bill_integration_billconnection_delete", args=[linked.pk])
+    assert admin_client.get(url).status_code == 403
+    assert "delete_selected" not in admin_client.get(LIST_URL).content.decode()
+
+
+def test_audit_events_are_read_only(admin_client, linked):
+    event = AuditEvent.objects.get(kind="linked")
+    list_url = reverse("admin:bill_integration_auditevent_changelist")
+    html = admin_client.get(list_url).content.decode()
+    assert "Linked" in html
+    change = admin_client.get(
+        reverse("admin:bill_integration_auditevent_change", args=[event.pk])
+    ).content.decode()
+    assert 'name="_save"' not in change
+    assert admin_client.get(reverse("admin:bill_integration_auditevent_add")).status_code == 403
+    delete = reverse("admin:bill_integration_auditevent_delete", args=[event.pk])
+    assert admin_client.get(delete).status_code == 403
+    before = AuditEvent.objects.count()
+    admin_client.post(
+        reverse("admin:bill_integration_auditevent_change", args=[event.pk]), {"kind": "unlinked"}
+    )
+    assert AuditEvent.objects.get(pk=event.pk).kind == "linked"
+    assert AuditEvent.objects.count() == before
+    assert_no_secrets(html + change, linked.pk)

@@ -1,0 +1,90 @@
+"""Link attempts are throttled per tenant and per user (429 + Retry-After); reads are not."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bill_integration.models import AuditEvent
+from tests.linking_support import CONNECTION_URL, api_as, credentials
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def rates(settings, bill_environment):
+    settings.BILL_INTEGRATION = {
+        **settings.BILL_INTEGRATION,
+        "LINK_THROTTLE_RATES": {"tenant": "3/hour", "user": "5/hour"},
+    }
+
+
+def put(client, data):
+    return client.put(CONNECTION_URL, data=json.dumps(data), content_type="application/json")
+
+
+def test_tenant_limit_stops_password_guessing(
+    rates, tenant, make_user, bill_emulator, bill_account
+):
+    first, second = make_user(tenant, "owner"), make_user(tenant, "admin")
+    for guess in range(3):
+        client = api_as(first if guess % 2 else second)
+        assert put(client, credentials(bill_account, password=f"guess-{guess}")).status_code == 400
+    # The fourth guess, by either user, never reaches BILL.
+    response = put(api_as(first), credentials(bill_account))
+    assert response.status_code == 429
+    body = response.json()
+    assert body["code"] == "throttled" and "minutes" in body["message"]
+    assert 1 <= int(response["Retry-After"]) <= 3600
+    assert bill_emulator.state.counters(organization_id=bill_account.organization_id)["logins"] == 0
+    assert AuditEvent.objects.filter(kind="link_failed").count() == 3
+    # Reading the status is never throttled.
+    assert api_as(first).get(CONNECTION_URL).status_code == 200
+
+
+def test_user_limit_spans_tenants(rates, make_user, bill_account):
+    from project.tenants.models import Membership, Tenant
+
+    tenants = [Tenant.objects.create(name=f"T{i}", slug=f"t{i}") for i in range(3)]
+    user = make_user(tenants[0], "owner")
+    for extra in tenants[1:]:
+        Membership.objects.create(user=user, tenant=extra, role="owner")
+    statuses = []
+    for attempt in range(6):
+        client = api_as(user, tenant=tenants[attempt % 3])
+        statuses.append(put(client, credentials(bill_account, password="wrong")).status_code)
+    assert statuses == [400, 400, 400, 400, 400, 429]
+
+
+def test_other_tenants_are_not_throttled_by_one_tenants_attempts(
+    rates, tenant, make_user, bill_account
+):
+    from project.tenants.models import Tenant
+
+    owner_a = make_user(tenant, "owner")
+    for _ in range(3):
+        put(api_as(owner_a), credentials(bill_account, password="wrong"))
+    assert put(api_as(owner_a), credentials(bill_account)).status_code == 429
+    other = Tenant.objects.create(name="B", slug="b")
+    owner_b = make_user(other, "owner")
+    assert put(api_as(owner_b), credentials(bill_account)).status_code == 201
+
+
+def test_unauthorised_requests_do_not_use_up_the_tenants_allowance(
+    rates, tenant, make_user, bill_account
+):
+    member = make_user(tenant, "member")
+    for _ in range(10):
+        assert put(api_as(member), credentials(bill_account)).status_code == 403
+    assert put(api_as(make_user(tenant, "owner")), credentials(bill_account)).status_code == 201
+
+
+def test_default_rates_apply_unconfigured(tenant, make_user, bill_account, bill_environment):
+    """With the shipped defaults (10/hour per tenant) the eleventh attempt is refused."""
+    owner = make_user(tenant, "owner")
+    codes = [
+        put(api_as(owner), credentials(bill_account, password="wrong")).status_code
+        for _ in range(11)
+    ]
+    assert codes == [400] * 10 + [429]
