@@ -81,6 +81,12 @@ DEFAULTS: dict[str, Any] = {
     "BACKOFF_MAX": timedelta(hours=1),
     # How long get_session() waits for another worker's login before giving up.
     "SINGLE_FLIGHT_WAIT": timedelta(seconds=30),
+    # How long a call waits for one of the MAX_CONCURRENT_PER_ORGANIZATION slots (then it
+    # fails with RateLimited(scope="concurrency") instead of making BILL answer BDC_1322).
+    "CONCURRENCY_WAIT": timedelta(seconds=30),
+    # A slot a crashed worker never released frees itself after this long (must exceed
+    # CONNECT_TIMEOUT + READ_TIMEOUT, the longest a call can take).
+    "CONCURRENCY_LEASE": timedelta(seconds=60),
     # Link attempts (PUT /connection/) allowed per tenant and per user.
     "LINK_THROTTLE_RATES": {"tenant": "10/hour", "user": "20/hour"},
     # Celery options for the refresh tasks.

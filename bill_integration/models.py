@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from .conf import get_tenant_model_string
 from .fields import EncryptedSecretField, TenantOneToOneField
 
 #: Fields that hold secrets. Views, admin and logs never show them.
@@ -59,7 +60,7 @@ class BillConnection(models.Model):
     """A tenant's linked BILL account: its credentials, its current session, its health."""
 
     tenant = TenantOneToOneField(
-        settings.AUTH_USER_MODEL,  # replaced by BILL_INTEGRATION_TENANT_MODEL (see migration 0001)
+        get_tenant_model_string(),  # BILL_INTEGRATION_TENANT_MODEL (migration 0001 reads it too)
         on_delete=models.CASCADE,
         related_name="bill_connection",
         verbose_name=_("tenant"),
@@ -190,3 +191,44 @@ def describe(connection: BillConnection) -> dict[str, Any]:
         "api_version": connection.api_version,
         "status": connection.status,
     }
+
+
+class LimiterEvent(models.Model):
+    """One counted thing of the PostgreSQL limiter fallback (``limits.py``; unused with Redis).
+
+    ``kind`` is ``"login"`` (a login against a developer key's hourly budget, kept for an hour)
+    or ``"slot"`` (an in-flight request to one organization, kept until released or its lease
+    ends, so a crashed worker cannot hold a slot forever). ``key`` is a developer key
+    *fingerprint* (never the key), plus the organization id for slots.
+    """
+
+    kind = models.CharField(_("kind"), max_length=16)
+    key = models.CharField(_("key"), max_length=160)
+    token = models.CharField(_("token"), max_length=64)
+    at = models.DateTimeField(_("at"))
+    expires_at = models.DateTimeField(_("expires at"))
+
+    class Meta:
+        verbose_name = _("BILL limiter event")
+        verbose_name_plural = _("BILL limiter events")
+        indexes = [models.Index(fields=["kind", "key", "expires_at"], name="bill_limiter_window")]
+
+    def __repr__(self) -> str:
+        return f"<LimiterEvent kind={self.kind!r} at={self.at!s}>"
+
+
+class DevKeyState(models.Model):
+    """What the app knows about one developer key (by fingerprint): a BDC_1144 pause, and how
+    often the login budget could not cover every due login (``bill_status`` shows both)."""
+
+    fingerprint = models.CharField(_("developer key fingerprint"), max_length=64, unique=True)
+    paused_until = models.DateTimeField(_("paused until"), null=True, blank=True)
+    budget_shortfalls = models.PositiveBigIntegerField(_("login budget shortfalls"), default=0)
+    last_shortfall_at = models.DateTimeField(_("last shortfall at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("BILL developer key state")
+        verbose_name_plural = _("BILL developer key states")
+
+    def __repr__(self) -> str:
+        return f"<DevKeyState paused_until={self.paused_until!s}>"

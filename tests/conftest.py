@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["bill_integration.emulator.pytest_plugin"]
+pytest_plugins = [
+    "bill_integration.emulator.pytest_plugin",
+    "tests.linking_support",  # fixtures of the linking tests (API, admin, page)
+    "tests.session_support",  # fixtures of the session-keeping tests (linked, limiters)
+]
 
 
 @pytest.fixture

@@ -1,0 +1,750 @@
+"""Keeping BILL sessions fresh: ``get_session``, ``refresh``, ``keep_alive`` and the sweep.
+
+The rest of a SaaS calls :func:`get_session` whenever it talks to BILL. The rules:
+
+* **Valid** means BILL would still accept the session: a session id is stored, and
+  ``now < session_last_used_at + SESSION_IDLE_TIMEOUT - SESSION_SAFETY_MARGIN`` (BILL's sliding
+  35-minute idle window), and the session is younger than ``MAX_SESSION_AGE`` (when set), and
+  the status is not ``needs_relink``/``disabled``. ``session_last_used_at`` is written at most
+  once per ``LAST_USED_WRITE_INTERVAL`` per connection, so it may lag the true last call by that
+  much: it only ever *under*-estimates freshness, which is the safe side.
+* **Hot path**: a valid session costs one query (``.only()`` the columns it needs; the password
+  and API token are neither loaded nor decrypted) and no call to BILL.
+* **Single flight**: when a login is needed, the connection's row is locked
+  (``select_for_update``; on PostgreSQL the wait is bounded by ``SET LOCAL lock_timeout`` =
+  ``SINGLE_FLIGHT_WAIT``, then :class:`SessionUnavailable`). Whoever gets the lock re-checks
+  validity (another worker may have just logged in) and only then logs in, while holding the
+  lock, so every other caller, thread, process or worker waits and then reads the new session.
+  On SQLite (the demo) ``select_for_update`` does nothing, and the ``IMMEDIATE`` transaction
+  mode serialises the writers instead.
+* **Fencing**: ``version`` increases whenever the stored session changes (login here, relink in
+  ``linking.py``). Every write of session fields is conditional on the version read under the
+  lock (``UPDATE ... WHERE version = v``), so a stale worker can never overwrite a newer session,
+  and a caller whose session BILL rejected logs in again only if nobody else already did.
+* **Failures** write status fields only (never credentials or the session), and follow
+  DESIGN.md's table: transient → ``degraded`` with exponential backoff and full jitter;
+  BDC_1101/BDC_1102 → ``needs_relink`` and no more automatic logins; BDC_1144/BDC_1322 or the
+  login budget → ``rate_limited`` (BDC_1144 pauses the developer key until the next hour).
+  A signal is sent per status *transition*, not per retry.
+* **The sweep** (:func:`refresh_due`, run by beat through ``tasks.py``) finds due connections
+  with one query on plain columns, most recently used first (so a login-budget shortfall hits
+  idle tenants), and handles each with :func:`refresh_connection`, which re-checks under the
+  row lock (``skip_locked``: a duplicate task for a row being handled does nothing) that the
+  work is still due. It keeps live sessions alive with ``session_info`` (BILL's cheapest
+  authenticated call, which resets the idle timer) and logs in only when BILL says the session
+  is gone, when it surely expired, or when ``MAX_SESSION_AGE`` passed.
+
+Every BILL call made here holds one of the organization's concurrency slots, and every login
+spends one login of the developer key's hourly budget (``limits.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import OperationalError, transaction
+from django.db.models import F, Q
+
+from .. import limits, signals
+from ..client import get_client
+from ..conf import bill_settings, now
+from ..exceptions import (
+    BillIntegrationError,
+    ConflictError,
+    ConnectionDisabled,
+    ConnectionNeedsRelink,
+    ConnectionNotLinked,
+    InvalidCredentials,
+    RateLimited,
+    SessionInvalid,
+    SessionUnavailable,
+    TransientError,
+)
+from ..models import (
+    SESSION_FIELDS,
+    STATUS_FIELDS,
+    AuditEvent,
+    BillConnection,
+    ConnectionStatus,
+)
+from .common import log_outcome, record
+
+logger = logging.getLogger("bill_integration.sessions")
+
+#: The columns get_session() reads: enough to judge validity and build a BillSession.
+HOT_FIELDS = (
+    "session_id",
+    "dev_key",
+    "dev_key_fingerprint",
+    "organization_id",
+    "user_id",
+    "api_version",
+    "environment",
+    "status",
+    "session_obtained_at",
+    "session_last_used_at",
+    "next_attempt_at",
+    "version",
+)
+#: Statuses the sweep looks after (needs_relink and disabled wait for a person).
+SWEPT_STATUSES = (ConnectionStatus.ACTIVE, ConnectionStatus.DEGRADED, ConnectionStatus.RATE_LIMITED)
+UNHEALTHY_STATUSES = (ConnectionStatus.DEGRADED, ConnectionStatus.RATE_LIMITED)
+#: last_error_code when our own login budget (not BILL) refused a login.
+BUDGET_EXHAUSTED = "login_budget_exhausted"
+#: Outcomes of refresh_connection() (also the task's result: no secret in it).
+KEPT_ALIVE, LOGGED_IN, NOT_DUE, BUSY, MISSING = (
+    "kept_alive",
+    "logged_in",
+    "not_due",
+    "busy",
+    "missing",
+)
+#: PostgreSQL's SQLSTATE for "lock_timeout expired".
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+# --- the session handed to callers ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BillSession:
+    """A live BILL session of one tenant, and the way to call BILL with it.
+
+    ``session_id`` and ``dev_key`` never show in ``repr()``. Ask :func:`get_session` for a new
+    one whenever you start a piece of work: it costs one query and is always valid.
+    """
+
+    session_id: str = field(repr=False)
+    dev_key: str = field(repr=False)
+    organization_id: str
+    user_id: str
+    api_version: str
+    base_url: str
+    environment: str
+    connection_id: int
+    version: int = 0
+    dev_key_fingerprint: str = field(default="", repr=False)
+    last_used_at: datetime | None = field(default=None, compare=False)
+
+    def headers(self) -> dict[str, str]:
+        """v3 authentication headers (``devKey``, ``sessionId``)."""
+        return {"devKey": self.dev_key, "sessionId": self.session_id}
+
+    def form_fields(self) -> dict[str, str]:
+        """v2 authentication form fields (``devKey``, ``sessionId``)."""
+        return {"devKey": self.dev_key, "sessionId": self.session_id}
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        """Call BILL with this session: parsed JSON (v3) or ``response_data`` (v2).
+
+        Holds one of the organization's concurrency slots for the call, records the use
+        (throttled), and when BILL says the session is gone (BDC_1109) logs in again once
+        (single flight: if another worker already did, its session is used) and replays once.
+        A BDC_1144 pauses the developer key for every tenant sharing it until the next hour.
+        """
+        session = self
+        for attempt in (1, 2):
+            try:
+                with limits.request_slot(session.dev_key_fingerprint, session.organization_id):
+                    result = get_client(session.environment, session.api_version).request(
+                        method,
+                        path,
+                        session_id=session.session_id,
+                        dev_key=session.dev_key,
+                        json=json,
+                        data=data,
+                        params=params,
+                    )
+            except SessionInvalid:
+                if attempt == 2:
+                    raise
+                session = _obtain(
+                    session.connection_id, stale_version=session.version, reason="session_invalid"
+                )
+                continue
+            except RateLimited as exc:
+                if _from_bill(exc) and exc.scope == "hourly":
+                    limits.pause_dev_key(session.dev_key_fingerprint, exc.retry_at)
+                raise
+            session.mark_used()
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def mark_used(self) -> None:
+        """Record that BILL just saw a call with this session (at most one write per interval)."""
+        _note_used(self)
+
+
+def _from_bill(exc: RateLimited) -> bool:
+    """Whether BILL itself answered this (the limiter's own refusals carry no HTTP status)."""
+    return exc.http_status is not None
+
+
+def get_session(tenant: Any) -> BillSession:
+    """A session BILL accepts for ``tenant``: the stored one while valid, else a new login.
+
+    Raises :class:`ConnectionNotLinked`, :class:`ConnectionNeedsRelink`,
+    :class:`ConnectionDisabled`, :class:`SessionUnavailable` (another worker's login did not
+    finish within ``SINGLE_FLIGHT_WAIT``, or the connection is backing off), or what BILL said
+    when the login failed (:class:`RateLimited`, :class:`TransientError`, ...).
+    """
+    tenant_id = getattr(tenant, "pk", tenant)
+    rows = list(BillConnection.objects.only(*HOT_FIELDS).filter(tenant_id=tenant_id)[:1])
+    if not rows:
+        raise ConnectionNotLinked()
+    connection = rows[0]
+    _check_usable(connection)
+    if session_is_valid(connection, now()):
+        return _session_from(connection)
+    return _obtain(connection.pk, stale_version=None, reason="expired")
+
+
+def session_is_valid(connection: BillConnection, at: datetime) -> bool:
+    """Whether BILL would still accept the stored session at ``at`` (with the safety margin)."""
+    if connection.status in (ConnectionStatus.NEEDS_RELINK, ConnectionStatus.DISABLED):
+        return False
+    last_used = connection.session_last_used_at
+    if last_used is None or not connection.session_id:
+        return False
+    idle_limit = bill_settings.SESSION_IDLE_TIMEOUT - bill_settings.SESSION_SAFETY_MARGIN
+    if at >= last_used + idle_limit:
+        return False
+    max_age = bill_settings.MAX_SESSION_AGE
+    if max_age is not None:
+        obtained = connection.session_obtained_at
+        if obtained is None or at >= obtained + max_age:
+            return False
+    return True
+
+
+def _check_usable(connection: BillConnection) -> None:
+    if connection.status == ConnectionStatus.NEEDS_RELINK:
+        raise ConnectionNeedsRelink()
+    if connection.status == ConnectionStatus.DISABLED:
+        raise ConnectionDisabled()
+
+
+def _session_from(connection: BillConnection) -> BillSession:
+    return BillSession(
+        session_id=connection.session_id,
+        dev_key=connection.dev_key,
+        organization_id=connection.organization_id,
+        user_id=connection.user_id,
+        api_version=connection.api_version,
+        base_url=bill_settings.base_url(connection.environment, connection.api_version),
+        environment=connection.environment,
+        connection_id=connection.pk,
+        version=connection.version,
+        dev_key_fingerprint=connection.dev_key_fingerprint,
+        last_used_at=connection.session_last_used_at,
+    )
+
+
+# --- recording use, throttled ----------------------------------------------------------------
+
+#: connection id -> (version, last time this process recorded a use).
+_last_recorded: dict[int, tuple[int, datetime]] = {}
+_last_recorded_lock = threading.Lock()
+
+
+def _note_used(session: BillSession) -> None:
+    moment = now()
+    last = session.last_used_at
+    with _last_recorded_lock:
+        cached = _last_recorded.get(session.connection_id)
+    if cached is not None and cached[0] == session.version and (last is None or cached[1] > last):
+        last = cached[1]
+    if last is not None and moment - last < bill_settings.LAST_USED_WRITE_INTERVAL:
+        return
+    # Fenced by version (a newer session is not ours to touch), never moves time backwards,
+    # and skips a row another worker holds (its keep-alive or login records a use anyway), so
+    # a call never waits for someone else's call to BILL.
+    unlocked = (
+        BillConnection.objects.filter(pk=session.connection_id, version=session.version)
+        .filter(Q(session_last_used_at__isnull=True) | Q(session_last_used_at__lt=moment))
+        .select_for_update(skip_locked=True)
+        .values("pk")
+    )
+    with transaction.atomic():
+        BillConnection.objects.filter(pk__in=unlocked).update(session_last_used_at=moment)
+    with _last_recorded_lock:
+        _last_recorded[session.connection_id] = (session.version, moment)
+
+
+# --- effects sent after the transaction -----------------------------------------------------
+
+
+@dataclass
+class _Effects:
+    """Signals to send once the row lock is released (after commit, when not nested)."""
+
+    pending: list[tuple[Any, BillConnection, dict[str, Any]]] = field(default_factory=list)
+
+    def add(self, signal: Any, connection: BillConnection, **kwargs: Any) -> None:
+        self.pending.append((signal, connection, kwargs))
+
+    def send(self) -> None:
+        for signal, connection, kwargs in self.pending:
+            if signal.has_listeners(BillConnection):
+                signal.send(
+                    sender=BillConnection, tenant=connection.tenant, connection=connection, **kwargs
+                )
+        self.pending.clear()
+
+
+# --- locking ---------------------------------------------------------------------------------
+
+
+def _bound_lock_wait() -> None:
+    """On PostgreSQL, make a row-lock wait fail after SINGLE_FLIGHT_WAIT (this transaction).
+
+    ``SET LOCAL`` lasts until the outermost transaction ends: called inside a caller's own
+    ``atomic()`` block, the bound applies to the rest of that transaction too.
+    """
+    from django.db import connection as db
+
+    if db.vendor == "postgresql":
+        milliseconds = int(bill_settings.SINGLE_FLIGHT_WAIT.total_seconds() * 1000)
+        with db.cursor() as cursor:
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{milliseconds}ms"])
+
+
+def _is_lock_timeout(exc: OperationalError) -> bool:
+    cause = exc.__cause__
+    if getattr(cause, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+        return True
+    return "database is locked" in str(exc)  # SQLite's busy timeout
+
+
+def _lock(connection_id: int, *, skip_locked: bool = False) -> BillConnection | None:
+    return (
+        BillConnection.objects.select_for_update(skip_locked=skip_locked)
+        .filter(pk=connection_id)
+        .first()
+    )
+
+
+def _fenced_write(
+    connection: BillConnection, read_version: int, fields: Iterable[str], *, bump: bool
+) -> None:
+    """Write ``fields`` only if the row still has ``read_version``; else :class:`ConflictError`.
+
+    Under the row lock this always holds; it is the guarantee on databases without row locks,
+    and against any writer that did not take the lock. ``bump`` marks a new session.
+    """
+    new_version = read_version + 1 if bump else read_version
+    claimed = BillConnection.objects.filter(pk=connection.pk, version=read_version).update(
+        version=new_version
+    )
+    if claimed != 1:
+        raise ConflictError()
+    connection.version = new_version
+    connection.save(update_fields=[*fields, "updated_at"])
+
+
+# --- the single-flight login -----------------------------------------------------------------
+
+
+def _obtain(connection_id: int, *, stale_version: int | None, reason: str) -> BillSession:
+    """Log in under the row lock unless a valid session (newer than ``stale_version``) exists."""
+    effects = _Effects()
+    error: BillIntegrationError | None = None
+    session: BillSession | None = None
+    try:
+        with transaction.atomic():
+            _bound_lock_wait()
+            connection = _lock(connection_id)
+            if connection is None:
+                raise ConnectionNotLinked()
+            _check_usable(connection)
+            moment = now()
+            rejected = stale_version is not None and connection.version == stale_version
+            if not rejected and session_is_valid(connection, moment):
+                return _session_from(connection)  # another caller logged in while we waited
+            if connection.next_attempt_at is not None and connection.next_attempt_at > moment:
+                raise SessionUnavailable(
+                    f"{SessionUnavailable.default_message} The connection is waiting until "
+                    f"{connection.next_attempt_at.isoformat()} after: "
+                    f"{connection.last_error_code or 'an error'}."
+                )
+            started = time.monotonic()
+            try:
+                _login(connection, effects, reason=reason)
+            except BillIntegrationError as exc:
+                _record_failure(connection, exc, effects, action="login", started=started)
+                error = exc
+            else:
+                session = _session_from(connection)
+    except OperationalError as exc:
+        if not _is_lock_timeout(exc):
+            raise
+        # Someone held the lock too long; their login may still have finished (Nango #2494).
+        rows = list(BillConnection.objects.only(*HOT_FIELDS).filter(pk=connection_id)[:1])
+        if rows and session_is_valid(rows[0], now()):
+            return _session_from(rows[0])
+        raise SessionUnavailable() from None
+    effects.send()
+    if error is not None:
+        raise error
+    assert session is not None
+    return session
+
+
+def _login(connection: BillConnection, effects: _Effects, *, reason: str) -> None:
+    """Log in with the stored credentials and store the new session (caller holds the lock)."""
+    started = time.monotonic()
+    fingerprint = connection.dev_key_fingerprint
+    limits.take_login(fingerprint)
+    client = get_client(connection.environment, connection.api_version)
+    with limits.request_slot(fingerprint, connection.organization_id):
+        result = client.login(
+            username=connection.username,
+            password=connection.password,
+            organization_id=connection.organization_id,
+            dev_key=connection.dev_key,
+        )
+    moment = now()
+    old_status = connection.status
+    read_version = connection.version
+    connection.session_id = result.session_id
+    connection.user_id = result.user_id or connection.user_id
+    connection.session_obtained_at = moment
+    connection.session_last_used_at = moment
+    _mark_healthy(connection, moment)
+    _fenced_write(connection, read_version, [*SESSION_FIELDS, *STATUS_FIELDS], bump=True)
+    record(connection, AuditEvent.Kind.SESSION_REFRESHED, reason=reason, version=connection.version)
+    log_outcome("login", connection, "logged_in", duration=time.monotonic() - started)
+    effects.add(signals.session_refreshed, connection, reason=reason)
+    _note_recovery(connection, old_status, effects)
+
+
+def _keep_alive_locked(connection: BillConnection, effects: _Effects) -> str:
+    """Reset BILL's idle timer with ``session_info``; log in if BILL says the session is gone."""
+    started = time.monotonic()
+    client = get_client(connection.environment, connection.api_version)
+    try:
+        with limits.request_slot(connection.dev_key_fingerprint, connection.organization_id):
+            client.session_info(session_id=connection.session_id, dev_key=connection.dev_key)
+    except SessionInvalid:
+        _login(connection, effects, reason="session_gone")
+        return LOGGED_IN
+    moment = now()
+    old_status = connection.status
+    connection.session_last_used_at = moment
+    _mark_healthy(connection, moment)
+    _fenced_write(
+        connection, connection.version, ["session_last_used_at", *STATUS_FIELDS], bump=False
+    )
+    record(connection, AuditEvent.Kind.KEPT_ALIVE, version=connection.version)
+    log_outcome("keep_alive", connection, KEPT_ALIVE, duration=time.monotonic() - started)
+    _note_recovery(connection, old_status, effects)
+    return KEPT_ALIVE
+
+
+def _mark_healthy(connection: BillConnection, moment: datetime) -> None:
+    connection.last_refresh_at = moment
+    connection.status = ConnectionStatus.ACTIVE
+    connection.last_error_code = ""
+    connection.last_error_message = ""
+    connection.consecutive_failures = 0
+    connection.next_attempt_at = None
+
+
+def _note_recovery(connection: BillConnection, old_status: str, effects: _Effects) -> None:
+    if old_status in UNHEALTHY_STATUSES:
+        record(connection, AuditEvent.Kind.STATUS_CHANGED, old=old_status, new=connection.status)
+        effects.add(signals.connection_recovered, connection)
+
+
+# --- failures --------------------------------------------------------------------------------
+
+
+def backoff_delay(failures: int) -> timedelta:
+    """Exponential backoff with full jitter, never shorter than ``BACKOFF_BASE``.
+
+    The n-th consecutive failure waits a random time between ``BACKOFF_BASE`` and
+    ``min(BACKOFF_MAX, BACKOFF_BASE * 2**(n-1))``: a floor so one tenant cannot hammer BILL
+    (Nango's 30-second cooldown, #5505), jitter so tenants that failed together spread out.
+    """
+    base = bill_settings.BACKOFF_BASE.total_seconds()
+    cap = min(bill_settings.BACKOFF_MAX.total_seconds(), base * 2 ** max(0, failures - 1))
+    return timedelta(seconds=random.uniform(base, max(base, cap)))
+
+
+def _record_failure(
+    connection: BillConnection,
+    exc: BillIntegrationError,
+    effects: _Effects,
+    *,
+    action: str,
+    started: float,
+) -> None:
+    """Write what went wrong to the status fields only; signal a transition once.
+
+    ``started`` is ``time.monotonic()`` when the attempt began: the log line carries how long
+    BILL took to fail (a timeout and a refusal look very different).
+    """
+    moment = now()
+    old_status = connection.status
+    failures = connection.consecutive_failures + 1
+    code = getattr(exc, "bill_code", None) or exc.code
+    level = logging.WARNING
+    if isinstance(exc, InvalidCredentials):
+        new_status, next_attempt = ConnectionStatus.NEEDS_RELINK, None
+    elif isinstance(exc, RateLimited):
+        new_status = ConnectionStatus.RATE_LIMITED
+        if exc.scope == "login_budget":
+            failures -= 1  # not the tenant's failure: the developer key's budget is spent
+            code = BUDGET_EXHAUSTED
+            next_attempt = exc.retry_at or moment + backoff_delay(1)
+            total = limits.record_shortfall(connection.dev_key_fingerprint)
+            logger.warning(
+                "bill login budget exhausted: connection=%s waits until %s "
+                "(shortfalls for this developer key: %s)",
+                connection.pk,
+                next_attempt.isoformat(),
+                total,
+            )
+        elif exc.scope == "hourly":
+            next_attempt = exc.retry_at or limits.next_clock_hour(moment)
+            if _from_bill(exc):  # not our own pause check repeating what we already know
+                limits.pause_dev_key(connection.dev_key_fingerprint, next_attempt)
+        else:  # BDC_1322 or our own slots stayed busy
+            next_attempt = moment + backoff_delay(failures)
+    elif isinstance(exc, TransientError):
+        new_status, next_attempt = ConnectionStatus.DEGRADED, moment + backoff_delay(failures)
+    else:
+        # Unexpected answer, MFA demanded, undecryptable secret: fail loudly, keep the status.
+        level = logging.ERROR
+        new_status = (
+            old_status if old_status != ConnectionStatus.ACTIVE else ConnectionStatus.DEGRADED
+        )
+        next_attempt = moment + backoff_delay(failures)
+    connection.status = new_status
+    connection.last_error_code = str(code)[:64]
+    connection.last_error_message = str(exc)[:500]
+    connection.consecutive_failures = failures
+    connection.next_attempt_at = next_attempt
+    connection.last_refresh_at = moment
+    _fenced_write(connection, connection.version, STATUS_FIELDS, bump=False)
+    log_outcome(
+        action,
+        connection,
+        f"failed:{exc.code}",
+        duration=time.monotonic() - started,
+        bill_code=getattr(exc, "bill_code", None),
+        level=level,
+    )
+    if new_status != old_status:
+        record(
+            connection,
+            AuditEvent.Kind.STATUS_CHANGED,
+            old=old_status,
+            new=new_status,
+            code=connection.last_error_code,
+        )
+        if new_status == ConnectionStatus.NEEDS_RELINK:
+            effects.add(signals.connection_needs_relink, connection, error=exc)
+        elif old_status == ConnectionStatus.ACTIVE:
+            effects.add(signals.connection_degraded, connection, error=exc)
+
+
+# --- the sweep and explicit refreshes --------------------------------------------------------
+
+
+def due_action(connection: BillConnection, at: datetime) -> str | None:
+    """What the sweep should do for ``connection`` at ``at``: "login", "keep_alive" or None."""
+    if connection.status not in SWEPT_STATUSES:
+        return None
+    if connection.next_attempt_at is not None and connection.next_attempt_at > at:
+        return None
+    last_used = connection.session_last_used_at
+    if last_used is None or not connection.session_id:
+        return "login"
+    max_age = bill_settings.MAX_SESSION_AGE
+    if max_age is not None:
+        obtained = connection.session_obtained_at
+        if obtained is None or at >= obtained + max_age - bill_settings.SESSION_SAFETY_MARGIN:
+            return "login"
+    idle = at - last_used
+    # Past the idle limit even allowing for the throttled last-use lag: surely gone at BILL.
+    if idle >= bill_settings.SESSION_IDLE_TIMEOUT + bill_settings.LAST_USED_WRITE_INTERVAL:
+        return "login"
+    if idle >= bill_settings.KEEPALIVE_AFTER_IDLE:
+        return "keep_alive"
+    return None
+
+
+def due_connection_ids(at: datetime | None = None, *, limit: int | None = None) -> list[int]:
+    """Ids of the connections due at ``at``, most recently used first (one query)."""
+    at = at or now()
+    due = Q(session_last_used_at__isnull=True) | Q(
+        session_last_used_at__lte=at - bill_settings.KEEPALIVE_AFTER_IDLE
+    )
+    max_age = bill_settings.MAX_SESSION_AGE
+    if max_age is not None:
+        due |= Q(session_obtained_at__isnull=True) | Q(
+            session_obtained_at__lte=at - max_age + bill_settings.SESSION_SAFETY_MARGIN
+        )
+    query = (
+        BillConnection.objects.filter(status__in=SWEPT_STATUSES)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=at))
+        .filter(due)
+        .order_by(F("session_last_used_at").desc(nulls_last=True), "pk")
+        .values_list("pk", flat=True)
+    )
+    return list(query[:limit] if limit else query)
+
+
+def refresh_due(
+    *,
+    dispatch: Callable[[int], Any] | None = None,
+    tenant: Any = None,
+    include_all: bool = False,
+    progress: Callable[[int, str], Any] | None = None,
+) -> list[int]:
+    """Handle every due connection (or, with ``include_all``, every swept one); return the ids.
+
+    ``dispatch(connection_id)`` hands each id to someone else (the Celery task does
+    ``refresh_session.apply_async``); without it each is refreshed here, in order, and
+    ``progress(connection_id, outcome)`` is called after each (the management command's bar).
+    """
+    if include_all or tenant is not None:
+        query = BillConnection.objects.filter(status__in=SWEPT_STATUSES)
+        if tenant is not None:
+            query = query.filter(tenant_id=getattr(tenant, "pk", tenant))
+        ids = list(
+            query.order_by(F("session_last_used_at").desc(nulls_last=True), "pk").values_list(
+                "pk", flat=True
+            )
+        )
+    else:
+        ids = due_connection_ids()
+    if dispatch is not None:
+        for connection_id in ids:
+            dispatch(connection_id)
+        return ids
+    with limits.batch():
+        for connection_id in ids:
+            outcome = refresh_connection(connection_id, force_due=include_all or tenant is not None)
+            if progress is not None:
+                progress(connection_id, outcome)
+    return ids
+
+
+def refresh_connection(connection_id: int, *, force_due: bool = False) -> str:
+    """Refresh one connection if it is still due (the Celery task's body; safe to repeat).
+
+    Returns an outcome without secrets: ``kept_alive``, ``logged_in``, ``not_due``, ``busy``
+    (another worker holds the row), ``missing``, or ``failed:<code>``. ``force_due`` treats a
+    connection whose session is fine as due for a keep-alive (``--all``/``--tenant``).
+    """
+    effects = _Effects()
+    with transaction.atomic():
+        connection = _lock(connection_id, skip_locked=True)
+        if connection is None:
+            exists = BillConnection.objects.filter(pk=connection_id).exists()
+            return BUSY if exists else MISSING
+        moment = now()
+        action = due_action(connection, moment)
+        if action is None and force_due and connection.status in SWEPT_STATUSES:
+            paused = connection.next_attempt_at is not None and connection.next_attempt_at > moment
+            action = None if paused else "keep_alive"
+        if action is None:
+            return NOT_DUE
+        started = time.monotonic()
+        try:
+            if action == "login":
+                _login(connection, effects, reason="sweep")
+                outcome = LOGGED_IN
+            else:
+                outcome = _keep_alive_locked(connection, effects)
+        except BillIntegrationError as exc:
+            _record_failure(connection, exc, effects, action=action, started=started)
+            outcome = f"failed:{connection.last_error_code}"
+    effects.send()
+    return outcome
+
+
+def _locked_operation(
+    tenant: Any, operation: Callable[[BillConnection, _Effects], Any], *, action: str
+) -> BillConnection:
+    """Lock ``tenant``'s row (bounded wait), run ``operation``, record a failure, re-raise it."""
+    tenant_id = getattr(tenant, "pk", tenant)
+    effects = _Effects()
+    error: BillIntegrationError | None = None
+    try:
+        with transaction.atomic():
+            _bound_lock_wait()
+            connection = (
+                BillConnection.objects.select_for_update().filter(tenant_id=tenant_id).first()
+            )
+            if connection is None:
+                raise ConnectionNotLinked()
+            _check_usable(connection)
+            started = time.monotonic()
+            try:
+                operation(connection, effects)
+            except BillIntegrationError as exc:
+                _record_failure(connection, exc, effects, action=action, started=started)
+                error = exc
+    except OperationalError as exc:
+        if not _is_lock_timeout(exc):
+            raise
+        raise SessionUnavailable(
+            f"{SessionUnavailable.default_message} Another worker is refreshing this session."
+        ) from None
+    effects.send()
+    if error is not None:
+        raise error
+    return connection
+
+
+def refresh(tenant: Any, *, force: bool = False) -> BillConnection:
+    """Make sure ``tenant`` has a live session now; return the connection.
+
+    Without ``force``: a valid session is kept alive (one cheap call that also proves BILL still
+    accepts it), otherwise a new one is obtained. With ``force``: always log in again. The
+    connection's backoff is ignored (a person asked), the developer key's budget and pause are
+    not. Raises :class:`ConnectionNotLinked`, :class:`ConnectionNeedsRelink`,
+    :class:`ConnectionDisabled`, :class:`SessionUnavailable` (the row stayed locked for
+    ``SINGLE_FLIGHT_WAIT``), or what BILL said, after recording it in the status fields.
+    """
+
+    def operation(connection: BillConnection, effects: _Effects) -> None:
+        if force or not session_is_valid(connection, now()):
+            _login(connection, effects, reason="forced" if force else "manual")
+        else:
+            _keep_alive_locked(connection, effects)
+
+    return _locked_operation(tenant, operation, action="refresh")
+
+
+def keep_alive(tenant: Any) -> BillConnection:
+    """Reset BILL's idle timer for ``tenant``'s session now (log in if BILL says it is gone).
+
+    Raises like :func:`refresh`.
+    """
+
+    def operation(connection: BillConnection, effects: _Effects) -> None:
+        if connection.session_id:
+            _keep_alive_locked(connection, effects)
+        else:
+            _login(connection, effects, reason="keep_alive")
+
+    return _locked_operation(tenant, operation, action="keep_alive")

@@ -1,0 +1,87 @@
+"""Celery tasks: thin wrappers around ``services.sessions`` (ids in, outcome strings out).
+
+Two tasks, with stable names:
+
+``bill_integration.refresh_due_sessions``
+    The sweep, for beat. Finds connections whose session will soon go idle (one query) and
+    sends one ``bill_integration.refresh_session`` per connection, most recently used first.
+``bill_integration.refresh_session``
+    Refreshes one connection (keep-alive, or a login when BILL says the session is gone or
+    ``MAX_SESSION_AGE`` passed). It re-checks under the row lock that the work is still due,
+    so a duplicate (two beats, a redelivered message) makes no call to BILL. ``acks_late`` with
+    ``reject_on_worker_lost``: a worker killed mid-task leaves the message to be redelivered;
+    ``expires`` (``TASK_EXPIRES``) drops messages that waited too long, so a backlog after an
+    outage does not run all at once (the next sweep sends fresh ones).
+
+Arguments are connection ids and results are outcome words: never a secret.
+
+Scheduling, paste-ready (``settings.py`` of a project whose Celery app reads ``CELERY_*``)::
+
+    from datetime import timedelta
+
+    CELERY_BEAT_SCHEDULE = {
+        "bill-refresh-due-sessions": {
+            "task": "bill_integration.refresh_due_sessions",
+            "schedule": timedelta(minutes=5),  # keep equal to BILL_INTEGRATION["SWEEP_INTERVAL"]
+        },
+    }
+
+With django-celery-beat (``celery -A proj beat -S django``), add the same task in the admin
+(*Periodic tasks* → *Add*: task ``bill_integration.refresh_due_sessions``, an interval of 5
+minutes), or in a data migration::
+
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    every_5_minutes, _ = IntervalSchedule.objects.get_or_create(
+        every=5, period=IntervalSchedule.MINUTES
+    )
+    PeriodicTask.objects.update_or_create(
+        name="bill-refresh-due-sessions",
+        defaults={"task": "bill_integration.refresh_due_sessions", "interval": every_5_minutes},
+    )
+
+Run exactly one beat. A second one costs a query per due connection, never a BILL call.
+``BILL_INTEGRATION["TASK_QUEUE"]`` sends the per-connection tasks to a queue of your choice;
+route the sweep itself with the beat entry's ``"options": {"queue": "..."}`` (or
+``CELERY_TASK_ROUTES``). Without Celery, ``manage.py bill_refresh_sessions`` from cron does the
+same work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from .conf import bill_settings
+
+REFRESH_DUE_SESSIONS = "bill_integration.refresh_due_sessions"
+REFRESH_SESSION = "bill_integration.refresh_session"
+
+
+def _send_refresh(connection_id: int) -> None:
+    options: dict[str, Any] = {"expires": bill_settings.TASK_EXPIRES.total_seconds()}
+    if bill_settings.TASK_QUEUE:
+        options["queue"] = bill_settings.TASK_QUEUE
+    refresh_session.apply_async((connection_id,), **options)
+
+
+@shared_task(name=REFRESH_DUE_SESSIONS, ignore_result=True)
+def refresh_due_sessions() -> int:
+    """The sweep: send one refresh task per due connection; returns how many were sent."""
+    from .services.sessions import refresh_due
+
+    return len(refresh_due(dispatch=_send_refresh))
+
+
+@shared_task(
+    name=REFRESH_SESSION,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def refresh_session(connection_id: int) -> str:
+    """Refresh one connection if it is still due; returns the outcome (no secret)."""
+    from .services.sessions import refresh_connection
+
+    return refresh_connection(int(connection_id))

@@ -1,0 +1,220 @@
+"""BILL's limits across workers: login budget, concurrency slots, devKey pause (Redis and DB)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connections
+
+from bill_integration import limits
+from bill_integration.conf import now
+from bill_integration.exceptions import RateLimited
+from bill_integration.models import BillConnection, ConnectionStatus
+from bill_integration.services import get_session, refresh_due
+from bill_integration.services.sessions import BUDGET_EXHAUSTED, due_connection_ids
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def budget(settings, limiter_backend):
+    def set_budget(n: int) -> None:
+        settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "LOGIN_BUDGET_PER_HOUR": n}
+
+    return set_budget
+
+
+def test_login_budget_is_a_rolling_hour(budget, bill_app):
+    budget(5)
+    fingerprint = "fp-budget-" + bill_app.now().isoformat()
+    for _ in range(3):
+        limits.take_login(fingerprint)
+    bill_app.advance(30 * 60)
+    for _ in range(2):
+        limits.take_login(fingerprint)
+    with pytest.raises(RateLimited) as refused:
+        limits.take_login(fingerprint)
+    assert refused.value.scope == "login_budget"
+    # The first three leave the window an hour after they were spent, not at the clock hour.
+    assert abs((refused.value.retry_at - (now() + timedelta(minutes=30))).total_seconds()) < 5
+    assert limits.status(fingerprint).logins_used == 5
+    bill_app.advance(30 * 60 + 1)
+    for _ in range(3):
+        limits.take_login(fingerprint)
+    with pytest.raises(RateLimited):
+        limits.take_login(fingerprint)
+    assert limits.take_login("another-fingerprint") is None  # budgets are per developer key
+
+
+@pytest.mark.django_db(transaction=True)
+def test_login_budget_holds_under_concurrency(budget, bill_app):
+    budget(20)
+    fingerprint = "fp-concurrent"
+    granted, refused = [], []
+
+    def spend() -> None:
+        for _ in range(10):
+            try:
+                limits.take_login(fingerprint)
+                granted.append(1)
+            except RateLimited:
+                refused.append(1)
+        connections.close_all()
+
+    threads = [threading.Thread(target=spend) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(granted) == 20 and len(refused) == 60
+
+
+def test_pause_stops_calls_until_it_ends(limiter_backend, bill_app):
+    fingerprint = "fp-pause"
+    until = limits.pause_dev_key(fingerprint)
+    assert until == limits.next_clock_hour(now())
+    assert limits.paused_until(fingerprint) == until
+    org = "0080000000000000001"
+    with pytest.raises(RateLimited) as paused, limits.request_slot(fingerprint, org):
+        pass
+    assert paused.value.scope == "hourly" and paused.value.retry_at == until
+    with pytest.raises(RateLimited):
+        limits.take_login(fingerprint)
+    bill_app.advance((until - now()).total_seconds() + 1)
+    assert limits.paused_until(fingerprint) is None
+    with limits.request_slot(fingerprint, "0080000000000000001"):
+        pass
+    assert limits.status(fingerprint).paused_until is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_slots_cap_concurrency_per_organization(limiter_backend, bill_app, settings):
+    settings.BILL_INTEGRATION = {
+        **settings.BILL_INTEGRATION,
+        "CONCURRENCY_WAIT": timedelta(seconds=0.3),
+    }
+    fingerprint, org = "fp-slots", "00801000000000000001"
+    held = [limits.request_slot(fingerprint, org) for _ in range(3)]
+    for slot in held:
+        slot.__enter__()
+    with pytest.raises(RateLimited) as busy, limits.request_slot(fingerprint, org):
+        pass
+    assert busy.value.scope == "concurrency"
+    with limits.request_slot(fingerprint, "00801000000000000002"):  # another organization
+        pass
+    held.pop().__exit__(None, None, None)
+    with limits.request_slot(fingerprint, org):
+        pass
+    # A slot a crashed worker never released frees itself when its lease ends.
+    bill_app.advance(61)
+    with limits.request_slot(fingerprint, org), limits.request_slot(fingerprint, org):
+        pass
+    for slot in held:
+        slot.__exit__(None, None, None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_many_threads_calling_one_organization_never_get_bdc_1322(
+    limiter_backend, make_connection, bill_emulator, bill_app
+):
+    connection = make_connection()
+    bill_emulator.state.set_fault(
+        "latency", organization_id=connection.organization_id, seconds=0.1, path="/v3/vendors"
+    )
+    errors: list[str] = []
+
+    def work() -> None:
+        try:
+            for _ in range(3):
+                get_session(connection.tenant_id).request("GET", "/v3/vendors")
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            errors.append(repr(exc))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    totals = bill_emulator.state.counters(organization_id=connection.organization_id)
+    assert totals["rejected"] == 0
+    assert totals["calls"] == 1 + 30
+
+
+@pytest.mark.slow
+def test_500_tenants_on_one_dev_key_stay_within_the_budget_every_hour(
+    make_connection, bill_emulator, bill_app, budget, limiter_backend, caplog
+):
+    tenants, per_hour = 500, 150
+    budget(per_hour)
+    shared = bill_emulator.state.add_account(username="partner-root@example.com", password="x")
+    dev_key = shared.dev_key
+    made = [make_connection(dev_key=dev_key, login=False, idle=40 * 60 + i) for i in range(tenants)]
+    fingerprint = made[0].dev_key_fingerprint
+    order = due_connection_ids()
+    assert order == [c.pk for c in made]  # most recently used (least idle) first
+
+    logged_in: set[int] = set()
+    hours = 0
+    with caplog.at_level(logging.WARNING, logger="bill_integration.sessions"):
+        while len(logged_in) < tenants:
+            hours += 1
+            assert hours <= 5
+            before = bill_emulator.state.counters(dev_key=dev_key)["logins"]
+            refresh_due()
+            refresh_due()  # a second beat in the same hour adds no login
+            this_hour = bill_emulator.state.counters(dev_key=dev_key)["logins"] - before
+            assert this_hour <= per_hour
+            fresh = set(
+                BillConnection.objects.filter(
+                    dev_key_fingerprint=fingerprint, status=ConnectionStatus.ACTIVE
+                ).values_list("pk", flat=True)
+            )
+            newly = fresh - logged_in
+            # The budget went to the most recently used tenants still waiting.
+            waiting = [pk for pk in order if pk not in logged_in]
+            assert newly == set(waiting[: len(newly)])
+            logged_in = fresh
+            if len(logged_in) < tenants:
+                assert this_hour == per_hour
+                short = BillConnection.objects.filter(
+                    dev_key_fingerprint=fingerprint, last_error_code=BUDGET_EXHAUSTED
+                )
+                assert short.count() == tenants - len(logged_in)
+                assert set(short.values_list("status", flat=True)) == {
+                    ConnectionStatus.RATE_LIMITED
+                }
+                # Keep the logged-in ones alive through the hour, as beat would.
+                for minutes in (20, 20, 15):
+                    bill_app.advance(minutes * 60)
+                    refresh_due()
+                bill_app.advance(6 * 60)  # past the hour since this batch logged in
+    totals = bill_emulator.state.counters(dev_key=dev_key)
+    assert totals["rejected"] == 0  # never a BDC_1144
+    assert totals["logins"] == tenants
+    assert hours == 4
+    assert limits.status(fingerprint).budget_shortfalls > 0
+    assert any("login budget exhausted" in r.getMessage() for r in caplog.records)
+
+
+def test_redis_keys_expire_on_their_own(settings, bill_app):
+    import redis
+
+    from tests.session_support import REDIS_URL
+
+    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "REDIS_URL": REDIS_URL}
+    fingerprint = "fp-ttl"
+    limits.get_limiter().reset()
+    limits.take_login(fingerprint)
+    limits.pause_dev_key(fingerprint)
+    with limits.request_slot("fp-ttl-other", "00801000000000000009"):
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=limits.REDIS_PREFIX + "*"))
+        assert len(keys) == 3
+        assert all(0 < client.ttl(key) <= 3660 + 60 for key in keys)
+    limits.get_limiter().reset()
