@@ -13,3 +13,9 @@ class BillIntegrationConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from .logging import install as install_redaction
+
+        install_redaction()  # RedactSecretsFilter on the bill_integration logger and its handlers
+        from .startup import connect as guard_celery_startup
+
+        guard_celery_startup()  # Celery worker/beat refuse to start without a valid key

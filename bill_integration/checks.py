@@ -28,6 +28,7 @@ E004_ENVIRONMENTS = "bill_integration.E004"
 E005_DEFAULT_ENVIRONMENT = "bill_integration.E005"
 E006_IMPORT_STRING = "bill_integration.E006"
 E007_SETTINGS_TYPE = "bill_integration.E007"
+E008_KEEPALIVE_NO_ROOM = "bill_integration.E008"
 W001_UNKNOWN_SETTING = "bill_integration.W001"
 
 KEY_HINT = (
@@ -118,7 +119,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         if isinstance(value, str):
             try:
                 imported = import_string(value)
-            except ImportError as exc:
+            except Exception as exc:  # noqa: BLE001  (ImportError, or whatever the module raises)
                 messages.append(
                     Error(
                         f"{SETTINGS_NAME}[{key!r}] = {value!r} cannot be imported: {exc}",
@@ -133,3 +134,55 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
                           id=E006_IMPORT_STRING)
                 )
     return messages
+
+
+KEEPALIVE_HINT = (
+    "Keep-alives must land before get_session() stops trusting a session: lower "
+    "KEEPALIVE_AFTER_IDLE (or leave it unset, None, to derive it from the other settings), run "
+    "the sweep more often (SWEEP_INTERVAL and your beat entry), or lower SESSION_SAFETY_MARGIN."
+)
+
+
+@register()
+def check_keepalive_timing(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """E008: the sweep must find an idle session and keep it alive while it is still trusted.
+
+    A session idle ``KEEPALIVE_AFTER_IDLE`` is seen by the next sweep up to ``SWEEP_INTERVAL``
+    later; by then it must still be inside ``SESSION_IDLE_TIMEOUT - SESSION_SAFETY_MARGIN``.
+    """
+    from datetime import timedelta
+
+    from .conf import bill_settings, keepalive_after_idle
+
+    user = getattr(settings, SETTINGS_NAME, {}) or {}
+    if not isinstance(user, dict):
+        return []  # E007 already says so
+    try:
+        keepalive = keepalive_after_idle()
+        sweep = bill_settings.SWEEP_INTERVAL
+        trusted = bill_settings.SESSION_IDLE_TIMEOUT - bill_settings.SESSION_SAFETY_MARGIN
+        values = (keepalive, sweep, trusted)
+        if not all(isinstance(value, timedelta) for value in values):
+            raise TypeError
+    except (TypeError, AttributeError):
+        return [
+            Error(
+                f"{SETTINGS_NAME}: SESSION_IDLE_TIMEOUT, SESSION_SAFETY_MARGIN, SWEEP_INTERVAL and "
+                "KEEPALIVE_AFTER_IDLE must be datetime.timedelta values (KEEPALIVE_AFTER_IDLE "
+                "may be None).",
+                id=E008_KEEPALIVE_NO_ROOM,
+            )
+        ]
+    if keepalive + sweep < trusted and keepalive > timedelta(0):
+        return []
+    source = "given" if user.get("KEEPALIVE_AFTER_IDLE") is not None else "derived"
+    return [
+        Error(
+            f"{SETTINGS_NAME}: KEEPALIVE_AFTER_IDLE ({source}: {keepalive}) + SWEEP_INTERVAL "
+            f"({sweep}) must be shorter than SESSION_IDLE_TIMEOUT - SESSION_SAFETY_MARGIN "
+            f"({trusted}), and KEEPALIVE_AFTER_IDLE must be positive: otherwise sessions go "
+            "stale between sweeps and every caller has to log in again.",
+            hint=KEEPALIVE_HINT,
+            id=E008_KEEPALIVE_NO_ROOM,
+        )
+    ]

@@ -1,0 +1,339 @@
+"""Key rotation: re-encrypt every stored secret with the first key of ``FIELD_ENCRYPTION_KEY``.
+
+The procedure (README, "Rotating the encryption key"):
+
+1. put a new key first in ``FIELD_ENCRYPTION_KEY`` and keep the old ones after it; restart;
+2. ``python manage.py bill_rotate_keys`` re-encrypts, in batches, every secret still on an old key;
+3. ``python manage.py bill_rotate_keys --check`` exits 0 once no row needs an old key: only then
+   remove the old key from the list.
+
+How it stays safe (anchors-reliability.md §1, the Vault "rewrap" model):
+
+* ciphertext is read raw (a ``Cast`` to plain text, so the field never decrypts it) and
+  re-encrypted with ``MultiFernet.rotate``: the plaintext never leaves the crypto library;
+* each row is written by one conditional ``UPDATE ... WHERE id = %s AND version = %s`` that
+  also bumps ``version``: a session refresh that wrote the row in between wins, and the row is
+  read again and retried. Never ``bulk_update()`` (anchors §1.2);
+* a row is idempotent to rotate (a token already on the first key is left alone), so a run
+  that is killed midway is finished by running the command again; no row is ever half
+  written, because one row is one statement;
+* a value that no configured key decrypts is reported with its connection id and its row is
+  never written (fail closed): restore the missing key, or relink that tenant.
+
+The same module holds :func:`mark_undecryptable`, which the services call when they meet such a
+row, so the connection shows a clear status instead of an opaque error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.db import connections, router, transaction
+from django.db.models import TextField
+from django.db.models.functions import Cast
+from django.utils.translation import gettext_lazy as _
+
+from .conf import now
+from .fields import get_crypter
+from .models import SECRET_FIELDS, AuditEvent, BillConnection, ConnectionStatus
+
+logger = logging.getLogger("bill_integration.rotation")
+
+#: Outcomes of one row, as :func:`rotate_row` returns them.
+ROTATED = "rotated"
+CURRENT = "current"
+UNDECRYPTABLE = "undecryptable"
+CONFLICT = "conflict"
+GONE = "gone"
+
+#: How often one row is re-read and retried when another writer changed it in between.
+MAX_ROW_ATTEMPTS = 5
+
+DECRYPTION_FAILED_CODE = "decryption_failed"
+DECRYPTION_FAILED_MESSAGE = _(
+    "A stored BILL secret of this connection cannot be decrypted with any key in "
+    "FIELD_ENCRYPTION_KEY. Put the key it was encrypted with back in the list (after the "
+    "current one), or link the BILL account again."
+)
+
+_RAW_PREFIX = "raw_"
+
+
+def _primary_fernet() -> Fernet:
+    """The key new values are encrypted with: the first of ``FIELD_ENCRYPTION_KEY``."""
+    keys = settings.FIELD_ENCRYPTION_KEY
+    first = keys[0] if isinstance(keys, (list, tuple)) else keys
+    return Fernet(first)
+
+
+def classify_token(token: str, *, primary: Fernet, crypter: MultiFernet) -> str:
+    """``CURRENT`` (first key decrypts), ``ROTATED``-able (an older key does) or ``UNDECRYPTABLE``."""
+    raw = token.encode("ascii", errors="replace")
+    try:
+        primary.decrypt(raw)
+        return CURRENT
+    except InvalidToken:
+        pass
+    try:
+        crypter.decrypt(raw)
+        return ROTATED
+    except InvalidToken:
+        return UNDECRYPTABLE
+
+
+def _raw_rows(queryset: Any) -> Any:
+    """``values()`` of id, version and the secret columns as stored (ciphertext, not decrypted)."""
+    casts = {f"{_RAW_PREFIX}{name}": Cast(name, output_field=TextField()) for name in SECRET_FIELDS}
+    return queryset.annotate(**casts).values("pk", "version", *casts)
+
+
+def _tokens(row: dict[str, Any]) -> dict[str, str]:
+    return {
+        name: row[f"{_RAW_PREFIX}{name}"]
+        for name in SECRET_FIELDS
+        if row[f"{_RAW_PREFIX}{name}"] is not None
+    }
+
+
+@dataclass
+class KeyStatus:
+    """Where the stored secrets stand relative to the configured keys."""
+
+    total_rows: int = 0
+    #: rows with at least one secret on an older key (still need that key)
+    rows_on_old_key: int = 0
+    fields_on_old_key: int = 0
+    #: connection ids with a secret that no configured key decrypts
+    undecryptable_ids: list[int] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.rows_on_old_key == 0 and not self.undecryptable_ids
+
+
+@dataclass
+class RotationReport:
+    """What one run of :func:`rotate_all` did."""
+
+    rows_seen: int = 0
+    rows_rotated: int = 0
+    fields_rotated: int = 0
+    rows_current: int = 0
+    #: rows another writer kept changing (left for the next run; never half written)
+    conflict_ids: list[int] = field(default_factory=list)
+    undecryptable_ids: list[int] = field(default_factory=list)
+
+
+def _batches(batch_size: int, using: str) -> Iterator[list[dict[str, Any]]]:
+    """Rows in primary-key order, ``batch_size`` at a time (keyset pagination, no OFFSET)."""
+    last_pk = 0
+    base = BillConnection.objects.using(using).order_by("pk")
+    while True:
+        batch = list(_raw_rows(base.filter(pk__gt=last_pk))[:batch_size])
+        if not batch:
+            return
+        yield batch
+        last_pk = batch[-1]["pk"]
+
+
+def key_status(*, batch_size: int = 500, using: str | None = None) -> KeyStatus:
+    """Count the rows and fields that still need an old key (reads only, decrypts in memory)."""
+    using = using or router.db_for_read(BillConnection)
+    crypter, primary = get_crypter(), _primary_fernet()
+    status = KeyStatus()
+    for batch in _batches(batch_size, using):
+        for row in batch:
+            status.total_rows += 1
+            kinds = [
+                classify_token(token, primary=primary, crypter=crypter)
+                for token in _tokens(row).values()
+            ]
+            if UNDECRYPTABLE in kinds:
+                status.undecryptable_ids.append(row["pk"])
+            old = kinds.count(ROTATED)
+            if old:
+                status.rows_on_old_key += 1
+                status.fields_on_old_key += old
+    return status
+
+
+def _write_row(pk: int, version: int, tokens: dict[str, str], using: str) -> bool:
+    """One conditional UPDATE of the ciphertext columns; False if the row changed meanwhile.
+
+    Raw SQL on purpose: the ORM would hand these tokens to the field, which encrypts whatever
+    it is given (the ciphertext would be encrypted again).
+    """
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    meta = BillConnection._meta
+    columns = [meta.get_field(name).column for name in tokens]
+    assignments = ", ".join(f"{qn(column)} = %s" for column in columns)
+    version_col = qn(meta.get_field("version").column)
+    updated_col = qn(meta.get_field("updated_at").column)
+    sql = (
+        f"UPDATE {qn(meta.db_table)} SET {assignments}, {version_col} = {version_col} + 1, "
+        f"{updated_col} = %s WHERE {qn(meta.pk.column)} = %s AND {version_col} = %s"
+    )
+    updated_at = meta.get_field("updated_at").get_db_prep_value(
+        now(), connection=connection, prepared=False
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*tokens.values(), updated_at, pk, version])
+        return cursor.rowcount == 1
+
+
+def rotate_row(
+    pk: int,
+    *,
+    using: str | None = None,
+    crypter: MultiFernet | None = None,
+    primary: Fernet | None = None,
+) -> tuple[str, int]:
+    """Re-encrypt one connection's secrets on the first key. Returns ``(outcome, fields)``."""
+    using = using or router.db_for_write(BillConnection)
+    crypter = crypter or get_crypter()
+    primary = primary or _primary_fernet()
+    for _attempt in range(MAX_ROW_ATTEMPTS):
+        row = _raw_rows(BillConnection.objects.using(using).filter(pk=pk)).first()
+        if row is None:
+            return GONE, 0
+        outcome, count = _rotate_loaded_row(row, using=using, crypter=crypter, primary=primary)
+        if outcome != CONFLICT:
+            return outcome, count
+    return CONFLICT, 0
+
+
+def _rotate_loaded_row(
+    row: dict[str, Any], *, using: str, crypter: MultiFernet, primary: Fernet
+) -> tuple[str, int]:
+    tokens = _tokens(row)
+    rewrapped: dict[str, str] = {}
+    for name, token in tokens.items():
+        kind = classify_token(token, primary=primary, crypter=crypter)
+        if kind == UNDECRYPTABLE:
+            # Fail closed: the whole row stays byte-identical.
+            logger.error(
+                "bill key rotation: connection=%s field=%s cannot be decrypted with any "
+                "configured key; row left unchanged",
+                row["pk"],
+                name,
+                extra={"connection_id": row["pk"], "bill_field": name},
+            )
+            return UNDECRYPTABLE, 0
+        if kind == ROTATED:
+            rewrapped[name] = crypter.rotate(token.encode("ascii")).decode("ascii")
+    if not rewrapped:
+        return CURRENT, 0
+    with transaction.atomic(using=using):
+        written = _write_row(row["pk"], row["version"], rewrapped, using)
+    return (ROTATED, len(rewrapped)) if written else (CONFLICT, 0)
+
+
+def rotate_all(
+    *,
+    batch_size: int = 100,
+    using: str | None = None,
+    on_row: Callable[[str], None] | None = None,
+) -> RotationReport:
+    """Re-encrypt every row still on an old key, ``batch_size`` rows per read.
+
+    ``on_row(outcome)`` is called after each row (the command's progress bar). Safe to run
+    again at any time, including after being killed: rows already done are skipped.
+    """
+    using = using or router.db_for_write(BillConnection)
+    crypter, primary = get_crypter(), _primary_fernet()
+    report = RotationReport()
+    for batch in _batches(batch_size, using):
+        for row in batch:
+            report.rows_seen += 1
+            outcome, count = _rotate_loaded_row(row, using=using, crypter=crypter, primary=primary)
+            if outcome == CONFLICT:
+                outcome, count = rotate_row(row["pk"], using=using, crypter=crypter, primary=primary)
+            if outcome == ROTATED:
+                report.rows_rotated += 1
+                report.fields_rotated += count
+            elif outcome == CURRENT:
+                report.rows_current += 1
+            elif outcome == UNDECRYPTABLE:
+                report.undecryptable_ids.append(row["pk"])
+            elif outcome == CONFLICT:
+                report.conflict_ids.append(row["pk"])
+            if on_row is not None:
+                on_row(outcome)
+    if report.rows_rotated:
+        AuditEvent.objects.using(using).create(
+            connection=None,
+            tenant_id="",
+            kind=AuditEvent.Kind.KEYS_ROTATED,
+            detail={
+                "rows_rotated": report.rows_rotated,
+                "fields_rotated": report.fields_rotated,
+                "undecryptable_ids": report.undecryptable_ids,
+                "conflict_ids": report.conflict_ids,
+            },
+        )
+    logger.info(
+        "bill key rotation: rows=%d rotated=%d fields=%d current=%d undecryptable=%d conflicts=%d",
+        report.rows_seen,
+        report.rows_rotated,
+        report.fields_rotated,
+        report.rows_current,
+        len(report.undecryptable_ids),
+        len(report.conflict_ids),
+    )
+    return report
+
+
+def mark_undecryptable(connection_id: int, exc: BaseException | None = None) -> bool:
+    """Give a connection whose secrets no key decrypts a clear status; never touch the secrets.
+
+    Logs once with the connection id, sets ``needs_relink`` with ``last_error_code``
+    ``decryption_failed`` (a status-only UPDATE on plain columns: the ciphertext and
+    ``version`` stay as they are, so nothing can re-save the undecryptable value), and records
+    an audit event when the status changes. Returns whether the row changed.
+    """
+    message = str(DECRYPTION_FAILED_MESSAGE)
+    # DecryptionFailed's message names the field, never the value or the ciphertext.
+    reason = (getattr(exc, "message", None) or type(exc).__name__) if exc is not None else "-"
+    logger.error(
+        "bill connection=%s secrets cannot be decrypted (%s); status set to needs_relink",
+        connection_id,
+        reason,
+        extra={"connection_id": connection_id, "bill_code": DECRYPTION_FAILED_CODE},
+    )
+    with transaction.atomic():
+        row = (
+            BillConnection.objects.filter(pk=connection_id)
+            .values("tenant_id", "status", "last_error_code")
+            .first()
+        )
+        if row is None:
+            return False
+        if (
+            row["status"] == ConnectionStatus.NEEDS_RELINK
+            and row["last_error_code"] == DECRYPTION_FAILED_CODE
+        ):
+            return False
+        BillConnection.objects.filter(pk=connection_id).update(
+            status=ConnectionStatus.NEEDS_RELINK,
+            last_error_code=DECRYPTION_FAILED_CODE,
+            last_error_message=message,
+            next_attempt_at=None,
+            updated_at=now(),
+        )
+        AuditEvent.objects.create(
+            connection_id=connection_id,
+            tenant_id=str(row["tenant_id"]),
+            kind=AuditEvent.Kind.STATUS_CHANGED,
+            detail={
+                "from": row["status"],
+                "to": ConnectionStatus.NEEDS_RELINK,
+                "code": DECRYPTION_FAILED_CODE,
+            },
+        )
+    return True

@@ -1,0 +1,208 @@
+"""System checks (``bill_integration.checks``): each misconfiguration is reported by its id,
+and ``manage.py check`` refuses to pass with a missing or malformed encryption key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from django.core.checks import Error, run_checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+from bill_integration import checks
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD_KEY = Fernet.generate_key().decode()
+
+
+def ids(messages) -> list[str]:
+    return [message.id for message in messages]
+
+
+def test_a_valid_configuration_has_no_bill_messages():
+    messages = [m for m in run_checks(include_deployment_checks=False) if m.id.startswith("bill_")]
+    assert messages == []
+
+
+@pytest.mark.parametrize("value", ["__delete__", None, "", [], ()])
+def test_e001_missing_key(settings, value):
+    if value == "__delete__":
+        del settings.FIELD_ENCRYPTION_KEY
+    else:
+        settings.FIELD_ENCRYPTION_KEY = value
+    messages = checks.check_encryption_key()
+    assert ids(messages) == [checks.E001_KEY_MISSING]
+    assert isinstance(messages[0], Error) and "Fernet.generate_key()" in messages[0].hint
+
+
+@pytest.mark.parametrize(
+    "value,bad_positions",
+    [
+        ("not-a-key", [0]),
+        ([GOOD_KEY, "short"], [1]),
+        (["", GOOD_KEY, 42], [0, 2]),
+        (GOOD_KEY[:-4], [0]),
+    ],
+)
+def test_e002_malformed_key_names_the_entry_never_the_value(settings, value, bad_positions):
+    settings.FIELD_ENCRYPTION_KEY = value
+    messages = checks.check_encryption_key()
+    assert ids(messages) == [checks.E002_KEY_MALFORMED] * len(bad_positions)
+    for message, position in zip(messages, bad_positions):
+        assert f"entry {position} is not a valid Fernet key" in message.msg
+        assert "not-a-key" not in message.msg and GOOD_KEY[:-4] not in message.msg
+
+
+def test_a_key_list_of_valid_keys_passes(settings):
+    settings.FIELD_ENCRYPTION_KEY = [GOOD_KEY, Fernet.generate_key()]
+    assert checks.check_encryption_key() == []
+
+
+@pytest.mark.parametrize("value", ["tenants", "tenants.NoSuchModel", "nosuchapp.Tenant"])
+def test_e003_bad_tenant_model(settings, value):
+    settings.BILL_INTEGRATION_TENANT_MODEL = value
+    messages = checks.check_tenant_model()
+    assert ids(messages) == [checks.E003_TENANT_MODEL]
+    assert "BILL_INTEGRATION_TENANT_MODEL" in messages[0].msg + messages[0].hint
+
+
+def test_e005_unknown_default_environment(settings):
+    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "DEFAULT_ENVIRONMENT": "staging"}
+    messages = checks.check_settings()
+    assert ids(messages) == [checks.E005_DEFAULT_ENVIRONMENT]
+    assert "'staging'" in messages[0].msg and "sandbox" in messages[0].msg
+
+
+def test_e004_environments_shape(settings):
+    settings.BILL_INTEGRATION = {"ENVIRONMENTS": {"sandbox": {"v3": "https://x"}}}
+    assert ids(checks.check_settings()) == [checks.E004_ENVIRONMENTS]
+
+
+@pytest.mark.parametrize(
+    "value", ["no.such.module.resolve", "project.tenants.access.no_such_function", "nodots"]
+)
+def test_e006_resolver_path_that_does_not_import(settings, value):
+    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "TENANT_RESOLVER": value}
+    messages = checks.check_settings()
+    assert ids(messages) == [checks.E006_IMPORT_STRING]
+    assert "TENANT_RESOLVER" in messages[0].msg and value in messages[0].msg
+
+
+def test_e006_resolver_module_that_fails_while_importing(settings, tmp_path, monkeypatch):
+    (tmp_path / "broken_resolver.py").write_text("raise RuntimeError('boom at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings.BILL_INTEGRATION = {
+        **settings.BILL_INTEGRATION, "TENANT_RESOLVER": "broken_resolver.resolve",
+    }
+    messages = checks.check_settings()
+    assert ids(messages) == [checks.E006_IMPORT_STRING]
+    assert "boom at import" in messages[0].msg
+
+
+def test_e006_not_callable(settings):
+    settings.BILL_INTEGRATION = {
+        **settings.BILL_INTEGRATION, "TENANT_RESOLVER": "bill_integration.checks.E001_KEY_MISSING",
+    }
+    messages = checks.check_settings()
+    assert ids(messages) == [checks.E006_IMPORT_STRING] and "not callable" in messages[0].msg
+
+
+def test_e007_settings_must_be_a_dict(settings):
+    settings.BILL_INTEGRATION = ["ENVIRONMENTS"]
+    assert ids(checks.check_settings()) == [checks.E007_SETTINGS_TYPE]
+
+
+def test_w001_unknown_setting(settings):
+    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "SESSION_TIMEOUT": 10}
+    messages = checks.check_settings()
+    assert ids(messages) == [checks.W001_UNKNOWN_SETTING]
+    assert "'SESSION_TIMEOUT'" in messages[0].msg and "SESSION_IDLE_TIMEOUT" in messages[0].hint
+
+
+def test_keepalive_defaults_are_derived_and_reach_the_capacity_targets(settings):
+    from datetime import timedelta
+
+    from bill_integration.conf import bill_settings, keepalive_after_idle
+
+    settings.BILL_INTEGRATION = {
+        key: value
+        for key, value in settings.BILL_INTEGRATION.items()
+        if key not in ("KEEPALIVE_AFTER_IDLE", "SWEEP_INTERVAL", "SESSION_SAFETY_MARGIN",
+                       "MAX_SESSION_AGE")
+    }
+    assert bill_settings.MAX_SESSION_AGE == timedelta(days=7)
+    assert bill_settings.SWEEP_INTERVAL == timedelta(minutes=1)
+    assert bill_settings.SESSION_SAFETY_MARGIN == timedelta(minutes=3)
+    assert bill_settings.KEEPALIVE_AFTER_IDLE is None
+    # 35 min idle timeout - 3 min margin - 1 min sweep - 30 s queue slack
+    assert keepalive_after_idle() == timedelta(minutes=30, seconds=30)
+    assert checks.check_keepalive_timing() == []
+    # A project that sweeps every 5 minutes stays safe without touching KEEPALIVE_AFTER_IDLE.
+    every_5_minutes = {"SWEEP_INTERVAL": timedelta(minutes=5)}
+    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, **every_5_minutes}
+    assert keepalive_after_idle() == timedelta(minutes=26, seconds=30)
+    assert checks.check_keepalive_timing() == []
+    # An explicit value wins.
+    settings.BILL_INTEGRATION = {
+        **settings.BILL_INTEGRATION, "KEEPALIVE_AFTER_IDLE": timedelta(minutes=20)
+    }
+    assert keepalive_after_idle() == timedelta(minutes=20)
+
+
+@pytest.mark.parametrize(
+    "overrides, source",
+    [
+        ({"KEEPALIVE_AFTER_IDLE": 30, "SWEEP_INTERVAL": 2}, "given"),  # minutes
+        ({"KEEPALIVE_AFTER_IDLE": 31, "SWEEP_INTERVAL": 1}, "given"),  # exactly no room
+        ({"KEEPALIVE_AFTER_IDLE": None, "SWEEP_INTERVAL": 40}, "derived"),  # negative
+    ],
+)
+def test_e008_keepalive_that_leaves_no_room_for_a_sweep(settings, overrides, source):
+    from datetime import timedelta
+
+    minutes = {
+        key: None if value is None else timedelta(minutes=value) for key, value in overrides.items()
+    }
+    settings.BILL_INTEGRATION = {
+        **settings.BILL_INTEGRATION, "SESSION_SAFETY_MARGIN": timedelta(minutes=3), **minutes
+    }
+    messages = checks.check_keepalive_timing()
+    assert ids(messages) == [checks.E008_KEEPALIVE_NO_ROOM]
+    assert f"KEEPALIVE_AFTER_IDLE ({source}:" in messages[0].msg
+    assert "SWEEP_INTERVAL" in messages[0].hint and "None" in messages[0].hint
+
+
+def test_e008_names_the_settings_when_one_is_not_a_duration(settings):
+    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "SWEEP_INTERVAL": 60}
+    messages = checks.check_keepalive_timing()
+    assert ids(messages) == [checks.E008_KEEPALIVE_NO_ROOM]
+    assert "timedelta" in messages[0].msg
+
+
+def test_manage_check_fails_with_a_malformed_key(settings):
+    settings.FIELD_ENCRYPTION_KEY = "not-a-key"
+    with pytest.raises(SystemCheckError, match=checks.E002_KEY_MALFORMED):
+        call_command("check")
+
+
+@pytest.mark.parametrize("key", ["", "malformed-key-value"], ids=["missing", "malformed"])
+def test_manage_py_check_refuses_in_a_fresh_process(key):
+    """The real command line, with the key from the environment (no test-suite settings)."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings_keys",
+        "BILL_TEST_FIELD_KEYS": key,
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode != 0
+    expected = checks.E001_KEY_MISSING if not key else checks.E002_KEY_MALFORMED
+    assert expected in result.stderr
+    assert not key or key not in result.stderr

@@ -1,0 +1,191 @@
+"""Fail closed: a stored secret that no configured key decrypts.
+
+It raises a typed error that names the field (never the ciphertext), the connection gets a
+clear status through :func:`bill_integration.rotation.mark_undecryptable`, the status pages
+still render (they never decrypt), and nothing ever re-saves the undecryptable value.
+A missing or malformed key is refused at startup: see test_checks.py and
+test_production_settings.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from django.test import override_settings
+
+from bill_integration import rotation, services
+from bill_integration.exceptions import DecryptionFailed
+from bill_integration.models import AuditEvent, BillConnection, ConnectionStatus
+
+LOST_KEY = Fernet.generate_key().decode()
+CANARIES = {
+    "password": "canary-pass-5e1d",
+    "dev_key": "canary-devkey-8c2b",
+    "api_token": "canary-token-1f4a",
+    "session_id": "!acanarysession0000000000000000000001",
+}
+
+
+@pytest.fixture
+def lost(tenant, bill_environment):
+    """A connection whose secrets were encrypted with a key that is no longer configured."""
+    with override_settings(FIELD_ENCRYPTION_KEY=LOST_KEY):
+        connection = BillConnection.objects.create(
+            tenant=tenant, environment=bill_environment, username="ap@example.com",
+            organization_id="00801LOSTKEY000000", dev_key_fingerprint="f", **CANARIES,
+        )
+    return connection.pk
+
+
+def stored(pk: int) -> tuple:
+    """The row exactly as stored: ciphertext columns raw, plus version."""
+    row = rotation._raw_rows(BillConnection.objects.filter(pk=pk)).get()
+    return (row["version"], *sorted(rotation._tokens(row).items()))
+
+
+@pytest.mark.django_db
+def test_reading_a_secret_raises_a_typed_error_naming_the_field_never_the_ciphertext(lost):
+    raw = stored(lost)
+    with pytest.raises(DecryptionFailed) as caught:
+        BillConnection.objects.get(pk=lost)
+    message = str(caught.value)
+    assert "BillConnection." in message and caught.value.code == "decryption_failed"
+    assert "gAAAA" not in message and "gAAAA" not in repr(caught.value)
+    with pytest.raises(DecryptionFailed):
+        BillConnection.objects.values_list("dev_key", flat=True).get(pk=lost)
+    # Status views defer the secrets: they load, and show no secret.
+    row = BillConnection.objects.without_secrets().get(pk=lost)
+    assert row.status == ConnectionStatus.ACTIVE and "gAAAA" not in repr(row)
+    assert stored(lost) == raw
+
+
+@pytest.mark.django_db
+def test_mark_undecryptable_sets_a_clear_status_once_and_logs_the_connection_id(lost, caplog):
+    raw = stored(lost)
+    with caplog.at_level(logging.ERROR, logger="bill_integration"):
+        assert rotation.mark_undecryptable(lost, DecryptionFailed()) is True
+        assert rotation.mark_undecryptable(lost, DecryptionFailed()) is False  # no repeat
+    row = BillConnection.objects.without_secrets().get(pk=lost)
+    assert row.status == ConnectionStatus.NEEDS_RELINK
+    assert row.last_error_code == "decryption_failed"
+    assert "FIELD_ENCRYPTION_KEY" in row.last_error_message
+    assert "link the BILL account again" in row.last_error_message
+    assert stored(lost) == raw  # status only: ciphertext and version untouched
+    events = AuditEvent.objects.filter(connection_id=lost, kind=AuditEvent.Kind.STATUS_CHANGED)
+    assert [e.detail for e in events] == [
+        {"from": "active", "to": "needs_relink", "code": "decryption_failed"}
+    ]
+    records = [r for r in caplog.records if getattr(r, "connection_id", None) == lost]
+    assert len(records) == 2 and f"connection={lost}" in records[0].getMessage()
+
+
+@pytest.mark.django_db
+def test_services_raise_the_typed_error_mark_the_connection_and_never_resave(lost, tenant):
+    raw = stored(lost)
+    with pytest.raises(DecryptionFailed):
+        services.get_session(tenant)
+    with pytest.raises(DecryptionFailed):
+        services.refresh(tenant, force=True)
+    assert stored(lost) == raw
+    row = BillConnection.objects.without_secrets().get(pk=lost)
+    assert (row.status, row.last_error_code) == (ConnectionStatus.NEEDS_RELINK, "decryption_failed")
+
+
+@pytest.mark.django_db
+def test_api_status_and_refresh_answer_clearly(lost, tenant, make_user, client):
+    raw = stored(lost)
+    rotation.mark_undecryptable(lost)
+    client.force_login(make_user(tenant, "owner"))
+    status = client.get("/api/bill/connection/")
+    assert status.status_code == 200
+    body = status.json()
+    assert body["status"] == "needs_relink"
+    assert "gAAAA" not in status.content.decode()
+    refreshed = client.post("/api/bill/connection/refresh/")
+    assert refreshed.status_code == 409
+    assert refreshed.json()["code"] == "decryption_failed"
+    assert "gAAAA" not in refreshed.content.decode()
+    assert stored(lost) == raw
+
+
+@pytest.mark.django_db
+def test_admin_pages_render_without_decrypting(lost, admin_client):
+    raw = stored(lost)
+    rotation.mark_undecryptable(lost)
+    listing = admin_client.get("/admin/bill_integration/billconnection/")
+    assert listing.status_code == 200
+    change = admin_client.get(f"/admin/bill_integration/billconnection/{lost}/change/")
+    assert change.status_code == 200
+    for page in (listing, change):
+        html = page.content.decode()
+        assert "gAAAA" not in html
+        assert not any(value in html for value in CANARIES.values())
+    assert stored(lost) == raw
+
+
+# --- start-up: Celery worker and beat refuse to run without a valid key -----------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def celery(role: str, keys: str, workdir: Path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings_keys",
+        "BILL_TEST_FIELD_KEYS": keys,
+    }
+    extra = ["--pool", "solo"]
+    if role == "beat":
+        extra = ["--scheduler", "celery.beat:PersistentScheduler",
+                 "--schedule", str(workdir / "beat-schedule")]
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "project", role, "--loglevel", "INFO", *extra],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+@pytest.mark.parametrize("role", ["worker", "beat"])
+@pytest.mark.parametrize(
+    "keys,check_id", [("", "bill_integration.E001"), ("not-a-key", "bill_integration.E002")],
+    ids=["missing", "malformed"],
+)
+def test_celery_refuses_to_start_without_a_valid_key(role, keys, check_id, tmp_path):
+    proc = celery(role, keys, tmp_path)
+    try:
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert f"bill_integration refuses to start: {check_id}" in output
+    assert "not-a-key" not in output.split("refuses to start")[-1]
+
+
+@pytest.mark.parametrize("role,ready", [("worker", "ready."), ("beat", "beat: Starting...")])
+def test_celery_starts_with_a_valid_key(role, ready, tmp_path):
+    proc = celery(role, Fernet.generate_key().decode(), tmp_path)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if ready in line:
+                break
+        assert any(ready in line for line in lines), "".join(lines)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
