@@ -565,4 +565,6 @@ def duration(value: Any) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size} {unit}"
+    if seconds >= 60 and seconds % 30 == 0:
+        return f"{seconds / 60:g} min"  # the derived keep-alive, 30.5 min
     return f"{seconds} s"

@@ -192,14 +192,14 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
             ],
         )
         + "\nWhere the wait goes. Inside `get_session` (the row above): the first wave of "
-        "callers finds the session expired and queues on the row lock (`select_for_update` in "
-        "`_obtain`) while one of them logs in; after the login each waiter still takes the "
-        "exclusive row lock in turn just to re-read the new session, so the waiters are served "
-        "one after another (the p99 inside is one login plus that queue); callers of later "
-        "waves read the new session in one query (the median). Outside it: queueing for the 40 "
-        "database connections and opening them on a busy 2-core machine. What would bring the "
-        "p99 towards one login: waiters that re-read without the exclusive lock (e.g. wait "
-        "with `FOR SHARE`, which waiters hold together, and take `FOR UPDATE` only if the "
-        "session is still invalid), and a connection pool that keeps connections open.\n"
+        "callers finds the session expired; one takes the row lock (`FOR UPDATE SKIP LOCKED` "
+        "in `_obtain`) and logs in, the others find the row taken and wait with `FOR SHARE`, "
+        "which they hold together and which is granted the moment the login commits, then "
+        "read the new session and leave together (no queue on the exclusive lock; the p99 "
+        "inside is one login plus the time 200 threads on 2 cores take to be scheduled); "
+        "callers of later waves read the new session in one query (the median). Outside it: "
+        "queueing for the 40 database connections and opening them (each caller opens and "
+        "closes its own) on a busy 2-core machine, which is most of the total; a connection "
+        "pool that keeps connections open would remove most of it.\n"
         + (f"\nErrors: {o['errors']}\n" if o["errors"] else "")
     )

@@ -18,4 +18,27 @@ class TrivialView(APIView):
         return Response({"status": "ok"})
 
 
-urlpatterns = [*project_urlpatterns, path("bench/trivial/", TrivialView.as_view(), name="trivial")]
+class SameLookupsView(APIView):
+    """A second, informational baseline: the status endpoint's lookups, a constant answer.
+
+    Same authentication, the project's tenant resolver and access policy, and the same
+    connection query; only the status document (serializer) is left out. The difference to
+    the status endpoint is the cost of the document itself.
+    """
+
+    permission_classes = (IsAuthenticated,)
+
+    def get(self, request: Request) -> Response:
+        from bill_integration.api.permissions import resolve_access
+        from bill_integration.api.serializers import status_queryset
+
+        tenant, access = resolve_access(request)
+        connection = status_queryset().filter(tenant=tenant).first()
+        return Response({"status": connection.status if connection else None, "access": access})
+
+
+urlpatterns = [
+    *project_urlpatterns,
+    path("bench/trivial/", TrivialView.as_view(), name="trivial"),
+    path("bench/same-lookups/", SameLookupsView.as_view(), name="same-lookups"),
+]

@@ -61,13 +61,18 @@ DEFAULTS: dict[str, Any] = {
     # BILL ends a session after this long without a call (35 minutes, bill-api.md §3).
     "SESSION_IDLE_TIMEOUT": timedelta(minutes=35),
     # get_session() treats a session as gone this long before BILL would end it.
-    "SESSION_SAFETY_MARGIN": timedelta(minutes=5),
-    # The sweep keeps alive sessions idle at least this long (must leave room for a beat).
-    "KEEPALIVE_AFTER_IDLE": timedelta(minutes=20),
-    # Log in again once a session is this old, even if it is alive (None: never).
-    "MAX_SESSION_AGE": timedelta(hours=24),
-    # How often beat runs the sweep (the example project's beat entry reads it).
-    "SWEEP_INTERVAL": timedelta(minutes=5),
+    "SESSION_SAFETY_MARGIN": timedelta(minutes=3),
+    # The sweep keeps alive sessions idle at least this long. None (the default) derives it:
+    # SESSION_IDLE_TIMEOUT - SESSION_SAFETY_MARGIN - SWEEP_INTERVAL - 30 s (30.5 min with the
+    # defaults), so a keep-alive lands just before get_session() would stop trusting the
+    # session, and a project that changes its beat interval stays safe. A value given here
+    # wins; the system check bill_integration.E008 refuses one that leaves no room for a beat.
+    "KEEPALIVE_AFTER_IDLE": None,
+    # Log in again once a session is this old, even if it is alive (None: never). Weekly:
+    # N/168 logins an hour, so 10,000 tenants need about 60 of a developer key's 150.
+    "MAX_SESSION_AGE": timedelta(days=7),
+    # How often beat runs the sweep (one cheap query; set the beat entry to the same value).
+    "SWEEP_INTERVAL": timedelta(minutes=1),
     # Record session_last_used_at at most this often per connection (not a write per call).
     "LAST_USED_WRITE_INTERVAL": timedelta(seconds=60),
     # Logins allowed per developer key per rolling hour (BILL allows 200).
@@ -174,6 +179,28 @@ def get_tenant_model():  # type: ignore[no-untyped-def]
         raise ImproperlyConfigured(
             f"{TENANT_MODEL_SETTING} refers to model {model_string!r} that has not been installed."
         ) from exc
+
+
+#: The slack the derived KEEPALIVE_AFTER_IDLE leaves for a sweep's task to wait in the queue.
+KEEPALIVE_QUEUE_SLACK = timedelta(seconds=30)
+
+
+def keepalive_after_idle() -> timedelta:
+    """``KEEPALIVE_AFTER_IDLE`` when given, else the value derived from the other settings.
+
+    Derived: ``SESSION_IDLE_TIMEOUT - SESSION_SAFETY_MARGIN - SWEEP_INTERVAL - 30 s``. A session
+    idle that long is found by the next sweep at most ``SWEEP_INTERVAL`` later, and its
+    keep-alive still has 30 seconds before ``get_session()`` would stop trusting it.
+    """
+    explicit = bill_settings.KEEPALIVE_AFTER_IDLE
+    if explicit is not None:
+        return explicit
+    return (
+        bill_settings.SESSION_IDLE_TIMEOUT
+        - bill_settings.SESSION_SAFETY_MARGIN
+        - bill_settings.SWEEP_INTERVAL
+        - KEEPALIVE_QUEUE_SLACK
+    )
 
 
 def now():  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 from project.settings.test import *
 from project.settings.test import BILL_INTEGRATION
@@ -22,6 +23,10 @@ BILL_INTEGRATION = {
     "CLOCK": "bill_integration.emulator.clock.remote_clock",
     "TASK_QUEUE": os.environ.get("BILL_SESSIONS_QUEUE") or None,
     "REDIS_URL": os.environ.get("BILL_LIMITS_REDIS_URL") or None,
+    # The cadence the worker tests are spaced for (tests/session_support.py CLASSIC_CADENCE).
+    "KEEPALIVE_AFTER_IDLE": timedelta(minutes=20),
+    "SESSION_SAFETY_MARGIN": timedelta(minutes=5),
+    "SWEEP_INTERVAL": timedelta(minutes=5),
 }
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": int(os.environ.get("BILL_VISIBILITY_TIMEOUT", "3600")),

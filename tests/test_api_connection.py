@@ -407,3 +407,33 @@ def test_every_link_attempt_is_audited(owner_api, bill_account, bill_environment
     put(owner_api, credentials(bill_account))
     kinds = list(AuditEvent.objects.order_by("id").values_list("kind", flat=True))
     assert kinds == ["link_failed", "linked"]
+
+
+def test_status_costs_four_queries_and_no_extra_role_or_token_lookup(
+    client, tenant, owner, linked, bill_account
+):
+    """Session + user (authentication), membership with tenant (resolver, reused by the access
+    policy), and the connection with has_api_token annotated: nothing else."""
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(owner)
+    with CaptureQueriesContext(db) as queries:
+        response = client.get(CONNECTION_URL)
+    assert response.status_code == 200 and response.json()["can_change"] is True
+    assert response.json()["has_api_token"] is False
+    sql = [q["sql"] for q in queries]
+    assert len(sql) == 4, sql
+    assert sum('FROM "tenants_membership"' in s for s in sql) == 1
+    assert sum('FROM "bill_integration_billconnection"' in s for s in sql) == 1
+
+
+def test_has_api_token_comes_from_the_status_query(owner_api, linked):
+    BillConnection.objects.filter(pk=linked.pk).update(api_token=None)
+    assert owner_api.get(CONNECTION_URL).json()["has_api_token"] is False
+    row = BillConnection.objects.get(pk=linked.pk)
+    row.api_token = "canary-token-7d3e"
+    row.save(update_fields=["api_token"])
+    response = owner_api.get(CONNECTION_URL)
+    assert response.json()["has_api_token"] is True
+    assert "canary-token-7d3e" not in response.content.decode()

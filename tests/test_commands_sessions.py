@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from bill_integration.models import BillConnection, ConnectionStatus
 from tests.session_support import counters, stored
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("classic_cadence")]
 
 
 def run(*args: str) -> tuple[str, str]:

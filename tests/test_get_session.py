@@ -56,10 +56,10 @@ def test_session_is_renewed_only_after_the_idle_window_minus_margin(
 ):
     connection = make_connection()
     first = get_session(connection.tenant).session_id
-    bill_app.advance(29 * 60)  # 35 - 5 minutes margin: still valid until 30 minutes
+    bill_app.advance(31 * 60)  # 35 - 3 minutes margin (default): still valid until 32 minutes
     assert get_session(connection.tenant).session_id == first
     assert counters(bill_emulator, connection)["logins"] == 1
-    bill_app.advance(60)  # 30 minutes idle: the app no longer trusts it
+    bill_app.advance(60)  # 32 minutes idle: the app no longer trusts it
     renewed = get_session(connection.tenant)
     assert renewed.session_id != first
     assert counters(bill_emulator, connection)["logins"] == 2
@@ -339,3 +339,54 @@ def test_recording_a_use_never_waits_for_another_workers_row_lock(make_connectio
     bill_app.advance(61)
     session.mark_used()  # once the row is free, the use is recorded
     assert stored(connection).session_last_used_at > connection.session_last_used_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_waiters_reread_without_queueing_on_the_exclusive_row_lock(
+    make_connection, bill_emulator, bill_app
+):
+    """While another worker holds the row, a caller polls plain reads: no FOR UPDATE queue."""
+    import time
+
+    from django.db import transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from bill_integration.conf import now
+
+    connection = make_connection()
+    bill_app.advance(33 * 60)  # the app no longer trusts it (32 min), BILL still would (35)
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:  # a worker in the middle of refreshing this session
+        with transaction.atomic():
+            BillConnection.objects.select_for_update().get(pk=connection.pk)
+            BillConnection.objects.filter(pk=connection.pk).update(session_last_used_at=now())
+            held.set()
+            release.wait(10)
+        connections.close_all()
+
+    results: dict = {}
+
+    def waiter() -> None:
+        with CaptureQueriesContext(db_connection) as queries:
+            results["session"] = get_session(connection.tenant)
+        results["sql"] = [q["sql"] for q in queries]
+        results["left"] = time.monotonic()
+        connections.close_all()
+
+    holding = threading.Thread(target=holder)
+    holding.start()
+    held.wait(10)
+    waiting = threading.Thread(target=waiter)
+    waiting.start()
+    time.sleep(0.3)
+    assert "session" not in results  # still waiting for the holder's commit
+    committed = time.monotonic()
+    release.set()
+    holding.join()
+    waiting.join(10)
+    assert results["session"].session_id == stored(connection).session_id
+    assert results["left"] - committed < 0.5
+    blocking = [sql for sql in results["sql"] if "FOR UPDATE" in sql and "SKIP LOCKED" not in sql]
+    assert blocking == []
+    assert counters(bill_emulator, connection)["logins"] == 1  # nobody logged in again

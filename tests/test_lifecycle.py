@@ -27,7 +27,7 @@ from bill_integration.services.sessions import (
 )
 from tests.session_support import counters, stored
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("classic_cadence")]
 
 SIGNALS = {
     "session_refreshed": signals.session_refreshed,

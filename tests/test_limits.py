@@ -19,6 +19,17 @@ from bill_integration.services.sessions import BUDGET_EXHAUSTED, due_connection_
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def cadence(settings):
+    """The sweeps here are spaced for a keep-alive after 20 idle minutes (5-minute margin)."""
+    settings.BILL_INTEGRATION = {
+        **settings.BILL_INTEGRATION,
+        "KEEPALIVE_AFTER_IDLE": timedelta(minutes=20),
+        "SESSION_SAFETY_MARGIN": timedelta(minutes=5),
+        "SWEEP_INTERVAL": timedelta(minutes=5),
+    }
+
+
 @pytest.fixture
 def budget(settings, limiter_backend):
     def set_budget(n: int) -> None:

@@ -22,6 +22,20 @@ from tests.session_support import counters, stored
 
 pytestmark = pytest.mark.django_db
 
+#: Most tests here are about one cadence, given explicitly (not the defaults, which
+#: test_sweep_with_the_default_cadence... covers): keep alive after 20 idle minutes,
+#: a 5-minute safety margin, a sweep every 5 minutes.
+CADENCE = {
+    "KEEPALIVE_AFTER_IDLE": timedelta(minutes=20),
+    "SESSION_SAFETY_MARGIN": timedelta(minutes=5),
+    "SWEEP_INTERVAL": timedelta(minutes=5),
+}
+
+
+@pytest.fixture(autouse=True)
+def cadence(settings):
+    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, **CADENCE}
+
 
 def alive_at_bill(emulator, connection: BillConnection) -> bool:
     """Whether the emulator would accept the stored session now (without touching it)."""
@@ -181,7 +195,9 @@ def test_refresh_and_keep_alive_on_demand(make_connection, bill_emulator, bill_a
     kept = keep_alive(connection.tenant)
     assert counters(bill_emulator, connection)["session_info"] == 2
     assert (now() - kept.session_last_used_at).total_seconds() < 5
-    assert AuditEvent.objects.filter(connection=connection, kind="kept_alive").count() == 2
+    # Keep-alives are recorded on the row (last_refresh_at), not as one audit row each.
+    assert (now() - kept.last_refresh_at).total_seconds() < 5
+    assert AuditEvent.objects.filter(connection=connection, kind="kept_alive").count() == 0
 
 
 def test_v2_sessions_are_kept_alive_with_get_session_info(make_connection, bill_emulator, bill_app):
@@ -193,3 +209,159 @@ def test_v2_sessions_are_kept_alive_with_get_session_info(make_connection, bill_
     assert alive_at_bill(bill_emulator, connection)
     session = get_session(connection.tenant)
     assert session.request("POST", "/List/Vendor.json") is not None
+
+
+def test_sweep_with_the_default_cadence_keeps_sessions_alive_with_one_call_per_half_hour(
+    make_connection, bill_emulator, bill_app, settings
+):
+    defaults = {k: v for k, v in settings.BILL_INTEGRATION.items() if k not in CADENCE}
+    settings.BILL_INTEGRATION = defaults  # KEEPALIVE_AFTER_IDLE derived: 30.5 min
+    connections = [make_connection() for _ in range(3)]
+    for _ in range(120):  # two hours, a sweep every minute (SWEEP_INTERVAL's default)
+        bill_app.advance(60)
+        refresh_due()
+        for connection in connections:
+            assert alive_at_bill(bill_emulator, connection)
+            assert get_session(connection.tenant).session_id == stored(connection).session_id
+    totals = bill_emulator.state.counters()
+    assert totals["logins"] == 3
+    # One keep-alive per tenant every ~31 minutes: 3 each in two hours (not 4-5 as at 20 min).
+    assert totals["session_info"] == 3 * 3
+
+
+def test_keep_alives_write_no_audit_rows_but_logins_and_failures_do(
+    make_connection, bill_emulator, bill_app
+):
+    connection = make_connection()
+    for _ in range(4):
+        bill_app.advance(25 * 60)
+        assert refresh_connection(connection.pk) == KEPT_ALIVE
+    assert AuditEvent.objects.filter(connection=connection).count() == 0
+    assert stored(connection).last_refresh_at is not None
+    bill_app.advance(25 * 60)
+    bill_emulator.state.set_fault("status", organization_id=connection.organization_id, status=503)
+    assert refresh_connection(connection.pk).startswith("failed:")
+    bill_emulator.state.clear_faults()
+    bill_app.advance(3600)
+    assert refresh_connection(connection.pk) in (KEPT_ALIVE, LOGGED_IN)
+    kinds = list(
+        AuditEvent.objects.filter(connection=connection)
+        .order_by("pk")
+        .values_list("kind", "detail")
+    )
+    assert [kind for kind, _ in kinds if kind == "status_changed"] == ["status_changed"] * 2
+    assert all(kind != "kept_alive" for kind, _ in kinds)
+
+
+def test_a_fenced_write_is_one_conditional_update(make_connection, bill_emulator, bill_app):
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    connection = make_connection()
+    bill_app.advance(25 * 60)
+    with CaptureQueriesContext(db) as queries:
+        assert refresh_connection(connection.pk) == KEPT_ALIVE
+    updates = [q["sql"] for q in queries if q["sql"].startswith("UPDATE")]
+    assert len(updates) == 1
+    assert '"version" = ' in updates[0].split("WHERE")[1]  # fenced by the version read
+    # A stale version still loses: nothing is written and ConflictError is raised.
+    from bill_integration.exceptions import ConflictError
+    from bill_integration.services.sessions import _fenced_write
+
+    row = BillConnection.objects.get(pk=connection.pk)
+    row.status = ConnectionStatus.DEGRADED
+    with pytest.raises(ConflictError):
+        _fenced_write(row, row.version - 1, ["status"], bump=False)
+    assert stored(connection).status == ConnectionStatus.ACTIVE
+    _fenced_write(row, row.version, ["status", "session_id"], bump=True)
+    assert stored(connection).status == ConnectionStatus.DEGRADED
+    assert stored(connection).version == row.version == connection.version + 1
+    assert stored(connection).session_id == row.session_id  # encrypted and decrypted back
+
+
+def test_a_broken_row_does_not_stop_the_sweep_for_other_tenants(
+    make_connection, bill_emulator, bill_app
+):
+    from cryptography.fernet import Fernet
+    from django.test import override_settings
+
+    good = make_connection()
+    broken = make_connection()
+    with override_settings(FIELD_ENCRYPTION_KEY=Fernet.generate_key().decode()):
+        row = BillConnection.objects.without_secrets().get(pk=broken.pk)
+        row.session_id = "!session-under-a-lost-key"
+        row.save(update_fields=["session_id"])
+    bill_app.advance(25 * 60)
+    assert set(refresh_due()) == {good.pk, broken.pk}
+    assert counters(bill_emulator, good)["session_info"] == 1
+    bill_app.advance(25 * 60)
+    assert due_connection_ids() == [good.pk]  # marked needs_relink: no longer swept
+    marked = BillConnection.objects.without_secrets().get(pk=broken.pk)
+    assert (marked.status, marked.last_error_code) == (
+        ConnectionStatus.NEEDS_RELINK,
+        "decryption_failed",
+    )
+
+
+def test_a_renewal_the_budget_refuses_keeps_the_live_session_in_use(
+    make_connection, bill_emulator, bill_app, settings, caplog
+):
+    from bill_integration import limits
+    from bill_integration.services.sessions import RENEWAL_DEFERRED
+
+    settings.BILL_INTEGRATION = {
+        **settings.BILL_INTEGRATION,
+        "MAX_SESSION_AGE": timedelta(hours=1),
+        "LOGIN_BUDGET_PER_HOUR": 1,
+    }
+    connection = make_connection()
+    first = stored(connection).session_id
+    for _ in range(2):
+        bill_app.advance(20 * 60)
+        assert refresh_connection(connection.pk) == KEPT_ALIVE
+    limits.take_login(connection.dev_key_fingerprint)  # someone else spent the hour's budget
+    bill_app.advance(16 * 60)  # 56 minutes old: renewal due; idle 16 min: no keep-alive needed
+    assert refresh_connection(connection.pk) == RENEWAL_DEFERRED
+    row = stored(connection)
+    assert (row.status, row.last_error_code) == (ConnectionStatus.ACTIVE, "login_budget_exhausted")
+    assert limits.status(connection.dev_key_fingerprint).budget_shortfalls == 1
+    assert "login budget exhausted" in caplog.text
+    # Past MAX_SESSION_AGE the live session is still handed out, and kept alive by the sweep.
+    bill_app.advance(6 * 60)  # 62 minutes old, idle 22 minutes
+    assert get_session(connection.tenant).session_id == first
+    assert refresh_due() == [connection.pk]
+    assert counters(bill_emulator, connection)["logins"] == 1
+    assert alive_at_bill(bill_emulator, connection)
+    assert stored(connection).status == ConnectionStatus.ACTIVE
+    bill_app.advance(5 * 60)
+    assert get_session(connection.tenant).session_id == first
+    # Once the budget frees up, the sweep renews the session.
+    bill_app.advance(40 * 60)
+    refresh_due()
+    assert counters(bill_emulator, connection)["logins"] == 2
+    renewed = stored(connection)
+    assert renewed.session_id != first and renewed.last_error_code == ""
+    assert get_session(connection.tenant).session_id == renewed.session_id
+
+
+def test_get_session_keeps_a_live_session_when_the_budget_refuses_its_renewal(
+    make_connection, bill_emulator, bill_app, settings
+):
+    from bill_integration import limits
+
+    settings.BILL_INTEGRATION = {
+        **settings.BILL_INTEGRATION,
+        "MAX_SESSION_AGE": timedelta(hours=1),
+        "LOGIN_BUDGET_PER_HOUR": 1,
+    }
+    connection = make_connection()
+    first = stored(connection).session_id
+    for _ in range(2):
+        bill_app.advance(20 * 60)
+        get_session(connection.tenant).request("GET", "/v3/login/session")  # a busy tenant
+    limits.take_login(connection.dev_key_fingerprint)  # someone else spent the hour's budget
+    bill_app.advance(21 * 60)  # 61 minutes old, idle 21 minutes: alive at BILL
+    assert get_session(connection.tenant).session_id == first
+    row = stored(connection)
+    assert (row.status, row.last_error_code) == (ConnectionStatus.ACTIVE, "login_budget_exhausted")
+    assert counters(bill_emulator, connection)["logins"] == 1

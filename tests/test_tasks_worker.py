@@ -23,6 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER_CONCURRENCY = 4
 
 
+#: The sweeps here are spaced for a keep-alive after 20 idle minutes (the workers get the same
+#: cadence from tests/session_worker_settings.py).
+pytestmark = pytest.mark.usefixtures("classic_cadence")
+
+
 def test_documented_task_names_are_registered_with_safe_options():
     from django.conf import settings
 

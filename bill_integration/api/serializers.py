@@ -128,6 +128,23 @@ class ConnectionStatusSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField(allow_null=True)
 
 
+#: Annotation name carrying "an API token is stored" (see :func:`status_queryset`).
+HAS_API_TOKEN = "has_api_token_stored"
+
+
+def status_queryset() -> Any:
+    """Connections without their secrets, annotated with whether an API token is stored."""
+    from django.db.models import BooleanField, ExpressionWrapper, Q
+
+    return BillConnection.objects.without_secrets().annotate(
+        **{
+            HAS_API_TOKEN: ExpressionWrapper(
+                Q(api_token__isnull=False), output_field=BooleanField()
+            )
+        }
+    )
+
+
 def connection_status(connection: BillConnection | None, *, can_change: bool) -> dict[str, Any]:
     """The status document for ``connection`` (``None``: not linked), built without secrets."""
     if connection is None:
@@ -151,7 +168,12 @@ def connection_status(connection: BillConnection | None, *, can_change: bool) ->
                 connection.last_error_message or connection.last_error_code,
             ),
         }
-    has_token = BillConnection.objects.filter(pk=connection.pk, api_token__isnull=False).exists()
+    # The token column is deferred (never decrypted here); the view annotates whether it is
+    # set (STATUS_QUERYSET), and only a connection loaded some other way costs a query.
+    has_token = getattr(connection, HAS_API_TOKEN, None)
+    if has_token is None:
+        stored = BillConnection.objects.filter(pk=connection.pk, api_token__isnull=False)
+        has_token = stored.exists()
     return {
         "linked": True,
         "status": connection.status,

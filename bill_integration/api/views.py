@@ -23,7 +23,12 @@ from .. import services
 from ..models import BillConnection
 from . import errors
 from .permissions import TenantConnectionAccess, resolve_access
-from .serializers import ConnectionStatusSerializer, LinkSerializer, connection_status
+from .serializers import (
+    ConnectionStatusSerializer,
+    LinkSerializer,
+    connection_status,
+    status_queryset,
+)
 from .throttling import LinkTenantThrottle, LinkUserThrottle
 
 SECRET_PARAMETERS = ("password", "dev_key", "api_token")
@@ -78,9 +83,7 @@ class BillAPIView(APIView):
         return resolve_access(request)[1] == "write"
 
     def status_response(self, request: Request, *, http_status: int = 200) -> Response:
-        connection = (
-            BillConnection.objects.without_secrets().filter(tenant=self.tenant(request)).first()
-        )
+        connection = status_queryset().filter(tenant=self.tenant(request)).first()
         data = connection_status(connection, can_change=self.can_change(request))
         return Response(ConnectionStatusSerializer(data).data, status=http_status)
 

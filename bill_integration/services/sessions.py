@@ -11,10 +11,12 @@ The rest of a SaaS calls :func:`get_session` whenever it talks to BILL. The rule
 * **Hot path**: a valid session costs one query (``.only()`` the columns it needs; the password
   and API token are neither loaded nor decrypted) and no call to BILL.
 * **Single flight**: when a login is needed, the connection's row is locked
-  (``select_for_update``; on PostgreSQL the wait is bounded by ``SET LOCAL lock_timeout`` =
-  ``SINGLE_FLIGHT_WAIT``, then :class:`SessionUnavailable`). Whoever gets the lock re-checks
-  validity (another worker may have just logged in) and only then logs in, while holding the
-  lock, so every other caller, thread, process or worker waits and then reads the new session.
+  (``select_for_update(skip_locked=True)``). Whoever gets the lock re-checks validity
+  (another worker may have just logged in) and only then logs in, while holding the lock.
+  Every other caller, thread, process or worker finds the row taken and, instead of queueing
+  for the exclusive lock just to read the result, re-reads the row without a lock a few times
+  a second until the new session is there (or the holder failed and the connection backs
+  off, or the lock is free again, or ``SINGLE_FLIGHT_WAIT`` passed: :class:`SessionUnavailable`).
   On SQLite (the demo) ``select_for_update`` does nothing, and the ``IMMEDIATE`` transaction
   mode serialises the writers instead.
 * **Fencing**: ``version`` increases whenever the stored session changes (login here, relink in
@@ -26,6 +28,20 @@ The rest of a SaaS calls :func:`get_session` whenever it talks to BILL. The rule
   BDC_1101/BDC_1102 → ``needs_relink`` and no more automatic logins; BDC_1144/BDC_1322 or the
   login budget → ``rate_limited`` (BDC_1144 pauses the developer key until the next hour).
   A signal is sent per status *transition*, not per retry.
+* **MAX_SESSION_AGE is soft while a renewal waits**: it is our policy, not BILL's. When the
+  login budget refuses a renewal of a session that is still alive, the shortfall is counted
+  and logged, the status stays ``active`` (``last_error_code`` ``login_budget_exhausted``
+  marks the pending renewal, ``next_attempt_at`` when a login frees up), the sweep keeps the
+  session alive and ``get_session`` keeps handing it out until the renewal succeeds.
+* **Audit trail**: logins, failures and status transitions write an ``AuditEvent``;
+  keep-alives do not (one every half hour per tenant would be most of the table). They show
+  in ``last_refresh_at`` and in the ``bill_integration`` outcome log line. The table still
+  grows with logins and transitions: prune old rows from a periodic job of your own (for
+  example ``AuditEvent.objects.filter(created_at__lt=cutoff).delete()``) if you keep it long.
+* **Undecryptable secrets** (a key removed from ``FIELD_ENCRYPTION_KEY`` too early) raise
+  :class:`DecryptionFailed` from ``get_session``/``refresh``/``keep_alive`` and mark the
+  connection with :func:`bill_integration.rotation.mark_undecryptable` (``needs_relink``); the
+  sweep reports ``failed:decryption_failed`` for that row and goes on with the others.
 * **The sweep** (:func:`refresh_due`, run by beat through ``tasks.py``) finds due connections
   with one query on plain columns, most recently used first (so a login-budget shortfall hits
   idle tenants), and handles each with :func:`refresh_connection`, which re-checks under the
@@ -44,23 +60,26 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import OperationalError, transaction
 from django.db.models import F, Q
+from django.utils import timezone
 
 from .. import limits, signals
 from ..client import get_client
-from ..conf import bill_settings, now
+from ..conf import bill_settings, keepalive_after_idle, now
 from ..exceptions import (
     BillIntegrationError,
     ConflictError,
     ConnectionDisabled,
     ConnectionNeedsRelink,
     ConnectionNotLinked,
+    DecryptionFailed,
     InvalidCredentials,
     RateLimited,
     SessionInvalid,
@@ -91,6 +110,7 @@ HOT_FIELDS = (
     "session_obtained_at",
     "session_last_used_at",
     "next_attempt_at",
+    "last_error_code",
     "version",
 )
 #: Statuses the sweep looks after (needs_relink and disabled wait for a person).
@@ -99,13 +119,17 @@ UNHEALTHY_STATUSES = (ConnectionStatus.DEGRADED, ConnectionStatus.RATE_LIMITED)
 #: last_error_code when our own login budget (not BILL) refused a login.
 BUDGET_EXHAUSTED = "login_budget_exhausted"
 #: Outcomes of refresh_connection() (also the task's result: no secret in it).
-KEPT_ALIVE, LOGGED_IN, NOT_DUE, BUSY, MISSING = (
+KEPT_ALIVE, LOGGED_IN, NOT_DUE, BUSY, MISSING, RENEWAL_DEFERRED = (
     "kept_alive",
     "logged_in",
     "not_due",
     "busy",
     "missing",
+    "renewal_deferred",
 )
+#: How long a single-flight waiter pauses before trying the lock again when the session is
+#: still not valid after the holder let go (seconds; grows to the cap).
+WAIT_POLL_FIRST, WAIT_POLL_MAX = 0.01, 0.05
 #: PostgreSQL's SQLSTATE for "lock_timeout expired".
 LOCK_NOT_AVAILABLE = "55P03"
 
@@ -204,7 +228,8 @@ def get_session(tenant: Any) -> BillSession:
     when the login failed (:class:`RateLimited`, :class:`TransientError`, ...).
     """
     tenant_id = getattr(tenant, "pk", tenant)
-    rows = list(BillConnection.objects.only(*HOT_FIELDS).filter(tenant_id=tenant_id)[:1])
+    with _failing_closed(tenant_id=tenant_id):
+        rows = list(BillConnection.objects.only(*HOT_FIELDS).filter(tenant_id=tenant_id)[:1])
     if not rows:
         raise ConnectionNotLinked()
     connection = rows[0]
@@ -215,21 +240,38 @@ def get_session(tenant: Any) -> BillSession:
 
 
 def session_is_valid(connection: BillConnection, at: datetime) -> bool:
-    """Whether BILL would still accept the stored session at ``at`` (with the safety margin)."""
+    """Whether BILL would still accept the stored session at ``at`` (with the safety margin).
+
+    ``MAX_SESSION_AGE`` is our policy, not BILL's: while a renewal the login budget refused is
+    pending (:func:`renewal_pending`), an older session that is still alive stays valid.
+    """
+    if not session_is_alive(connection, at):
+        return False
+    max_age = bill_settings.MAX_SESSION_AGE
+    if max_age is not None and not renewal_pending(connection):
+        obtained = connection.session_obtained_at
+        if obtained is None or at >= obtained + max_age:
+            return False
+    return True
+
+
+def session_is_alive(connection: BillConnection, at: datetime) -> bool:
+    """Whether BILL's idle timer still runs for the stored session at ``at`` (any age)."""
     if connection.status in (ConnectionStatus.NEEDS_RELINK, ConnectionStatus.DISABLED):
         return False
     last_used = connection.session_last_used_at
     if last_used is None or not connection.session_id:
         return False
     idle_limit = bill_settings.SESSION_IDLE_TIMEOUT - bill_settings.SESSION_SAFETY_MARGIN
-    if at >= last_used + idle_limit:
-        return False
-    max_age = bill_settings.MAX_SESSION_AGE
-    if max_age is not None:
-        obtained = connection.session_obtained_at
-        if obtained is None or at >= obtained + max_age:
-            return False
-    return True
+    return at < last_used + idle_limit
+
+
+def renewal_pending(connection: BillConnection) -> bool:
+    """Whether a ``MAX_SESSION_AGE`` renewal waits for the login budget (session still used)."""
+    return (
+        connection.status == ConnectionStatus.ACTIVE
+        and connection.last_error_code == BUDGET_EXHAUSTED
+    )
 
 
 def _check_usable(connection: BillConnection) -> None:
@@ -348,43 +390,129 @@ def _fenced_write(
     and against any writer that did not take the lock. ``bump`` marks a new session.
     """
     new_version = read_version + 1 if bump else read_version
+    updated_at = timezone.now()  # what auto_now would set; update() does not run pre_save()
+    values = {name: getattr(connection, name) for name in fields}
+    # One conditional UPDATE. Plain values go through each field's get_db_prep_save(), so the
+    # session id is encrypted exactly as save() would (only expressions are refused there).
     claimed = BillConnection.objects.filter(pk=connection.pk, version=read_version).update(
-        version=new_version
+        **values, version=new_version, updated_at=updated_at
     )
     if claimed != 1:
         raise ConflictError()
     connection.version = new_version
-    connection.save(update_fields=[*fields, "updated_at"])
+    connection.updated_at = updated_at
 
 
 # --- the single-flight login -----------------------------------------------------------------
 
 
 def _obtain(connection_id: int, *, stale_version: int | None, reason: str) -> BillSession:
-    """Log in under the row lock unless a valid session (newer than ``stale_version``) exists."""
+    """Log in under the row lock unless a valid session (newer than ``stale_version``) exists.
+
+    The row lock is taken with ``SKIP LOCKED``. A caller that finds the row held (another
+    caller is logging in, or the sweep is keeping the session alive) does not queue for the
+    exclusive lock; on PostgreSQL it waits with ``FOR SHARE``, which all waiters hold together
+    and which is granted the moment the holder commits, then reads the row and leaves with the
+    new session. Only if the session is still not valid (the holder failed, or was only
+    recording a use) does it try the exclusive lock again. The holder alone logs in: exactly
+    one login. Waiting is bounded by ``SINGLE_FLIGHT_WAIT`` (then :class:`SessionUnavailable`).
+    """
+    deadline = time.monotonic() + bill_settings.SINGLE_FLIGHT_WAIT.total_seconds()
+    pause = WAIT_POLL_FIRST
+    while True:
+        with _failing_closed(connection_id=connection_id):
+            taken, session = _obtain_locked(
+                connection_id, stale_version=stale_version, reason=reason
+            )
+            if taken:
+                assert session is not None
+                return session
+            # Someone holds the row: wait for their commit, without queueing for their lock.
+            connection = _read_after_holder(connection_id)
+        if connection is None:
+            raise ConnectionNotLinked()
+        _check_usable(connection)
+        moment = now()
+        rejected = stale_version is not None and connection.version == stale_version
+        if not rejected and session_is_valid(connection, moment):
+            return _session_from(connection)
+        if connection.next_attempt_at is not None and connection.next_attempt_at > moment:
+            raise _backing_off(connection)
+        if time.monotonic() >= deadline:
+            raise SessionUnavailable(
+                f"{SessionUnavailable.default_message} Another worker is refreshing this session."
+            )
+        # Still not valid after the holder let go: try the lock again, after a short jittered
+        # pause so waiters that read together do not all retry in step.
+        time.sleep(pause * random.uniform(0.5, 1.0))
+        pause = min(pause * 1.5, WAIT_POLL_MAX)
+
+
+def _read_after_holder(connection_id: int) -> BillConnection | None:
+    """The row once its current lock holder is done (PostgreSQL: ``FOR SHARE``, bounded)."""
+    from django.db import connection as db
+
+    try:
+        with transaction.atomic():
+            if db.vendor == "postgresql":
+                _bound_lock_wait()
+                table = db.ops.quote_name(BillConnection._meta.db_table)
+                column = db.ops.quote_name(BillConnection._meta.pk.column)
+                with db.cursor() as cursor:
+                    # Granted when the holder commits; held with the other waiters, not in turn.
+                    cursor.execute(
+                        f"SELECT 1 FROM {table} WHERE {column} = %s FOR SHARE", [connection_id]
+                    )
+            rows = list(BillConnection.objects.only(*HOT_FIELDS).filter(pk=connection_id)[:1])
+    except OperationalError as exc:
+        if not _is_lock_timeout(exc):
+            raise
+        # The holder kept the lock for SINGLE_FLIGHT_WAIT; its login may still have finished.
+        rows = list(BillConnection.objects.only(*HOT_FIELDS).filter(pk=connection_id)[:1])
+        if rows and session_is_valid(rows[0], now()):
+            return rows[0]
+        raise SessionUnavailable(
+            f"{SessionUnavailable.default_message} Another worker is refreshing this session."
+        ) from None
+    return rows[0] if rows else None
+
+
+def _backing_off(connection: BillConnection) -> SessionUnavailable:
+    return SessionUnavailable(
+        f"{SessionUnavailable.default_message} The connection is waiting until "
+        f"{connection.next_attempt_at.isoformat()} after: "
+        f"{connection.last_error_code or 'an error'}."
+    )
+
+
+def _obtain_locked(
+    connection_id: int, *, stale_version: int | None, reason: str
+) -> tuple[bool, BillSession | None]:
+    """One try of the single flight: ``(False, None)`` when another caller holds the row."""
     effects = _Effects()
     error: BillIntegrationError | None = None
     session: BillSession | None = None
     try:
         with transaction.atomic():
-            _bound_lock_wait()
-            connection = _lock(connection_id)
+            connection = _lock(connection_id, skip_locked=True)  # never waits: see _obtain
             if connection is None:
-                raise ConnectionNotLinked()
+                if not BillConnection.objects.filter(pk=connection_id).exists():
+                    raise ConnectionNotLinked()
+                return False, None
             _check_usable(connection)
             moment = now()
             rejected = stale_version is not None and connection.version == stale_version
             if not rejected and session_is_valid(connection, moment):
-                return _session_from(connection)  # another caller logged in while we waited
+                return True, _session_from(connection)  # another caller logged in meanwhile
             if connection.next_attempt_at is not None and connection.next_attempt_at > moment:
-                raise SessionUnavailable(
-                    f"{SessionUnavailable.default_message} The connection is waiting until "
-                    f"{connection.next_attempt_at.isoformat()} after: "
-                    f"{connection.last_error_code or 'an error'}."
-                )
+                raise _backing_off(connection)
             started = time.monotonic()
             try:
-                _login(connection, effects, reason=reason)
+                if not rejected and session_is_alive(connection, moment):
+                    # Only MAX_SESSION_AGE passed: a refused renewal keeps the live session.
+                    _renew(connection, effects, reason="max_age", keep_alive=False)
+                else:
+                    _login(connection, effects, reason=reason)
             except BillIntegrationError as exc:
                 _record_failure(connection, exc, effects, action="login", started=started)
                 error = exc
@@ -393,16 +521,35 @@ def _obtain(connection_id: int, *, stale_version: int | None, reason: str) -> Bi
     except OperationalError as exc:
         if not _is_lock_timeout(exc):
             raise
-        # Someone held the lock too long; their login may still have finished (Nango #2494).
-        rows = list(BillConnection.objects.only(*HOT_FIELDS).filter(pk=connection_id)[:1])
-        if rows and session_is_valid(rows[0], now()):
-            return _session_from(rows[0])
-        raise SessionUnavailable() from None
+        return False, None  # a lock wait bounded by SINGLE_FLIGHT_WAIT; re-read and retry
     effects.send()
     if error is not None:
         raise error
-    assert session is not None
-    return session
+    return True, session
+
+
+@contextmanager
+def _failing_closed(*, connection_id: int | None = None, tenant_id: Any = None) -> Iterator[None]:
+    """Turn an undecryptable stored secret into a clear connection status, then re-raise.
+
+    The row is marked by :func:`bill_integration.rotation.mark_undecryptable` (``needs_relink``,
+    ``decryption_failed``; a status-only UPDATE that never re-saves the ciphertext), outside
+    the failed transaction so the mark is not rolled back with it.
+    """
+    try:
+        yield
+    except DecryptionFailed as exc:
+        from .. import rotation
+
+        if connection_id is None:
+            connection_id = (
+                BillConnection.objects.filter(tenant_id=tenant_id)
+                .values_list("pk", flat=True)
+                .first()
+            )
+        if connection_id is not None:
+            rotation.mark_undecryptable(connection_id, exc)
+        raise
 
 
 def _login(connection: BillConnection, effects: _Effects, *, reason: str) -> None:
@@ -445,15 +592,66 @@ def _keep_alive_locked(connection: BillConnection, effects: _Effects) -> str:
         return LOGGED_IN
     moment = now()
     old_status = connection.status
+    pending = renewal_pending(connection)
+    retry_at = connection.next_attempt_at
     connection.session_last_used_at = moment
     _mark_healthy(connection, moment)
+    if pending:  # still waiting for the login budget to renew the session: keep the mark
+        connection.last_error_code = BUDGET_EXHAUSTED
+        connection.next_attempt_at = retry_at
+    # No AuditEvent: a keep-alive every half hour per tenant would be most of the table (and
+    # grow without bound). last_refresh_at and the outcome log line record it; the audit
+    # trail keeps logins, failures and status transitions.
     _fenced_write(
         connection, connection.version, ["session_last_used_at", *STATUS_FIELDS], bump=False
     )
-    record(connection, AuditEvent.Kind.KEPT_ALIVE, version=connection.version)
     log_outcome("keep_alive", connection, KEPT_ALIVE, duration=time.monotonic() - started)
     _note_recovery(connection, old_status, effects)
     return KEPT_ALIVE
+
+
+def _renew(
+    connection: BillConnection, effects: _Effects, *, reason: str, keep_alive: bool
+) -> str:
+    """Renew a live session that passed ``MAX_SESSION_AGE``; if the budget refuses, keep it.
+
+    ``MAX_SESSION_AGE`` is our policy, BILL still accepts the session: when the developer
+    key's login budget refuses the renewal, the shortfall is counted and logged, the session
+    stays in use (status ``active``, ``last_error_code`` ``login_budget_exhausted`` marks the
+    pending renewal, ``next_attempt_at`` says when a login frees up) and, with ``keep_alive``,
+    BILL's idle timer is reset so the session lives on until the budget allows the renewal.
+    """
+    try:
+        _login(connection, effects, reason=reason)
+        return LOGGED_IN
+    except RateLimited as exc:
+        if exc.scope != "login_budget":
+            raise
+        refused = exc
+    moment = now()
+    total = limits.record_shortfall(connection.dev_key_fingerprint)
+    retry_at = refused.retry_at or moment + backoff_delay(1)
+    logger.warning(
+        "bill login budget exhausted: connection=%s keeps its live session past "
+        "MAX_SESSION_AGE; renewal retried from %s (shortfalls for this developer key: %s)",
+        connection.pk,
+        retry_at.isoformat(),
+        total,
+    )
+    outcome = RENEWAL_DEFERRED
+    if keep_alive:
+        outcome = _keep_alive_locked(connection, effects)
+    if outcome != LOGGED_IN:
+        connection.last_error_code = BUDGET_EXHAUSTED
+        connection.last_error_message = str(refused)[:500]
+        connection.next_attempt_at = retry_at
+        _fenced_write(
+            connection,
+            connection.version,
+            ["last_error_code", "last_error_message", "next_attempt_at"],
+            bump=False,
+        )
+    return outcome
 
 
 def _mark_healthy(connection: BillConnection, moment: datetime) -> None:
@@ -572,7 +770,10 @@ def due_action(connection: BillConnection, at: datetime) -> str | None:
     if connection.status not in SWEPT_STATUSES:
         return None
     if connection.next_attempt_at is not None and connection.next_attempt_at > at:
-        return None
+        # Backing off; but a session whose renewal waits for the budget is still kept alive.
+        alive = renewal_pending(connection) and session_is_alive(connection, at)
+        idle_enough = alive and at - connection.session_last_used_at >= keepalive_after_idle()
+        return "keep_alive" if idle_enough else None
     last_used = connection.session_last_used_at
     if last_used is None or not connection.session_id:
         return "login"
@@ -585,7 +786,7 @@ def due_action(connection: BillConnection, at: datetime) -> str | None:
     # Past the idle limit even allowing for the throttled last-use lag: surely gone at BILL.
     if idle >= bill_settings.SESSION_IDLE_TIMEOUT + bill_settings.LAST_USED_WRITE_INTERVAL:
         return "login"
-    if idle >= bill_settings.KEEPALIVE_AFTER_IDLE:
+    if idle >= keepalive_after_idle():
         return "keep_alive"
     return None
 
@@ -593,8 +794,13 @@ def due_action(connection: BillConnection, at: datetime) -> str | None:
 def due_connection_ids(at: datetime | None = None, *, limit: int | None = None) -> list[int]:
     """Ids of the connections due at ``at``, most recently used first (one query)."""
     at = at or now()
-    due = Q(session_last_used_at__isnull=True) | Q(
-        session_last_used_at__lte=at - bill_settings.KEEPALIVE_AFTER_IDLE
+    idle = Q(session_last_used_at__lte=at - keepalive_after_idle())
+    due = Q(session_last_used_at__isnull=True) | idle
+    # Still trusted (session_is_alive): only such a session is kept alive while it waits.
+    alive = Q(
+        session_last_used_at__gt=at
+        - bill_settings.SESSION_IDLE_TIMEOUT
+        + bill_settings.SESSION_SAFETY_MARGIN
     )
     max_age = bill_settings.MAX_SESSION_AGE
     if max_age is not None:
@@ -603,7 +809,12 @@ def due_connection_ids(at: datetime | None = None, *, limit: int | None = None) 
         )
     query = (
         BillConnection.objects.filter(status__in=SWEPT_STATUSES)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=at))
+        .filter(
+            Q(next_attempt_at__isnull=True)
+            | Q(next_attempt_at__lte=at)
+            # a renewal waiting for the login budget: keep the live session alive meanwhile
+            | (Q(status=ConnectionStatus.ACTIVE, last_error_code=BUDGET_EXHAUSTED) & idle & alive)
+        )
         .filter(due)
         .order_by(F("session_last_used_at").desc(nulls_last=True), "pk")
         .values_list("pk", flat=True)
@@ -654,6 +865,15 @@ def refresh_connection(connection_id: int, *, force_due: bool = False) -> str:
     (another worker holds the row), ``missing``, or ``failed:<code>``. ``force_due`` treats a
     connection whose session is fine as due for a keep-alive (``--all``/``--tenant``).
     """
+    try:
+        with _failing_closed(connection_id=connection_id):
+            return _refresh_connection(connection_id, force_due=force_due)
+    except DecryptionFailed as exc:
+        # Marked needs_relink: the sweep leaves it alone from now on and goes on with the rest.
+        return f"failed:{exc.code}"
+
+
+def _refresh_connection(connection_id: int, *, force_due: bool) -> str:
     effects = _Effects()
     with transaction.atomic():
         connection = _lock(connection_id, skip_locked=True)
@@ -669,7 +889,12 @@ def refresh_connection(connection_id: int, *, force_due: bool = False) -> str:
             return NOT_DUE
         started = time.monotonic()
         try:
-            if action == "login":
+            if action == "login" and session_is_alive(connection, moment):
+                # Only MAX_SESSION_AGE passed: a refused renewal falls back to a keep-alive.
+                idle = moment - connection.session_last_used_at
+                keep = idle >= keepalive_after_idle()
+                outcome = _renew(connection, effects, reason="max_age", keep_alive=keep)
+            elif action == "login":
                 _login(connection, effects, reason="sweep")
                 outcome = LOGGED_IN
             else:
@@ -686,6 +911,13 @@ def _locked_operation(
 ) -> BillConnection:
     """Lock ``tenant``'s row (bounded wait), run ``operation``, record a failure, re-raise it."""
     tenant_id = getattr(tenant, "pk", tenant)
+    with _failing_closed(tenant_id=tenant_id):
+        return _locked_operation_once(tenant_id, operation, action=action)
+
+
+def _locked_operation_once(
+    tenant_id: Any, operation: Callable[[BillConnection, _Effects], Any], *, action: str
+) -> BillConnection:
     effects = _Effects()
     error: BillIntegrationError | None = None
     try:
@@ -727,8 +959,14 @@ def refresh(tenant: Any, *, force: bool = False) -> BillConnection:
     """
 
     def operation(connection: BillConnection, effects: _Effects) -> None:
-        if force or not session_is_valid(connection, now()):
-            _login(connection, effects, reason="forced" if force else "manual")
+        moment = now()
+        if not force and not session_is_valid(connection, moment):
+            if session_is_alive(connection, moment):  # only MAX_SESSION_AGE passed
+                _renew(connection, effects, reason="manual", keep_alive=True)
+            else:
+                _login(connection, effects, reason="manual")
+        elif force:
+            _login(connection, effects, reason="forced")
         else:
             _keep_alive_locked(connection, effects)
 

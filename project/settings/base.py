@@ -126,7 +126,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE = {
     "bill-refresh-due-sessions": {
         "task": "bill_integration.refresh_due_sessions",
-        "schedule": timedelta(minutes=5),
+        # Every 60 s: one cheap query; equal to BILL_INTEGRATION["SWEEP_INTERVAL"] (default).
+        "schedule": timedelta(seconds=60),
     },
 }
 

@@ -47,7 +47,7 @@ CELERY_BEAT_SCHEDULE = {
 BILL_INTEGRATION = {
     **BILL_INTEGRATION,
     "SWEEP_INTERVAL": _DEMO_SWEEP,
-    # Keep sessions alive after a minute of idleness (20 minutes in production), so the admin
+    # Keep sessions alive after a minute of idleness (30.5 minutes by default), so the admin
     # and the linking page show the worker at work within a minute.
     "KEEPALIVE_AFTER_IDLE": timedelta(
         seconds=int(os.environ.get("BILL_DEMO_KEEPALIVE_SECONDS", "60"))

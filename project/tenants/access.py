@@ -38,6 +38,10 @@ def _membership(request: HttpRequest) -> Membership | None:
         found = list(memberships[:2])
         membership = found[0] if len(found) == 1 else None
     request._tenant_membership = membership  # type: ignore[attr-defined]
+    if membership is not None:
+        # The access policy is asked with (user, tenant) right after: let it reuse this role
+        # instead of querying the same membership again.
+        membership.tenant._resolved_role = (user.pk, membership.role)  # type: ignore[attr-defined]
     return membership
 
 
@@ -49,9 +53,15 @@ def resolve_tenant(request: HttpRequest) -> Tenant | None:
 def membership_access(user: Any, tenant: Tenant) -> str | None:
     if user is None or not user.is_authenticated or tenant is None:
         return None
-    role = (
-        Membership.objects.filter(user=user, tenant=tenant).values_list("role", flat=True).first()
-    )
+    resolved = getattr(tenant, "_resolved_role", None)
+    if resolved is not None and resolved[0] == user.pk:
+        role = resolved[1]  # loaded by resolve_tenant() for this same request
+    else:
+        role = (
+            Membership.objects.filter(user=user, tenant=tenant)
+            .values_list("role", flat=True)
+            .first()
+        )
     if role in WRITE_ROLES:
         return "write"
     if role == Membership.Role.MEMBER:
