@@ -25,8 +25,9 @@ case "$role" in
         ;;
     worker)
         checks
+        # Refreshing sessions is I/O-bound: threads, 16 per worker (bench/README.md, sweep).
         exec celery -A project worker --loglevel "${LOG_LEVEL:-INFO}" \
-            --concurrency "${WORKER_CONCURRENCY:-4}"
+            --pool threads --concurrency "${WORKER_CONCURRENCY:-16}"
         ;;
     beat)
         checks
