@@ -47,6 +47,11 @@ POOL_CONNECTIONS = 4
 POOL_MAXSIZE = 10
 
 
+def session_credentials(session_id: str, dev_key: str) -> dict[str, str]:
+    """The session's credentials as BILL names them: v3 sends them as headers, v2 as form fields."""
+    return {"devKey": dev_key, "sessionId": session_id}
+
+
 def check_no_secret_params(params: dict[str, Any] | None) -> None:
     if not params:
         return

@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from ..exceptions import BillAPIError
-from .base import HttpClient, parse_json_body, require_str
+from .base import HttpClient, parse_json_body, require_str, session_credentials
 from .errors import error_for_answer, unexpected
 from .types import LoginResult, SessionInfo
 
@@ -52,9 +52,6 @@ def raise_for_answer(response: requests.Response) -> Any:
     raise unexpected(f"'response_status' is {outcome!r} with HTTP {status}.", http_status=status)
 
 
-def session_form(session_id: str, dev_key: str) -> dict[str, str]:
-    return {"devKey": dev_key, "sessionId": session_id}
-
 
 class V2Api:
     """The v2 dialect; stateless, used by :class:`bill_integration.client.BillClient`."""
@@ -87,7 +84,7 @@ class V2Api:
         )
 
     def session_info(self, http: HttpClient, *, session_id: str, dev_key: str) -> SessionInfo:
-        response = http.send("POST", "/GetSessionInfo.json", data=session_form(session_id, dev_key))
+        response = http.send("POST", "/GetSessionInfo.json", data=session_credentials(session_id, dev_key))
         body = raise_for_answer(response)
         status = response.status_code
         return SessionInfo(
@@ -97,7 +94,7 @@ class V2Api:
         )
 
     def logout(self, http: HttpClient, *, session_id: str, dev_key: str) -> None:
-        raise_for_answer(http.send("POST", "/Logout.json", data=session_form(session_id, dev_key)))
+        raise_for_answer(http.send("POST", "/Logout.json", data=session_credentials(session_id, dev_key)))
 
     def request(
         self,
@@ -115,7 +112,7 @@ class V2Api:
         if method.upper() != "POST":
             raise ValueError(f"Every BILL v2 operation is a POST, not {method.upper()}.")
         payload = data if data is not None else json
-        form = session_form(session_id, dev_key)
+        form = session_credentials(session_id, dev_key)
         if payload is not None:
             form["data"] = payload if isinstance(payload, str) else jsonlib.dumps(payload)
         return raise_for_answer(http.send("POST", path, data=form, params=params))

@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from ..exceptions import BillAPIError
-from .base import HttpClient, parse_json_body, require_str
+from .base import HttpClient, parse_json_body, require_str, session_credentials
 from .errors import error_for_answer, unexpected
 from .types import LoginResult, SessionInfo
 
@@ -42,9 +42,6 @@ def raise_for_answer(response: requests.Response, *, session_call: bool) -> Any:
         code=code, bill_message=message, http_status=status, session_call=session_call, api="v3"
     )
 
-
-def session_headers(session_id: str, dev_key: str) -> dict[str, str]:
-    return {"devKey": dev_key, "sessionId": session_id}
 
 
 class V3Api:
@@ -80,7 +77,7 @@ class V3Api:
 
     def session_info(self, http: HttpClient, *, session_id: str, dev_key: str) -> SessionInfo:
         response = http.send(
-            "GET", "/v3/login/session", headers=session_headers(session_id, dev_key)
+            "GET", "/v3/login/session", headers=session_credentials(session_id, dev_key)
         )
         body = raise_for_answer(response, session_call=True)
         status = response.status_code
@@ -93,7 +90,7 @@ class V3Api:
         )
 
     def logout(self, http: HttpClient, *, session_id: str, dev_key: str) -> None:
-        response = http.send("POST", "/v3/logout", headers=session_headers(session_id, dev_key))
+        response = http.send("POST", "/v3/logout", headers=session_credentials(session_id, dev_key))
         raise_for_answer(response, session_call=True)  # BILL answers 200 with an empty body
 
     def request(
@@ -111,7 +108,7 @@ class V3Api:
         response = http.send(
             method.upper(),
             path,
-            headers=session_headers(session_id, dev_key),
+            headers=session_credentials(session_id, dev_key),
             json=json,
             data=data,
             params=params,

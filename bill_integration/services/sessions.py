@@ -72,6 +72,7 @@ from django.utils import timezone
 
 from .. import limits, signals
 from ..client import get_client
+from ..client.base import session_credentials
 from ..conf import bill_settings, keepalive_after_idle, now
 from ..exceptions import (
     BillIntegrationError,
@@ -159,11 +160,11 @@ class BillSession:
 
     def headers(self) -> dict[str, str]:
         """v3 authentication headers (``devKey``, ``sessionId``)."""
-        return {"devKey": self.dev_key, "sessionId": self.session_id}
+        return session_credentials(self.session_id, self.dev_key)
 
     def form_fields(self) -> dict[str, str]:
         """v2 authentication form fields (``devKey``, ``sessionId``)."""
-        return {"devKey": self.dev_key, "sessionId": self.session_id}
+        return session_credentials(self.session_id, self.dev_key)
 
     def request(
         self,
