@@ -40,7 +40,7 @@ def run(*args: str | Path, **kwargs) -> None:
 
 def ensure_venv(requirements: str) -> None:
     """Create .venv and install ``requirements`` plus this package, once per change."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036  (dev.py may be run by an older python3)
         sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}.")
     if not PYTHON.exists():
         say("creating .venv")

@@ -28,7 +28,11 @@ SETTINGS_MODULE = "bench.settings"
 
 # --- the app's clock ------------------------------------------------------------------------
 
-_clock_source: Callable[[], datetime] = lambda: datetime.now(UTC)
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+_clock_source: Callable[[], datetime] = _wall_clock
 
 
 def clock() -> datetime:

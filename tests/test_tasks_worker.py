@@ -249,9 +249,12 @@ def test_worker_killed_during_logins_loses_no_tenant(
     swept_at = bill_app.now() - timedelta(seconds=1)
     bill_emulator.state.set_fault("latency", seconds=0.15, path="/v3/login")
     send_sweep(worker.queue)
-    renewed = lambda: BillConnection.objects.filter(
-        pk__in=[c.pk for c in connections], session_obtained_at__gte=swept_at
-    ).count()
+
+    def renewed() -> int:
+        return BillConnection.objects.filter(
+            pk__in=[c.pk for c in connections], session_obtained_at__gte=swept_at
+        ).count()
+
     wait_for(lambda: renewed() >= 8, what="part of the sweep")
     worker.kill()
     assert renewed() < 40, "the sweep finished before the kill; nothing was tested"
