@@ -44,7 +44,12 @@ def ensure_venv(requirements: str) -> None:
         sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}.")
     if not PYTHON.exists():
         say("creating .venv")
-        run(sys.executable, "-m", "venv", VENV)
+        try:
+            run(sys.executable, "-m", "venv", VENV)
+        except subprocess.CalledProcessError:
+            shutil.rmtree(VENV, ignore_errors=True)
+            sys.exit("Could not create .venv: this Python has no venv support. On Debian or "
+                     "Ubuntu: sudo apt-get install python3-venv, then run this again.")
     digest = hashlib.sha256()
     for path in sorted((ROOT / "requirements").glob("*.txt")) + [ROOT / "pyproject.toml"]:
         digest.update(path.read_bytes())

@@ -27,10 +27,13 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(*, other_than: int = 0) -> int:
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port != other_than:
+            return port
 
 
 def wait_for_port(port: int, timeout: float = 60) -> None:
@@ -51,7 +54,8 @@ def printed(label: str, text: str) -> str:
 
 @pytest.fixture
 def demo(tmp_path):
-    web_port, emulator_port = free_port(), free_port()
+    web_port = free_port()
+    emulator_port = free_port(other_than=web_port)
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "project.settings.dev",

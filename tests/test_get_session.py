@@ -386,7 +386,9 @@ def test_waiters_reread_without_queueing_on_the_exclusive_row_lock(
     holding.join()
     waiting.join(10)
     assert results["session"].session_id == stored(connection).session_id
-    assert results["left"] - committed < 0.5
+    # Released by the commit, not by a lock timeout (SINGLE_FLIGHT_WAIT is 30 s); generous, so
+    # a loaded CI machine's scheduling cannot fail it. The structural proof is the next check.
+    assert results["left"] - committed < 5
     blocking = [sql for sql in results["sql"] if "FOR UPDATE" in sql and "SKIP LOCKED" not in sql]
     assert blocking == []
     assert counters(bill_emulator, connection)["logins"] == 1  # nobody logged in again

@@ -104,9 +104,10 @@ BILL_INTEGRATION = {
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Session authentication only: HTTP Basic would let anyone guess Django passwords against
+    # the API without the login form's protections.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
     ],
 }
 

@@ -87,6 +87,15 @@ CELERY_BROKER_URL = (
 # result ever sits in the broker.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# One cache for every web process: the link throttles count attempts in it, and a per-process
+# cache would multiply the allowed BILL password guesses by the number of gunicorn workers.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": os.environ.get("CACHE_URL", "").strip() or REDIS_URL or CELERY_BROKER_URL,
+    }
+}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Keep LOGGING below (and its redacting filter) in the worker: Celery would replace the root
 # handlers with its own, unfiltered ones.
