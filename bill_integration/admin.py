@@ -25,12 +25,16 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 
 from . import services, validators
 from .conf import bill_settings
-from .exceptions import BillIntegrationError
+from .exceptions import BillIntegrationError, DecryptionFailed
 from .messages import customer_message
 from .models import AuditEvent, BillConnection, ConnectionStatus
 from .services.linking import verify
 
 SECRET_INPUTS = ("password", "dev_key", "api_token")
+UNDECRYPTABLE_MESSAGE = _(
+    "The stored secrets cannot be decrypted; enter the password, developer key and API token "
+    "again."
+)
 
 BADGE_COLOURS = {
     ConnectionStatus.ACTIVE: "#1e7e34",
@@ -99,14 +103,21 @@ class BillConnectionForm(forms.ModelForm):
     def _link(self) -> None:
         data = self.cleaned_data
         tenant = data.get("tenant") or self.instance.tenant
+        # Decrypt only the stored secrets the operator left blank: after a key loss a full
+        # relink (every secret typed again) must work without touching the unreadable ones.
+        blank = [name for name in SECRET_INPUTS if not data.get(name)]
+        if data.get("clear_api_token") and "api_token" in blank:
+            blank.remove("api_token")
         stored: dict[str, Any] = {}
-        if self.instance.pk:
-            stored = (
-                BillConnection.objects.filter(pk=self.instance.pk)
-                .values("password", "dev_key", "api_token")
-                .first()
-                or {}
-            )
+        if self.instance.pk and blank:
+            try:
+                stored = (
+                    BillConnection.objects.filter(pk=self.instance.pk).values(*blank).first()
+                    or {}
+                )
+            except DecryptionFailed:
+                self.add_error(None, UNDECRYPTABLE_MESSAGE)
+                return
         api_token = data.get("api_token") or stored.get("api_token")
         if data.get("clear_api_token"):
             api_token = None

@@ -94,6 +94,9 @@ DEFAULTS: dict[str, Any] = {
     "CONCURRENCY_LEASE": timedelta(seconds=60),
     # Link attempts (PUT /connection/) allowed per tenant and per user.
     "LINK_THROTTLE_RATES": {"tenant": "10/hour", "user": "20/hour"},
+    # Forced refreshes (POST /connection/refresh/) allowed per tenant and per user: each one
+    # logs in, spending a login of the developer key's hourly budget that tenants share.
+    "REFRESH_THROTTLE_RATES": {"tenant": "6/hour", "user": "12/hour"},
     # Celery options for the refresh tasks.
     "TASK_EXPIRES": timedelta(minutes=10),
     "TASK_QUEUE": None,

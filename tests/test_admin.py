@@ -255,3 +255,55 @@ def test_audit_events_are_read_only(admin_client, linked):
     assert AuditEvent.objects.get(pk=event.pk).kind == "linked"
     assert AuditEvent.objects.count() == before
     assert_no_secrets(html + change, linked.pk)
+
+
+# --- relinking after the encryption key was lost --------------------------------------------
+
+
+@pytest.fixture
+def key_lost(admin_client, linked, settings):
+    """``linked``'s secrets were encrypted under a key that is no longer configured."""
+    from cryptography.fernet import Fernet
+
+    settings.FIELD_ENCRYPTION_KEY = Fernet.generate_key().decode()
+    return linked
+
+
+def _form(account, **overrides):
+    return {
+        **credentials(account, **overrides),
+        "audit_events-TOTAL_FORMS": "0",
+        "audit_events-INITIAL_FORMS": "0",
+    }
+
+
+def test_change_with_every_secret_relinks_after_the_key_was_lost(
+    admin_client, key_lost, tenant, bill_account
+):
+    before_version = BillConnection.objects.filter(pk=key_lost.pk).values_list(
+        "version", flat=True
+    )[0]
+    data = _form(bill_account, api_token=bill_account.api_token)
+    response = admin_client.post(change_url(key_lost.pk), data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    after = BillConnection.objects.get(pk=key_lost.pk)  # readable under the current key
+    assert (after.password, after.dev_key) == (bill_account.password, bill_account.dev_key)
+    assert after.api_token == bill_account.api_token
+    assert after.status == "active" and after.session_id
+    assert after.version == before_version + 1
+    assert AuditEvent.objects.filter(kind="relinked").count() == 1
+
+
+def test_change_with_blank_secrets_after_the_key_was_lost_is_a_form_error(
+    admin_client, key_lost, tenant, bill_account
+):
+    stored = BillConnection.objects.filter(pk=key_lost.pk).values_list("version", flat=True)[0]
+    response = admin_client.post(change_url(key_lost.pk), _form(bill_account, password=""))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "The stored secrets cannot be decrypted" in html
+    assert bill_account.password not in html
+    assert BillConnection.objects.filter(pk=key_lost.pk).values_list("version", flat=True)[0] == (
+        stored
+    )
+    assert not AuditEvent.objects.filter(kind="relinked").exists()

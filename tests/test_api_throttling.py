@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bill_integration.models import AuditEvent
-from tests.linking_support import CONNECTION_URL, api_as, credentials
+from tests.linking_support import CONNECTION_URL, REFRESH_URL, api_as, credentials
 
 pytestmark = pytest.mark.django_db
 
@@ -88,3 +88,71 @@ def test_default_rates_apply_unconfigured(tenant, make_user, bill_account, bill_
         for _ in range(11)
     ]
     assert codes == [400] * 10 + [429]
+
+
+# --- POST /connection/refresh/: each refresh is a login from the developer key's shared budget
+
+
+def logins(emulator, account) -> int:
+    return emulator.state.counters(organization_id=account.organization_id)["logins"]
+
+
+@pytest.fixture
+def refresh_rates(settings, bill_environment):
+    settings.BILL_INTEGRATION = {
+        **settings.BILL_INTEGRATION,
+        "REFRESH_THROTTLE_RATES": {"tenant": "2/hour", "user": "3/hour"},
+    }
+
+
+def test_refresh_is_throttled_per_tenant_before_reaching_bill(
+    refresh_rates, tenant, make_user, linked, bill_emulator, bill_account
+):
+    owner, admin = make_user(tenant, "owner"), make_user(tenant, "admin")
+    before = logins(bill_emulator, bill_account)
+    assert api_as(owner).post(REFRESH_URL).status_code == 200
+    assert api_as(admin).post(REFRESH_URL).status_code == 200
+    # The third refresh, by either user, is refused and spends no login of the shared budget.
+    response = api_as(owner).post(REFRESH_URL)
+    assert response.status_code == 429
+    body = response.json()
+    assert body["code"] == "throttled" and "minutes" in body["message"]
+    assert 1 <= int(response["Retry-After"]) <= 3600
+    assert logins(bill_emulator, bill_account) == before + 2
+    # Reading the status and linking are counted apart from refreshes.
+    assert api_as(owner).get(CONNECTION_URL).status_code == 200
+    assert put(api_as(owner), credentials(bill_account)).status_code == 200
+
+
+def test_refresh_is_throttled_per_user_across_tenants(
+    refresh_rates, make_user, bill_emulator, bill_environment
+):
+    from bill_integration import services
+    from project.tenants.models import Membership, Tenant
+
+    tenants = [Tenant.objects.create(name=f"T{i}", slug=f"t{i}") for i in range(2)]
+    user = make_user(tenants[0], "owner")
+    Membership.objects.create(user=user, tenant=tenants[1], role="owner")
+    for each in tenants:
+        account = bill_emulator.state.add_account(username=f"{each.slug}@example.com", password="pw")
+        services.link(each, actor=user, **credentials(account))
+    codes = [api_as(user, tenant=tenants[i % 2]).post(REFRESH_URL).status_code for i in range(4)]
+    assert codes == [200, 200, 200, 429]  # 2 per tenant would allow a 4th: the user limit held
+
+
+def test_default_refresh_rate_applies_unconfigured(
+    tenant, make_user, linked, bill_emulator, bill_account
+):
+    """With the shipped defaults (6/hour per tenant) the seventh refresh is refused."""
+    owner = make_user(tenant, "owner")
+    codes = [api_as(owner).post(REFRESH_URL).status_code for _ in range(7)]
+    assert codes == [200] * 6 + [429]
+
+
+def test_refused_refreshes_by_members_do_not_use_up_the_allowance(
+    refresh_rates, tenant, make_user, linked
+):
+    member = make_user(tenant, "member")
+    for _ in range(5):
+        assert api_as(member).post(REFRESH_URL).status_code == 403
+    assert api_as(make_user(tenant, "owner")).post(REFRESH_URL).status_code == 200

@@ -279,3 +279,49 @@ def test_logs_audit_and_outcomes_carry_no_secret(
     )
     for canary in canaries:
         assert canary not in text
+
+
+# --- BDC_1361: BILL demands MFA ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/login/session", "/login"])
+def test_mfa_demanded_means_needs_relink_and_never_a_login_loop(
+    make_connection, bill_emulator, bill_app, sent, path
+):
+    """BDC_1361 on the keep-alive (or on both it and the login): reported once, never retried."""
+    connection = make_connection()
+    bill_emulator.state.set_fault(
+        "error", organization_id=connection.organization_id, code="BDC_1361", path=path
+    )
+    bill_app.advance(31 * 60)  # the keep-alive is due
+    assert refresh_connection(connection.pk) == "failed:mfa_required"
+    row = stored(connection)
+    assert row.status == ConnectionStatus.NEEDS_RELINK
+    assert row.last_error_code == "mfa_required" and row.next_attempt_at is None
+    assert sent == Counter(connection_needs_relink=1)
+    calls = counters(bill_emulator, connection)
+    for _ in range(6):  # six hours of sweeps and callers: zero logins, zero calls
+        bill_app.advance(3600)
+        assert refresh_connection(connection.pk) == NOT_DUE
+        with pytest.raises(ConnectionNeedsRelink):
+            get_session(connection.tenant)
+    after = counters(bill_emulator, connection)
+    assert (after["logins"], after["calls"]) == (calls["logins"], calls["calls"])
+    assert sent == Counter(connection_needs_relink=1)
+
+
+def test_mfa_demanded_on_a_call_is_raised_to_the_caller_without_a_login(
+    make_connection, bill_emulator, bill_app
+):
+    from bill_integration.exceptions import UntrustedSession
+
+    connection = make_connection()
+    session = get_session(connection.tenant)
+    bill_emulator.state.set_fault(
+        "error", organization_id=connection.organization_id, code="BDC_1361", path="/payments"
+    )
+    logins = counters(bill_emulator, connection)["logins"]
+    with pytest.raises(UntrustedSession):
+        session.request("POST", "/v3/payments", json={})
+    assert counters(bill_emulator, connection)["logins"] == logins
+    assert stored(connection).status == ConnectionStatus.ACTIVE  # the session itself is fine

@@ -365,3 +365,81 @@ def test_get_session_keeps_a_live_session_when_the_budget_refuses_its_renewal(
     row = stored(connection)
     assert (row.status, row.last_error_code) == (ConnectionStatus.ACTIVE, "login_budget_exhausted")
     assert counters(bill_emulator, connection)["logins"] == 1
+
+
+# --- a fenced write lost during a login -------------------------------------------------------
+
+
+@pytest.fixture
+def version_moves_during_login(monkeypatch):
+    """Move a connection's version on while its next login is in flight (once).
+
+    On PostgreSQL a relink waits for the row lock the login holds, so the version can only move
+    under a held lock through a writer that did not take it (or on SQLite, which has no row
+    locks): a plain UPDATE of the version, in the login's own transaction, just before the
+    real login at the emulator.
+    """
+    from django.db.models import F
+
+    from bill_integration import limits
+
+    original = limits.take_login
+    moved: list[int] = []
+
+    def take_login_while_someone_relinks(fingerprint):
+        if not moved:
+            moved.append(1)
+            BillConnection.objects.update(version=F("version") + 1)
+        return original(fingerprint)
+
+    monkeypatch.setattr(limits, "take_login", take_login_while_someone_relinks)
+    return moved
+
+
+def test_a_sweep_login_that_loses_the_fenced_write_logs_out_and_writes_nothing(
+    make_connection, bill_emulator, bill_app, version_moves_during_login
+):
+    connection = make_connection()
+    bill_app.advance(40 * 60)  # surely expired: the sweep logs in
+    before = stored(connection)
+    audited = AuditEvent.objects.filter(connection=connection).count()
+    assert refresh_connection(connection.pk) == "failed:conflict"
+    after = stored(connection)
+    # The row is the other writer's: same session, version as it left it, no failure recorded.
+    assert after.session_id == before.session_id
+    assert after.version == before.version + 1
+    assert (after.status, after.last_error_code, after.consecutive_failures) == (
+        ConnectionStatus.ACTIVE,
+        "",
+        0,
+    )
+    assert after.next_attempt_at is None
+    totals = counters(bill_emulator, connection)
+    assert totals["logins"] == 2 and totals["logouts"] == 1  # the fresh session was ended
+    assert AuditEvent.objects.filter(connection=connection).count() == audited
+
+
+def test_a_forced_refresh_that_loses_the_fenced_write_raises_conflict(
+    make_connection, bill_emulator, bill_app, version_moves_during_login
+):
+    from bill_integration.exceptions import ConflictError
+
+    connection = make_connection()
+    before = stored(connection)
+    with pytest.raises(ConflictError):
+        refresh(connection.tenant, force=True)
+    after = stored(connection)
+    assert after.session_id == before.session_id and after.consecutive_failures == 0
+    assert counters(bill_emulator, connection)["logouts"] == 1
+
+
+def test_get_session_rereads_after_losing_the_fenced_write(
+    make_connection, bill_emulator, bill_app, version_moves_during_login
+):
+    connection = make_connection()
+    bill_app.advance(40 * 60)
+    session = get_session(connection.tenant)  # the first login lost; the retry won
+    assert session.session_id == stored(connection).session_id
+    assert bill_emulator.state.peek_session(session.session_id) is not None
+    totals = counters(bill_emulator, connection)
+    assert totals["logins"] == 3 and totals["logouts"] == 1

@@ -1,9 +1,16 @@
-"""Throttles for link attempts, so a stolen web login cannot be used to guess BILL passwords.
+"""Throttles for link attempts and forced refreshes, per tenant and per user.
 
-Rates come from ``BILL_INTEGRATION["LINK_THROTTLE_RATES"]`` (``{"tenant": "10/hour", "user":
-"20/hour"}`` by default), never from DRF's ``DEFAULT_THROTTLE_RATES``, so they apply in a
-project that configured nothing. Both count every ``PUT /connection/`` that passed the
-permission check, per tenant and per user; a refusal answers 429 with ``Retry-After``.
+Link attempts: a stolen web login cannot be used to guess BILL passwords. Rates come from
+``BILL_INTEGRATION["LINK_THROTTLE_RATES"]`` (``{"tenant": "10/hour", "user": "20/hour"}`` by
+default) and count every ``PUT /connection/`` that passed the permission check.
+
+Refreshes: ``POST /connection/refresh/`` logs in to BILL, and logins come out of the developer
+key's hourly budget that every tenant sharing the key draws on; one tenant's owner must not be
+able to spend it for all. Rates come from ``BILL_INTEGRATION["REFRESH_THROTTLE_RATES"]``
+(``{"tenant": "6/hour", "user": "12/hour"}`` by default).
+
+Rates are never read from DRF's ``DEFAULT_THROTTLE_RATES``, so they apply in a project that
+configured nothing. A refusal answers 429 with ``Retry-After``.
 
 Counts live in Django's default cache. The default local-memory cache counts per process:
 production needs a shared cache (Redis, Memcached, the database cache) or each worker process
@@ -21,11 +28,16 @@ from ..conf import bill_settings
 from .permissions import resolve_access
 
 
-class _LinkThrottle(SimpleRateThrottle):
+class _SettingThrottle(SimpleRateThrottle):
+    """A throttle whose rate is ``bill_settings.<rates_setting>[scope]``."""
+
     scope: str
+    rates_setting: str
+    #: Part of the cache key, so link and refresh counts never mix.
+    action: str
 
     def get_rate(self) -> str | None:
-        return (bill_settings.LINK_THROTTLE_RATES or {}).get(self.scope)
+        return (getattr(bill_settings, self.rates_setting) or {}).get(self.scope)
 
     def allow_request(self, request: Request, view: Any) -> bool:
         # Rates are read per request, so a changed setting applies without a restart.
@@ -34,25 +46,45 @@ class _LinkThrottle(SimpleRateThrottle):
         return super().allow_request(request, view)
 
 
-class LinkTenantThrottle(_LinkThrottle):
-    """Link attempts per tenant (``LINK_THROTTLE_RATES["tenant"]``)."""
-
+class _TenantThrottle(_SettingThrottle):
     scope = "tenant"
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
         tenant, _access = resolve_access(request)
         if tenant is None:
             return None
-        return f"bill_integration:link:tenant:{tenant._meta.label_lower}:{tenant.pk}"
+        return f"bill_integration:{self.action}:tenant:{tenant._meta.label_lower}:{tenant.pk}"
 
 
-class LinkUserThrottle(_LinkThrottle):
-    """Link attempts per signed-in user (``LINK_THROTTLE_RATES["user"]``)."""
-
+class _UserThrottle(_SettingThrottle):
     scope = "user"
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
         user = request.user
         if not user or not user.is_authenticated:
             return None
-        return f"bill_integration:link:user:{user.pk}"
+        return f"bill_integration:{self.action}:user:{user.pk}"
+
+
+class LinkTenantThrottle(_TenantThrottle):
+    """Link attempts per tenant (``LINK_THROTTLE_RATES["tenant"]``)."""
+
+    rates_setting, action = "LINK_THROTTLE_RATES", "link"
+
+
+class LinkUserThrottle(_UserThrottle):
+    """Link attempts per signed-in user (``LINK_THROTTLE_RATES["user"]``)."""
+
+    rates_setting, action = "LINK_THROTTLE_RATES", "link"
+
+
+class RefreshTenantThrottle(_TenantThrottle):
+    """Forced refreshes per tenant (``REFRESH_THROTTLE_RATES["tenant"]``)."""
+
+    rates_setting, action = "REFRESH_THROTTLE_RATES", "refresh"
+
+
+class RefreshUserThrottle(_UserThrottle):
+    """Forced refreshes per signed-in user (``REFRESH_THROTTLE_RATES["user"]``)."""
+
+    rates_setting, action = "REFRESH_THROTTLE_RATES", "refresh"

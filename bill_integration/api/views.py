@@ -29,7 +29,12 @@ from .serializers import (
     connection_status,
     status_queryset,
 )
-from .throttling import LinkTenantThrottle, LinkUserThrottle
+from .throttling import (
+    LinkTenantThrottle,
+    LinkUserThrottle,
+    RefreshTenantThrottle,
+    RefreshUserThrottle,
+)
 
 SECRET_PARAMETERS = ("password", "dev_key", "api_token")
 
@@ -192,12 +197,18 @@ class ConnectionView(BillAPIView):
 class ConnectionRefreshView(BillAPIView):
     """Log in to BILL again now with the stored credentials."""
 
+    # Each refresh spends a login of the developer key's shared hourly budget: throttled so
+    # one tenant cannot use up the logins of every tenant sharing the key.
+    throttle_classes = (RefreshTenantThrottle, RefreshUserThrottle)
+
     @extend_schema(
         operation_id="bill_connection_refresh",
         summary=_("Refresh the BILL session now"),
         description=_(
             "Logs in again with the stored credentials and answers the new status. If BILL "
-            "refuses them the status becomes needs_relink and the answer says so."
+            "refuses them the status becomes needs_relink and the answer says so. Each "
+            "refresh spends a login of the developer key's hourly budget, so it is throttled "
+            "per tenant and per user (429 with Retry-After)."
         ),
         parameters=[TENANT_HEADER],
         request=None,
@@ -210,6 +221,10 @@ class ConnectionRefreshView(BillAPIView):
             403: FORBIDDEN,
             404: NOT_FOUND,
             **BILL_ERRORS,
+            429: _error(
+                "code throttled: too many refreshes for this tenant or user; "
+                "code rate_limited: BILL's own limit. Both carry Retry-After."
+            ),
         },
     )
     def post(self, request: Request) -> Response:

@@ -25,8 +25,10 @@ The rest of a SaaS calls :func:`get_session` whenever it talks to BILL. The rule
   and a caller whose session BILL rejected logs in again only if nobody else already did.
 * **Failures** write status fields only (never credentials or the session), and follow
   DESIGN.md's table: transient → ``degraded`` with exponential backoff and full jitter;
-  BDC_1101/BDC_1102 → ``needs_relink`` and no more automatic logins; BDC_1144/BDC_1322 or the
-  login budget → ``rate_limited`` (BDC_1144 pauses the developer key until the next hour).
+  BDC_1101/BDC_1102 → ``needs_relink`` and no more automatic logins; BDC_1361 (MFA demanded)
+  → ``needs_relink`` with ``last_error_code`` ``mfa_required`` (no re-login loop);
+  BDC_1144/BDC_1322 or the login budget → ``rate_limited`` (BDC_1144 pauses the developer key
+  until the next hour).
   A signal is sent per status *transition*, not per retry.
 * **MAX_SESSION_AGE is soft while a renewal waits**: it is our policy, not BILL's. When the
   login budget refuses a renewal of a session that is still alive, the shortfall is counted
@@ -86,6 +88,7 @@ from ..exceptions import (
     SessionInvalid,
     SessionUnavailable,
     TransientError,
+    UntrustedSession,
 )
 from ..models import (
     SESSION_FIELDS,
@@ -95,6 +98,7 @@ from ..models import (
     ConnectionStatus,
 )
 from .common import log_outcome, record
+from .linking import _logout_quietly
 
 logger = logging.getLogger("bill_integration.sessions")
 
@@ -422,9 +426,13 @@ def _obtain(connection_id: int, *, stale_version: int | None, reason: str) -> Bi
     pause = WAIT_POLL_FIRST
     while True:
         with _failing_closed(connection_id=connection_id):
-            taken, session = _obtain_locked(
-                connection_id, stale_version=stale_version, reason=reason
-            )
+            try:
+                taken, session = _obtain_locked(
+                    connection_id, stale_version=stale_version, reason=reason
+                )
+            except ConflictError:
+                # The row moved on under our login (a relink): re-read it, its session may do.
+                taken, session = False, None
             if taken:
                 assert session is not None
                 return session
@@ -514,6 +522,9 @@ def _obtain_locked(
                     _renew(connection, effects, reason="max_age", keep_alive=False)
                 else:
                     _login(connection, effects, reason=reason)
+            except ConflictError as exc:
+                _conflicted(connection, exc, action="login", started=started)
+                raise
             except BillIntegrationError as exc:
                 _record_failure(connection, exc, effects, action="login", started=started)
                 error = exc
@@ -574,7 +585,19 @@ def _login(connection: BillConnection, effects: _Effects, *, reason: str) -> Non
     connection.session_obtained_at = moment
     connection.session_last_used_at = moment
     _mark_healthy(connection, moment)
-    _fenced_write(connection, read_version, [*SESSION_FIELDS, *STATUS_FIELDS], bump=True)
+    try:
+        _fenced_write(connection, read_version, [*SESSION_FIELDS, *STATUS_FIELDS], bump=True)
+    except ConflictError:
+        # The row changed under us (relinked, or a writer that did not take the lock): the
+        # stored session is not ours to replace. Write nothing, and do not leave the fresh
+        # session open at BILL. The caller must not record a failure either (see _conflicted).
+        _logout_quietly(
+            connection.environment,
+            connection.api_version,
+            session_id=result.session_id,
+            dev_key=connection.dev_key,
+        )
+        raise
     record(connection, AuditEvent.Kind.SESSION_REFRESHED, reason=reason, version=connection.version)
     log_outcome("login", connection, "logged_in", duration=time.monotonic() - started)
     effects.add(signals.session_refreshed, connection, reason=reason)
@@ -705,6 +728,12 @@ def _record_failure(
     level = logging.WARNING
     if isinstance(exc, InvalidCredentials):
         new_status, next_attempt = ConnectionStatus.NEEDS_RELINK, None
+    elif isinstance(exc, UntrustedSession):
+        # BDC_1361: BILL wants MFA for this account. Logging in again cannot fix that, so
+        # never retry (DESIGN.md: no re-login loop): needs_relink stops the sweep and
+        # get_session() until a person sorts out MFA at BILL and links again.
+        new_status, next_attempt = ConnectionStatus.NEEDS_RELINK, None
+        code = exc.code  # "mfa_required": the customer message says what to do
     elif isinstance(exc, RateLimited):
         new_status = ConnectionStatus.RATE_LIMITED
         if exc.scope == "login_budget":
@@ -728,7 +757,7 @@ def _record_failure(
     elif isinstance(exc, TransientError):
         new_status, next_attempt = ConnectionStatus.DEGRADED, moment + backoff_delay(failures)
     else:
-        # Unexpected answer, MFA demanded, undecryptable secret: fail loudly, keep the status.
+        # Unexpected answer, undecryptable secret: fail loudly, keep the status.
         level = logging.ERROR
         new_status = (
             old_status if old_status != ConnectionStatus.ACTIVE else ConnectionStatus.DEGRADED
@@ -761,6 +790,17 @@ def _record_failure(
             effects.add(signals.connection_needs_relink, connection, error=exc)
         elif old_status == ConnectionStatus.ACTIVE:
             effects.add(signals.connection_degraded, connection, error=exc)
+
+
+def _conflicted(
+    connection: BillConnection, exc: ConflictError, *, action: str, started: float
+) -> None:
+    """Log a lost fenced write. Nothing is written: the row belongs to whoever moved it on.
+
+    Recording it as a failure would be another fenced write with the same stale version
+    (another ConflictError), and the newer state is healthy as far as we know.
+    """
+    log_outcome(action, connection, f"failed:{exc.code}", duration=time.monotonic() - started)
 
 
 # --- the sweep and explicit refreshes --------------------------------------------------------
@@ -900,6 +940,9 @@ def _refresh_connection(connection_id: int, *, force_due: bool) -> str:
                 outcome = LOGGED_IN
             else:
                 outcome = _keep_alive_locked(connection, effects)
+        except ConflictError as exc:
+            _conflicted(connection, exc, action=action, started=started)
+            return f"failed:{exc.code}"
         except BillIntegrationError as exc:
             _record_failure(connection, exc, effects, action=action, started=started)
             outcome = f"failed:{connection.last_error_code}"
@@ -933,6 +976,9 @@ def _locked_operation_once(
             started = time.monotonic()
             try:
                 operation(connection, effects)
+            except ConflictError as exc:
+                _conflicted(connection, exc, action=action, started=started)
+                raise
             except BillIntegrationError as exc:
                 _record_failure(connection, exc, effects, action=action, started=started)
                 error = exc
