@@ -11,9 +11,14 @@ How it stays safe (anchors-reliability.md §1, the Vault "rewrap" model):
 
 * ciphertext is read raw (a ``Cast`` to plain text, so the field never decrypts it) and
   re-encrypted with ``MultiFernet.rotate``: the plaintext never leaves the crypto library;
-* each row is written by one conditional ``UPDATE ... WHERE id = %s AND version = %s`` that
-  also bumps ``version``: a session refresh that wrote the row in between wins, and the row is
-  read again and retried. Never ``bulk_update()`` (anchors §1.2);
+* each row is written by one conditional UPDATE: ``WHERE id = %s AND version = %s`` and every
+  secret column still holding the ciphertext that was read (``IS NULL`` where it was NULL). A
+  session refresh or relink that wrote the row in between wins, and the row is read again and
+  retried. Never ``bulk_update()`` (anchors §1.2);
+* rotation does **not** bump ``version``: ``version`` fences the *session* (a new login bumps
+  it), and the session is the same one after its ciphertext is rewrapped. Bumping it would make
+  a ``BillSession`` handed out before the rotation look stale, so its "BILL ended the session:
+  log in again once and replay" recovery and its recorded uses would be fenced out;
 * a row is idempotent to rotate (a token already on the first key is left alone), so a run
   that is killed midway is finished by running the command again; no row is ever half
   written, because one row is one statement;
@@ -162,8 +167,12 @@ def key_status(*, batch_size: int = 500, using: str | None = None) -> KeyStatus:
     return status
 
 
-def _write_row(pk: int, version: int, tokens: dict[str, str], using: str) -> bool:
-    """One conditional UPDATE of the ciphertext columns; False if the row changed meanwhile.
+def _write_row(row: dict[str, Any], rewrapped: dict[str, str], using: str) -> bool:
+    """One conditional UPDATE of the rewrapped columns; False if the row changed meanwhile.
+
+    The row is written only if it still has the ``version`` and every secret column still has
+    the ciphertext in ``row`` (as read): a newer write of any secret, or a new session, wins.
+    ``version`` itself is left alone (the session did not change; see the module docstring).
 
     Raw SQL on purpose: the ORM would hand these tokens to the field, which encrypts whatever
     it is given (the ciphertext would be encrypted again).
@@ -171,19 +180,28 @@ def _write_row(pk: int, version: int, tokens: dict[str, str], using: str) -> boo
     connection = connections[using]
     qn = connection.ops.quote_name
     meta = BillConnection._meta
-    columns = [meta.get_field(name).column for name in tokens]
-    assignments = ", ".join(f"{qn(column)} = %s" for column in columns)
-    version_col = qn(meta.get_field("version").column)
+    assignments = ", ".join(f"{qn(meta.get_field(name).column)} = %s" for name in rewrapped)
     updated_col = qn(meta.get_field("updated_at").column)
+    conditions = [f"{qn(meta.pk.column)} = %s", f"{qn(meta.get_field('version').column)} = %s"]
+    params: list[Any] = [row["pk"], row["version"]]
+    for name in SECRET_FIELDS:
+        column = qn(meta.get_field(name).column)
+        read = row[f"{_RAW_PREFIX}{name}"]
+        # NULL-safe comparison written out, so it is the same on every backend.
+        if read is None:
+            conditions.append(f"{column} IS NULL")
+        else:
+            conditions.append(f"{column} = %s")
+            params.append(read)
     sql = (
-        f"UPDATE {qn(meta.db_table)} SET {assignments}, {version_col} = {version_col} + 1, "
-        f"{updated_col} = %s WHERE {qn(meta.pk.column)} = %s AND {version_col} = %s"
+        f"UPDATE {qn(meta.db_table)} SET {assignments}, {updated_col} = %s "
+        f"WHERE {' AND '.join(conditions)}"
     )
     updated_at = meta.get_field("updated_at").get_db_prep_value(
         now(), connection=connection, prepared=False
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*tokens.values(), updated_at, pk, version])
+        cursor.execute(sql, [*rewrapped.values(), updated_at, *params])
         return cursor.rowcount == 1
 
 
@@ -230,7 +248,7 @@ def _rotate_loaded_row(
     if not rewrapped:
         return CURRENT, 0
     with transaction.atomic(using=using):
-        written = _write_row(row["pk"], row["version"], rewrapped, using)
+        written = _write_row(row, rewrapped, using)
     return (ROTATED, len(rewrapped)) if written else (CONFLICT, 0)
 
 

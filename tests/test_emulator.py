@@ -815,6 +815,66 @@ def test_remote_clock_without_an_emulator_is_real_time(monkeypatch):
     assert 59 < (clock_module.remote_clock() - datetime.now(UTC)).total_seconds() < 61
 
 
+def test_remote_clock_asks_again_right_after_a_failed_fetch(bill_emulator, monkeypatch):
+    """A failed fetch keeps the last offset for that call but is not cached as fresh."""
+    monkeypatch.setattr(clock_module, "_remote", {"offset": 0.0, "fetched": float("-inf")})
+    monkeypatch.setenv(clock_module.URL_ENV, "http://127.0.0.1:9")  # nothing listens
+    assert abs((clock_module.remote_clock() - datetime.now(UTC)).total_seconds()) < 1
+    bill_emulator.state.advance(7200)
+    monkeypatch.setenv(clock_module.URL_ENV, bill_emulator.url)  # the emulator answers again
+    # Well within the cache second of the failed fetch: the new offset is read at once.
+    shifted = clock_module.remote_clock()
+    assert abs((shifted - bill_emulator.state.now()).total_seconds()) < 1
+
+
+class _SlowClockServer:
+    """A real HTTP server answering ``/_emulator/clock`` after ``delay`` seconds."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.offset, self.delay = 0.0, 0.0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's API)
+                time.sleep(owner.delay)
+                body = json.dumps({"offset": owner.offset}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_remote_clock_counts_the_cache_second_from_the_start_of_a_slow_fetch(monkeypatch):
+    """An offset is as old as the moment its fetch started, not the moment the answer came."""
+    server = _SlowClockServer()
+    try:
+        monkeypatch.setattr(clock_module, "_remote", {"offset": 0.0, "fetched": float("-inf")})
+        monkeypatch.setenv(clock_module.URL_ENV, server.url)
+        server.delay = clock_module.REMOTE_CACHE_SECONDS  # the fetch takes the whole second
+        assert abs((clock_module.remote_clock() - datetime.now(UTC)).total_seconds()) < 1
+        server.offset, server.delay = 3600.0, 0.0  # the clock moves while the answer travelled
+        time.sleep(0.2)
+        # Started more than a second ago: stale, so the new offset is read.
+        shifted = clock_module.remote_clock() - datetime.now(UTC)
+        assert 3599 < shifted.total_seconds() < 3601
+    finally:
+        server.close()
+
+
 def test_bill_clock_moves_the_app_clock_with_the_emulator(bill_clock, bill_emulator):
     from bill_integration.conf import now
 

@@ -1,7 +1,8 @@
-"""Key rotation (``bill_rotate_keys``): resumable, fenced by ``version``, fails closed.
+"""Key rotation (``bill_rotate_keys``): resumable, fenced, fails closed, leaves sessions alone.
 
-The acceptance test kills the command with SIGKILL at about 30% and 70% of 1,000 rows, runs
-it again to the end, and proves every secret decrypts with the new key alone.
+The acceptance test kills the command with SIGKILL at 30% and 70% of 1,000 rows, runs it
+again to the end, and proves every secret decrypts with the new key alone. A session handed out
+before a rotation keeps working, including its "log in again once and replay" recovery.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def decrypts_with(token: str, key: str) -> bool:
 
 
 @pytest.mark.django_db
-def test_rotation_moves_every_secret_to_the_first_key_and_bumps_version():
+def test_rotation_moves_every_secret_to_the_first_key_and_keeps_version():
     pks = make_connections(3, key=OLD_KEY)
     with override_settings(FIELD_ENCRYPTION_KEY=[NEW_KEY, OLD_KEY]):
         assert rotation.key_status().rows_on_old_key == 3
@@ -88,7 +89,8 @@ def test_rotation_moves_every_secret_to_the_first_key_and_bumps_version():
     for pk in pks:
         for token in raw_tokens(pk).values():
             assert decrypts_with(token, NEW_KEY) and not decrypts_with(token, OLD_KEY)
-        assert BillConnection.objects.filter(pk=pk).values_list("version", flat=True).get() == 2
+        # The session did not change: version (the session fence) is left alone.
+        assert BillConnection.objects.filter(pk=pk).values_list("version", flat=True).get() == 1
     with override_settings(FIELD_ENCRYPTION_KEY=NEW_KEY):  # old key retired
         for n, pk in enumerate(pks):
             row = BillConnection.objects.get(pk=pk)
@@ -133,15 +135,15 @@ def test_a_concurrent_write_wins_and_the_row_is_rotated_on_a_fresh_read(monkeypa
     real_write = rotation._write_row
     calls = {"n": 0}
 
-    def write_after_a_refresh(row_pk, version, tokens, using):
+    def write_after_a_refresh(row, rewrapped, using):
         calls["n"] += 1
         if calls["n"] == 1:  # a session refresh lands between our read and our write
             with override_settings(FIELD_ENCRYPTION_KEY=[OLD_KEY]):
-                conn = BillConnection.objects.get(pk=row_pk)
+                conn = BillConnection.objects.get(pk=row["pk"])
                 conn.session_id = "!anewer-session"
                 conn.version += 1
                 conn.save(update_fields=["session_id", "version"])
-        return real_write(row_pk, version, tokens, using)
+        return real_write(row, rewrapped, using)
 
     monkeypatch.setattr(rotation, "_write_row", write_after_a_refresh)
     with override_settings(FIELD_ENCRYPTION_KEY=[NEW_KEY, OLD_KEY]):
@@ -149,8 +151,81 @@ def test_a_concurrent_write_wins_and_the_row_is_rotated_on_a_fresh_read(monkeypa
         assert report.rows_rotated == 1 and calls["n"] == 2
         row = BillConnection.objects.get(pk=pk)
         assert row.session_id == "!anewer-session"  # the refresh's value survived
-        assert row.version == 3
+        assert row.version == 2  # the refresh's bump only; rotation does not bump
         assert rotation.key_status().done
+
+
+@pytest.mark.django_db
+def test_a_secret_written_without_a_version_bump_is_never_overwritten(monkeypatch):
+    """The UPDATE is also conditional on each secret's ciphertext as read (NULL-safe)."""
+    (pk,) = make_connections(1, key=OLD_KEY)
+    BillConnection.objects.filter(pk=pk).update(api_token=None)  # a NULL secret column too
+    real_write = rotation._write_row
+    calls = {"n": 0}
+
+    def write_after_a_password_change(row, rewrapped, using):
+        calls["n"] += 1
+        if calls["n"] == 1:  # another writer changes secrets but leaves version as it is
+            with override_settings(FIELD_ENCRYPTION_KEY=[OLD_KEY]):
+                BillConnection.objects.filter(pk=row["pk"]).update(
+                    password="a-newer-password", api_token="a-newer-token"
+                )
+        return real_write(row, rewrapped, using)
+
+    monkeypatch.setattr(rotation, "_write_row", write_after_a_password_change)
+    with override_settings(FIELD_ENCRYPTION_KEY=[NEW_KEY, OLD_KEY]):
+        report = rotation.rotate_all()
+        assert report.rows_rotated == 1 and calls["n"] == 2 and not report.conflict_ids
+        row = BillConnection.objects.get(pk=pk)
+        assert (row.password, row.api_token) == ("a-newer-password", "a-newer-token")
+        assert row.session_id == secrets_for(0)["session_id"]
+        assert row.version == 1
+        assert rotation.key_status().done
+    for token in raw_tokens(pk).values():
+        assert decrypts_with(token, NEW_KEY)
+
+
+@pytest.mark.django_db
+def test_a_session_from_before_the_rotation_still_logs_in_again_once_and_replays(
+    make_connection, bill_emulator, bill_app, settings
+):
+    """Rotation does not change the session, so it must not look like a newer one: when BILL
+    ends the session, the holder of a pre-rotation BillSession logs in once and replays."""
+    from bill_integration.services import get_session
+    from tests.session_support import counters, stored
+
+    old_key = settings.FIELD_ENCRYPTION_KEY
+    connection = make_connection()
+    session = get_session(connection.tenant)
+    with override_settings(FIELD_ENCRYPTION_KEY=[NEW_KEY, old_key]):
+        assert rotation.rotate_all().rows_rotated == 1
+        bill_emulator.state.invalidate_sessions(organization_id=connection.organization_id)
+        assert session.request("GET", "/v3/vendors") is not None
+        assert counters(bill_emulator, connection)["logins"] == 2
+        renewed = stored(connection)
+        assert renewed.session_id != session.session_id
+        assert renewed.version == session.version + 1
+    for token in raw_tokens(connection.pk).values():
+        assert decrypts_with(token, NEW_KEY)
+
+
+@pytest.mark.django_db
+def test_uses_through_a_session_from_before_the_rotation_are_recorded(
+    make_connection, bill_emulator, bill_app, settings
+):
+    from bill_integration.conf import bill_settings, now
+    from bill_integration.services import get_session
+    from tests.session_support import stored
+
+    old_key = settings.FIELD_ENCRYPTION_KEY
+    connection = make_connection()
+    session = get_session(connection.tenant)
+    with override_settings(FIELD_ENCRYPTION_KEY=[NEW_KEY, old_key]):
+        assert rotation.rotate_all().rows_rotated == 1
+        bill_app.advance(bill_settings.LAST_USED_WRITE_INTERVAL.total_seconds() + 60)
+        before_the_call = now()
+        session.request("GET", "/v3/vendors")
+        assert stored(connection).session_last_used_at >= before_the_call
 
 
 @pytest.mark.django_db
@@ -175,27 +250,36 @@ def test_batch_size_must_be_positive():
         call_command("bill_rotate_keys", "--batch-size", "0")
 
 
-def _rotated_count(cursor) -> int:
-    # Every row starts at version 1; the rotation's conditional UPDATE bumps it.
-    cursor.execute(f"SELECT count(*) FROM {BillConnection._meta.db_table} WHERE version > 1")
-    return cursor.fetchone()[0]
+def _rotated_count() -> int:
+    """Rows whose every secret is already on the new key (rotation writes a row at once)."""
+    with db_connection.cursor() as cursor:
+        columns = ", ".join(BillConnection._meta.get_field(name).column for name in SECRET_FIELDS)
+        cursor.execute(f"SELECT {columns} FROM {BillConnection._meta.db_table}")
+        rows = cursor.fetchall()
+    return sum(1 for tokens in rows if all(t is None or decrypts_with(t, NEW_KEY) for t in tokens))
 
 
-def _run_and_kill_at(fraction: float, total: int, env: dict[str, str]) -> int:
-    """Start the command, SIGKILL it once ``fraction`` of rows are rotated; return the count."""
+def _run_and_kill_after(rows: int, env: dict[str, str], marker: Path) -> int:
+    """Run the command until it has handled ``rows`` rows, SIGKILL it there; return the count.
+
+    The child pauses itself after ``rows`` rows (``tests/rotate_keys_pausing.py``), so the
+    kill lands at that exact row however slow or loaded the machine is.
+    """
+    marker.unlink(missing_ok=True)
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "bill_rotate_keys", "--batch-size", "25"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "tests.rotate_keys_pausing", "--batch-size", "25", "--no-progress"],
+        cwd=ROOT,
+        env={**env, "BILL_TEST_PAUSE_AFTER_ROWS": str(rows), "BILL_TEST_PAUSE_MARKER": str(marker)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 60
-        with db_connection.cursor() as cursor:
-            while time.monotonic() < deadline and proc.poll() is None:
-                if _rotated_count(cursor) >= fraction * total:
-                    break
-                time.sleep(0.002)
-        if proc.poll() is not None:
-            pytest.fail(f"the command ended before it could be killed: {proc.stderr.read()!r}")
+        deadline = time.monotonic() + 120
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not marker.exists():
+            proc.kill()
+            pytest.fail(f"the command did not reach row {rows}: {proc.communicate()[1]!r}")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         assert proc.returncode == -signal.SIGKILL
@@ -203,13 +287,15 @@ def _run_and_kill_at(fraction: float, total: int, env: dict[str, str]) -> int:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    with db_connection.cursor() as cursor:
-        return _rotated_count(cursor)
+        proc.stderr.close()
+    return _rotated_count()
 
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_killed_at_30_and_70_percent_then_finished_every_row_decrypts_with_the_new_key():
+def test_killed_at_30_and_70_percent_then_finished_every_row_decrypts_with_the_new_key(
+    tmp_path,
+):
     total = 1000
     make_connections(total, key=OLD_KEY)
     env = {
@@ -218,10 +304,12 @@ def test_killed_at_30_and_70_percent_then_finished_every_row_decrypts_with_the_n
         "BILL_TEST_DB_NAME": db_connection.settings_dict["NAME"],
         "BILL_TEST_FIELD_KEYS": f"{NEW_KEY},{OLD_KEY}",
     }
-    first = _run_and_kill_at(0.30, total, env)
-    assert 300 <= first < total  # killed midway (the poll lands within a few rows of 30%)
-    second = _run_and_kill_at(0.70, total, env)
-    assert 700 <= second < total
+    marker = tmp_path / "paused"
+    # Rows are handled in primary-key order; a second run skips the rows already rotated.
+    first = _run_and_kill_after(300, env, marker)
+    assert first == 300  # killed at 30%: exactly the rows it had written
+    second = _run_and_kill_after(700, env, marker)
+    assert second == 700  # 300 already current, 400 more rotated, killed at 70%
 
     # No row is unreadable in between: all decrypt with the two-key list.
     with override_settings(FIELD_ENCRYPTION_KEY=[NEW_KEY, OLD_KEY]):

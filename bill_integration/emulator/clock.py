@@ -9,9 +9,10 @@ environment variable ``BILL_EMULATOR_URL`` (e.g. ``http://127.0.0.1:8111``)::
 
     BILL_INTEGRATION = {..., "CLOCK": "bill_integration.emulator.clock.remote_clock"}
 
-It asks ``GET /_emulator/clock`` for the offset at most once a second (cached per process)
-and returns ``now + offset``. If the emulator does not answer it keeps the last offset known
-(zero at first): a clock must never raise.
+It asks ``GET /_emulator/clock`` for the offset at most once a second (cached per process,
+counted from when the fetch started) and returns ``now + offset``. If the emulator does not
+answer it keeps the last offset known (zero at first) and asks again on the next call: a clock
+must never raise.
 """
 
 from __future__ import annotations
@@ -65,17 +66,27 @@ def fetch_offset(url: str, timeout: float = 2.0) -> float:
 
 
 def remote_clock() -> datetime:
-    """The emulator's time as seen from another process (a ``CLOCK`` for the app's settings)."""
+    """The emulator's time as seen from another process (a ``CLOCK`` for the app's settings).
+
+    The cached offset is stamped with the moment its fetch *started*: the answer cannot
+    include an ``advance()`` made after that moment, so "at most one second old" is counted
+    from there, however long the fetch took. A failed fetch keeps the last known offset for
+    this call but does not refresh the stamp, so the next call asks again.
+    """
     url = os.environ.get(URL_ENV)
     if not url:
         return datetime.now(UTC)
+    started = time.monotonic()
     with _remote_lock:
-        stale = time.monotonic() - _remote["fetched"] > REMOTE_CACHE_SECONDS
+        stale = started - _remote["fetched"] > REMOTE_CACHE_SECONDS
     if stale:
         try:
             offset = fetch_offset(url)
         except (OSError, ValueError, KeyError):
-            offset = _remote["offset"]
-        with _remote_lock:
-            _remote["offset"], _remote["fetched"] = offset, time.monotonic()
+            pass  # keep the last offset, and its old stamp: retry on the next call
+        else:
+            with _remote_lock:
+                # Threads may race; never replace a newer answer with an older one.
+                if started > _remote["fetched"]:
+                    _remote["offset"], _remote["fetched"] = offset, started
     return datetime.now(UTC) + timedelta(seconds=_remote["offset"])
