@@ -52,7 +52,6 @@ def raise_for_answer(response: requests.Response) -> Any:
     raise unexpected(f"'response_status' is {outcome!r} with HTTP {status}.", http_status=status)
 
 
-
 class V2Api:
     """The v2 dialect; stateless, used by :class:`bill_integration.client.BillClient`."""
 

@@ -43,7 +43,6 @@ def raise_for_answer(response: requests.Response, *, session_call: bool) -> Any:
     )
 
 
-
 class V3Api:
     """The v3 dialect; stateless, used by :class:`bill_integration.client.BillClient`."""
 
