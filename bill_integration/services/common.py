@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from typing import Any
 
 from django.conf import settings
@@ -70,4 +71,25 @@ def log_outcome(
         bill_code or "-",
         duration * 1000,
         extra={"bill_action": action, "bill_outcome": outcome, "bill_code": bill_code, **facts},
+    )
+
+
+def log_failure(
+    action: str,
+    connection: BillConnection | None,
+    exc: Exception,
+    *,
+    started: float,
+    tenant: Any = None,
+    level: int = logging.WARNING,
+) -> None:
+    """The outcome line of a failed action: ``failed:<code>`` with BILL's code, if it gave one."""
+    log_outcome(
+        action,
+        connection,
+        f"failed:{getattr(exc, 'code', 'error')}",
+        duration=time.monotonic() - started,
+        bill_code=getattr(exc, "bill_code", None),
+        tenant=tenant,
+        level=level,
     )

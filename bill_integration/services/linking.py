@@ -21,7 +21,6 @@ logging it out could break a call another worker is making with it right now.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -42,7 +41,7 @@ from ..exceptions import (
 )
 from ..logging import register_secret
 from ..models import ApiVersion, AuditEvent, BillConnection, ConnectionStatus
-from .common import dev_key_fingerprint, log_outcome, logger, record
+from .common import dev_key_fingerprint, log_failure, log_outcome, logger, record
 
 #: What a successful link writes (credentials, session, status), in one ``save()``.
 LINK_WRITE_FIELDS = [
@@ -118,15 +117,7 @@ def _failed(
         api_version=api_version,
         relink=relink,
     )
-    log_outcome(
-        "link",
-        existing,
-        f"failed:{exc.code}",
-        duration=time.monotonic() - started,
-        bill_code=bill_code,
-        tenant=tenant,
-        level=logging.WARNING,
-    )
+    log_failure("link", existing, exc, started=started, tenant=tenant)
     signals.link_failed.send(sender=BillConnection, tenant=tenant, error=exc, actor=actor)
 
 
@@ -365,13 +356,6 @@ def verify(tenant: Any) -> None:
                 dev_key=connection.dev_key,
             )
     except BillAPIError as exc:
-        log_outcome(
-            "verify",
-            connection,
-            f"failed:{exc.code}",
-            duration=time.monotonic() - started,
-            bill_code=exc.bill_code,
-            level=logging.WARNING,
-        )
+        log_failure("verify", connection, exc, started=started)
         raise
     log_outcome("verify", connection, "ok", duration=time.monotonic() - started)

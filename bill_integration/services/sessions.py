@@ -97,7 +97,7 @@ from ..models import (
     BillConnection,
     ConnectionStatus,
 )
-from .common import log_outcome, record
+from .common import log_failure, log_outcome, record
 from .linking import _logout_quietly
 
 logger = logging.getLogger("bill_integration.sessions")
@@ -770,14 +770,7 @@ def _record_failure(
     connection.next_attempt_at = next_attempt
     connection.last_refresh_at = moment
     _fenced_write(connection, connection.version, STATUS_FIELDS, bump=False)
-    log_outcome(
-        action,
-        connection,
-        f"failed:{exc.code}",
-        duration=time.monotonic() - started,
-        bill_code=getattr(exc, "bill_code", None),
-        level=level,
-    )
+    log_failure(action, connection, exc, started=started, level=level)
     if new_status != old_status:
         record(
             connection,
