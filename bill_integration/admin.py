@@ -25,10 +25,8 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 
 from . import services, validators
 from .conf import bill_settings
-from .exceptions import BillIntegrationError, DecryptionFailed
-from .messages import customer_message
+from .exceptions import BillIntegrationError, DecryptionFailed, customer_message
 from .models import AuditEvent, BillConnection, ConnectionStatus
-from .services.linking import verify
 
 SECRET_INPUTS = ("password", "dev_key", "api_token")
 UNDECRYPTABLE_MESSAGE = _(
@@ -310,7 +308,7 @@ class BillConnectionAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Verify credentials with BILL"), permissions=["change"])
     def verify_credentials(self, request: HttpRequest, queryset: QuerySet[BillConnection]) -> None:
-        self._each(request, queryset, verify, str(_("BILL accepts the stored credentials.")))
+        self._each(request, queryset, services.verify, str(_("BILL accepts the stored credentials.")))
 
     @admin.action(description=_("Unlink (log out and delete credentials)"), permissions=["change"])
     def unlink_selected(self, request: HttpRequest, queryset: QuerySet[BillConnection]) -> None:

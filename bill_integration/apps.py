@@ -13,7 +13,7 @@ class BillIntegrationConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
-        from .logging import install as install_redaction
+        from .log_redaction import install as install_redaction
 
         install_redaction()  # RedactSecretsFilter on the bill_integration logger and its handlers
         from .startup import connect as guard_celery_startup

@@ -1,11 +1,22 @@
-"""The exceptions bill_integration raises, one family for everything a caller can act on.
+"""The exceptions bill_integration raises: each error defined once, here.
+
+Every class carries everything the rest of the app needs to know about that error (as DRF's
+``APIException`` carries ``status_code``, ``default_detail`` and ``default_code``):
+
+* ``code``: a stable machine-readable string (the REST API's ``code``, the audit trail's and
+  the status document's ``last_error.code``);
+* ``api_status``: the HTTP status the REST API answers with;
+* ``default_message``: the developer's sentence (exception text, logs; never a secret);
+* ``customer_text``: what a person reads (the REST API, the Connect page, the admin), and
+  what to do about it. ``%(hint)s`` and ``%(when)s`` are filled in by :meth:`for_customer`.
+
+The REST API's list of error codes, its OpenAPI descriptions and the page texts are derived
+from these classes (:func:`error_classes`, :func:`customer_message`), so a new error is one
+new class in this file. ``bill_code`` is BILL's own ``BDC_xxxx`` code when BILL gave one; the
+table from BILL's codes to these classes is ``client/errors.py``.
 
 Every message here is safe to log and to show: it may name a BILL error code, an HTTP status,
 a connection id or a field, and never a password, developer key, API token or session id.
-``code`` is a stable machine-readable string (the REST API returns it); ``bill_code`` is BILL's
-own ``BDC_xxxx`` code when BILL gave one.
-
-Taxonomy (DESIGN.md, "Connection lifecycle"):
 
 ============================  ====================================  ============================
 BILL says                     exception                             what the app does
@@ -23,16 +34,34 @@ anything else                 UnexpectedResponse                    fail loudly,
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
+
+#: Added to the customer text of a refused login (BILL's FAQ gives this advice).
+WRONG_ENVIRONMENT_HINT = _(
+    "Are these sandbox credentials used against production, or the other way round? "
+    "Sandbox and production accounts have different credentials."
+)
+
+#: code -> class, filled as classes are defined (the first class to claim a code keeps it).
+_BY_CODE: dict[str, type[BillIntegrationError]] = {}
 
 
 class BillIntegrationError(Exception):
     """Base class of every error bill_integration raises on purpose."""
 
-    code: str = "bill_error"
-    default_message = _("BILL integration error.")
+    code: ClassVar[str] = "bill_error"
+    api_status: ClassVar[int] = 502
+    default_message: ClassVar[str | Promise] = _("BILL integration error.")
+    customer_text: ClassVar[str | Promise | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            _BY_CODE.setdefault(cls.code, cls)
 
     def __init__(self, message: str | None = None) -> None:
         self.message = str(message if message is not None else self.default_message)
@@ -41,11 +70,27 @@ class BillIntegrationError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
 
+    @classmethod
+    def for_customer(cls, *, retry_after: int | None = None) -> str:
+        """The sentence a person reads for this error (``retry_after`` in seconds, if known)."""
+        template = cls.customer_text if cls.customer_text is not None else cls.default_message
+        when = ""
+        if retry_after:
+            minutes = max(1, round(retry_after / 60))
+            when = str(_(" in about %(minutes)d minutes")) % {"minutes": minutes}
+        return str(template) % {"hint": WRONG_ENVIRONMENT_HINT, "when": when}
+
+
+_BY_CODE[BillIntegrationError.code] = BillIntegrationError
+
 
 class ConfigurationError(BillIntegrationError, ImproperlyConfigured):
     """The project's settings are wrong; a system check usually says so first."""
 
     code = "configuration_error"
+    api_status = 500
+    default_message = _("bill_integration is not configured correctly; see the system checks.")
+    customer_text = _("The BILL integration is not set up correctly here; contact support.")
 
 
 # --- errors that come from BILL ---------------------------------------------------------------
@@ -53,8 +98,6 @@ class ConfigurationError(BillIntegrationError, ImproperlyConfigured):
 
 class BillAPIError(BillIntegrationError):
     """BILL answered with an error (or did not answer usefully)."""
-
-    code = "bill_error"
 
     def __init__(
         self,
@@ -86,7 +129,12 @@ class InvalidCredentials(BillAPIError):
     """BILL refused the user name, password or organization (BDC_1101)."""
 
     code = "invalid_credentials"
+    api_status = 400
     default_message = _("BILL did not accept the user name and password for this organization.")
+    customer_text = _(
+        "BILL did not accept this user name and password for this organization ID. "
+        "Check all three. %(hint)s"
+    )
 
 
 class InvalidDevKey(InvalidCredentials):
@@ -94,13 +142,18 @@ class InvalidDevKey(InvalidCredentials):
 
     code = "invalid_dev_key"
     default_message = _("BILL did not accept the developer key.")
+    customer_text = _("BILL did not accept the developer key. Check it. %(hint)s")
 
 
 class InvalidApiToken(InvalidCredentials):
-    """BILL Spend & Expense refused the API token (HTTP 401 on /v3/spend)."""
+    """BILL Spend & Expense refused the API token (any refusal of /v3/spend's token check)."""
 
     code = "invalid_api_token"
     default_message = _("BILL Spend & Expense did not accept the API token.")
+    customer_text = _(
+        "BILL Spend & Expense did not accept the API token. Generate a new one in BILL "
+        "Spend & Expense (Settings → API tokens), or leave the field empty."
+    )
 
 
 class SessionInvalid(BillAPIError):
@@ -108,18 +161,23 @@ class SessionInvalid(BillAPIError):
 
     code = "session_invalid"
     default_message = _("The BILL session has expired.")
+    customer_text = _("The BILL session ended; the app logs in again on its own.")
 
 
 class RateLimited(BillAPIError):
-    """BILL (BDC_1144, BDC_1322) or our own budget says: wait, then try again.
+    """BILL (BDC_1144, BDC_1322) or our own limits say: wait, then try again.
 
     ``retry_at`` is when trying again makes sense, if known. ``scope`` is ``"hourly"`` (BDC_1144,
-    pauses the developer key until the next hour), ``"concurrency"`` (BDC_1322) or
-    ``"login_budget"`` (our own per-devKey login budget).
+    pauses the developer key until the next hour), ``"concurrency"`` (BDC_1322, or our own
+    slots stayed busy) or ``"login_budget"`` (our own per-devKey login budget).
     """
 
     code = "rate_limited"
+    api_status = 429
     default_message = _("BILL's request limit was reached; the app will try again later.")
+    customer_text = _(
+        "BILL's request limit for this developer key was reached. Wait, then try again%(when)s."
+    )
 
     def __init__(
         self,
@@ -134,19 +192,51 @@ class RateLimited(BillAPIError):
         self.retry_at = retry_at
         self.scope = scope
 
+    @property
+    def from_bill(self) -> bool:
+        """Whether BILL itself answered this (the app's own limits carry no HTTP status)."""
+        return self.http_status is not None
+
+
+class LoginBudgetExhausted(RateLimited):
+    """The developer key's login budget for this hour is spent (the app's own limit).
+
+    Also the ``last_error_code`` of a session whose ``MAX_SESSION_AGE`` renewal waits for the
+    budget while the session itself stays in use.
+    """
+
+    code = "login_budget_exhausted"
+    default_message = _("The developer key's login budget for this hour is spent.")
+    customer_text = _(
+        "Too many BILL sign-ins were made with this developer key in the last hour. "
+        "The app tries again on its own%(when)s; nothing is wrong with your account."
+    )
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("scope", "login_budget")
+        super().__init__(message, **kwargs)
+
 
 class UntrustedSession(BillAPIError):
     """BILL requires an MFA-trusted session for this operation (BDC_1361). Never re-login."""
 
     code = "mfa_required"
     default_message = _("BILL requires multi-factor authentication for this operation.")
+    customer_text = _(
+        "BILL requires multi-factor authentication for this account's session. Ask your BILL "
+        "administrator, then link again."
+    )
 
 
 class TransientError(BillAPIError):
     """BILL was unreachable, slow, or answered 5xx: retry with backoff."""
 
     code = "bill_unavailable"
+    api_status = 503
     default_message = _("BILL is not reachable right now; the app will try again.")
+    customer_text = _(
+        "BILL is not reachable right now. Nothing was changed; try again in a few minutes."
+    )
 
 
 class UnexpectedResponse(BillAPIError):
@@ -154,6 +244,10 @@ class UnexpectedResponse(BillAPIError):
 
     code = "bill_unexpected_response"
     default_message = _("BILL gave an unexpected answer.")
+    customer_text = _(
+        "BILL gave an answer the app does not understand. Nothing was changed; if this "
+        "persists, contact support."
+    )
 
 
 # --- errors of the app's own state --------------------------------------------------------------
@@ -163,34 +257,48 @@ class ConnectionNotLinked(BillIntegrationError):
     """The tenant has no BILL connection."""
 
     code = "not_linked"
+    api_status = 404
     default_message = _("This account is not linked to BILL.")
+    customer_text = _("No BILL account is linked yet.")
 
 
 class ConnectionNeedsRelink(BillIntegrationError):
     """BILL refused the stored credentials; a person must link the account again."""
 
     code = "needs_relink"
+    api_status = 409
     default_message = _("BILL refused the stored credentials; link the BILL account again.")
+    customer_text = _(
+        "BILL refused the stored credentials. Enter them again (they may have changed) to "
+        "link the account again."
+    )
 
 
 class ConnectionDisabled(BillIntegrationError):
     """The connection was disabled by an operator."""
 
     code = "disabled"
+    api_status = 409
     default_message = _("This BILL connection is disabled.")
+    customer_text = _("This BILL connection is disabled by an operator.")
 
 
 class ConflictError(BillIntegrationError):
     """Another change to the same connection won; reload and try again."""
 
     code = "conflict"
+    api_status = 409
     default_message = _("The BILL connection was changed at the same time; reload and try again.")
+    customer_text = _(
+        "Someone changed this BILL connection at the same time. Reload the page and try again."
+    )
 
 
 class SessionUnavailable(BillIntegrationError):
     """No session could be obtained in time (another worker's login did not finish)."""
 
     code = "session_unavailable"
+    api_status = 503
     default_message = _("No BILL session is available right now; try again shortly.")
 
 
@@ -202,6 +310,43 @@ class DecryptionFailed(BillIntegrationError):
     """
 
     code = "decryption_failed"
+    api_status = 409
     default_message = _(
         "A stored BILL secret cannot be decrypted with any key in FIELD_ENCRYPTION_KEY."
     )
+    customer_text = _(
+        "The stored BILL credentials cannot be read (the encryption key changed). Link the "
+        "account again."
+    )
+    #: What an operator reads (admin, ``bill_status``, the connection's last error).
+    operator_text = _(
+        "A stored BILL secret of this connection cannot be decrypted with any key in "
+        "FIELD_ENCRYPTION_KEY. Put the key it was encrypted with back in the list (after the "
+        "current one), or link the BILL account again."
+    )
+
+
+# --- derived views of the classes above ---------------------------------------------------------
+
+
+def error_classes() -> list[type[BillIntegrationError]]:
+    """Every error class with a code of its own, in definition order (one per code)."""
+    return list(_BY_CODE.values())
+
+
+def error_class_for(code: str) -> type[BillIntegrationError] | None:
+    """The class whose ``code`` (or whose BILL ``BDC_xxxx`` code) is ``code``, if any."""
+    cls = _BY_CODE.get(code)
+    if cls is None and code.startswith("BDC_"):
+        from .client.errors import BILL_ERROR_CODES  # the one table of BILL's codes
+
+        cls = BILL_ERROR_CODES.get(code)
+    return cls
+
+
+def customer_message(code: str, default: str = "", *, retry_after: int | None = None) -> str:
+    """The sentence a person reads for ``code`` (ours or BILL's), or ``default`` if unknown."""
+    cls = error_class_for(code) if code else None
+    if cls is None:
+        return str(default)
+    return cls.for_customer(retry_after=retry_after)

@@ -54,7 +54,7 @@ def main() -> None:
     django.setup()
     from django.core.management import execute_from_command_line
 
-    from bill_integration import rotation
+    from bill_integration import key_rotation as rotation
 
     rotation.rotate_all = _pausing(  # type: ignore[assignment]
         rotation.rotate_all,

@@ -20,7 +20,8 @@ import pytest
 from cryptography.fernet import Fernet
 from django.test import override_settings
 
-from bill_integration import rotation, services
+from bill_integration import key_rotation as rotation
+from bill_integration import services
 from bill_integration.exceptions import DecryptionFailed
 from bill_integration.models import AuditEvent, BillConnection, ConnectionStatus
 

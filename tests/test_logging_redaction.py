@@ -9,8 +9,8 @@ import logging
 import pytest
 from cryptography.fernet import Fernet
 
-from bill_integration import logging as bill_logging
-from bill_integration.logging import REDACTED, RedactSecretsFilter, is_secret_name, redact
+from bill_integration import log_redaction as bill_logging
+from bill_integration.log_redaction import REDACTED, RedactSecretsFilter, is_secret_name, redact
 
 PASSWORD = "canary-pw-3f9a1c"
 DEV_KEY = "canary-devkey-77aa21"

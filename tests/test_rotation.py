@@ -21,7 +21,7 @@ from django.core.management import call_command
 from django.db import connection as db_connection
 from django.test import override_settings
 
-from bill_integration import rotation
+from bill_integration import key_rotation as rotation
 from bill_integration.exceptions import DecryptionFailed
 from bill_integration.models import SECRET_FIELDS, BillConnection
 

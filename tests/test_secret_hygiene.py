@@ -47,7 +47,7 @@ from bill_integration.client import v3 as client_v3
 from bill_integration.conf import keepalive_after_idle
 from bill_integration.emulator import ids as emulator_ids
 from bill_integration.exceptions import BillIntegrationError
-from bill_integration.logging import RedactSecretsFilter, forget_secrets
+from bill_integration.log_redaction import RedactSecretsFilter, forget_secrets
 from bill_integration.models import SECRET_FIELDS, BillConnection
 
 CONNECTION_URL = "/api/bill/connection/"

@@ -24,52 +24,28 @@ from rest_framework.response import Response
 
 from .. import exceptions as bill
 from ..conf import now
-from ..messages import customer_message
 
-#: HTTP status per exception class (most specific first).
-STATUS_BY_EXCEPTION: list[tuple[type[bill.BillIntegrationError], int]] = [
-    (bill.InvalidCredentials, status.HTTP_400_BAD_REQUEST),  # also InvalidDevKey, InvalidApiToken
-    (bill.ConflictError, status.HTTP_409_CONFLICT),
-    (bill.ConnectionNeedsRelink, status.HTTP_409_CONFLICT),
-    (bill.ConnectionDisabled, status.HTTP_409_CONFLICT),
-    (bill.DecryptionFailed, status.HTTP_409_CONFLICT),
-    (bill.RateLimited, status.HTTP_429_TOO_MANY_REQUESTS),
-    (bill.TransientError, status.HTTP_503_SERVICE_UNAVAILABLE),
-    (bill.SessionUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
-    (bill.UntrustedSession, status.HTTP_502_BAD_GATEWAY),
-    (bill.UnexpectedResponse, status.HTTP_502_BAD_GATEWAY),
-    (bill.ConnectionNotLinked, status.HTTP_404_NOT_FOUND),
-    (bill.SessionInvalid, status.HTTP_502_BAD_GATEWAY),
-    (bill.BillIntegrationError, status.HTTP_502_BAD_GATEWAY),
-]
+#: The API's own codes (not errors of the services), with their HTTP status.
+API_ERROR_CODES: dict[str, int] = {
+    "validation_error": status.HTTP_400_BAD_REQUEST,
+    "malformed_request": status.HTTP_400_BAD_REQUEST,
+    "not_found": status.HTTP_404_NOT_FOUND,
+    "permission_denied": status.HTTP_403_FORBIDDEN,
+    "throttled": status.HTTP_429_TOO_MANY_REQUESTS,
+    "method_not_allowed": status.HTTP_405_METHOD_NOT_ALLOWED,
+    "not_acceptable": status.HTTP_406_NOT_ACCEPTABLE,
+    "unsupported_media_type": status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+}
 
-#: Every ``code`` the API may answer with, for the OpenAPI enum and the docs.
-ERROR_CODES = [
-    "validation_error",
-    "malformed_request",
-    "not_found",
-    "permission_denied",
-    "throttled",
-    "method_not_allowed",
-    "not_acceptable",
-    "unsupported_media_type",
-    bill.InvalidCredentials.code,
-    bill.InvalidDevKey.code,
-    bill.InvalidApiToken.code,
-    bill.RateLimited.code,
-    bill.TransientError.code,
-    bill.UnexpectedResponse.code,
-    bill.UntrustedSession.code,
-    bill.SessionInvalid.code,
-    bill.ConflictError.code,
-    bill.ConnectionNotLinked.code,
-    bill.ConnectionNeedsRelink.code,
-    bill.ConnectionDisabled.code,
-    bill.SessionUnavailable.code,
-    bill.DecryptionFailed.code,
-    bill.ConfigurationError.code,
-    bill.BillIntegrationError.code,
-]
+#: Every ``code`` the API may answer with (the OpenAPI enum and the docs): the API's own, then
+#: one per error class of :mod:`bill_integration.exceptions`.
+ERROR_CODES = [*API_ERROR_CODES, *(cls.code for cls in bill.error_classes())]
+
+
+def codes_with_status(http_status: int) -> list[str]:
+    """The error classes' codes the API answers with ``http_status`` (OpenAPI descriptions)."""
+    return [cls.code for cls in bill.error_classes() if cls.api_status == http_status]
+
 
 NOT_FOUND_MESSAGE = _(
     "No BILL connection you can see here. Sign in as a member of the organization; if you "
@@ -138,13 +114,17 @@ def error_response(
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Turn any exception the API raises into the one error shape (or ``None``: a real 500)."""
     if isinstance(exc, bill.BillIntegrationError):
-        http_status = next(code for cls, code in STATUS_BY_EXCEPTION if isinstance(exc, cls))
+        http_status = exc.api_status
         headers: dict[str, str] = {}
         retry_after = None
         if isinstance(exc, bill.RateLimited):
             retry_after = _retry_after_seconds(exc) or 60
             headers["Retry-After"] = str(retry_after)
-        message = customer_message(exc.code, exc.message, retry_after=retry_after)
+        # A class without words for customers shows the developer's message (no secret in it).
+        if type(exc).customer_text is None:
+            message = exc.message
+        else:
+            message = exc.for_customer(retry_after=retry_after)
         return error_response(exc.code, message, http_status, headers=headers)
 
     if isinstance(exc, Http404):
@@ -169,7 +149,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         headers["Retry-After"] = str(wait)
         minutes = max(1, math.ceil(wait / 60))
         message = _(
-            "Too many attempts to link BILL. Wait about %(minutes)d minutes, then try again."
+            "Too many attempts of this kind. Wait about %(minutes)d minutes, then try again."
         ) % {"minutes": minutes}
         return error_response("throttled", message, exc.status_code, headers=headers)
     if isinstance(exc, drf.ParseError):

@@ -16,7 +16,7 @@ from rest_framework import serializers
 
 from .. import validators
 from ..conf import bill_settings, now
-from ..messages import customer_message
+from ..exceptions import customer_message
 from ..models import ApiVersion, BillConnection, ConnectionStatus
 
 NOT_LINKED = "not_linked"

@@ -61,14 +61,20 @@ NOT_FOUND = _error(
 )
 FORBIDDEN = _error("code permission_denied: a member may read but not change the connection.")
 UNSUPPORTED = _error("code unsupported_media_type: send application/json.")
+def _codes_error(http_status: int, meaning: str) -> OpenApiResponse:
+    """An error response whose code list comes from the exception classes themselves."""
+    codes = ", ".join(errors.codes_with_status(http_status))
+    return _error(f"code {codes}: {meaning}")
+
+
 BILL_ERRORS = {
-    409: _error(
-        "code conflict: another change won at the same time, reload and retry. "
-        "needs_relink / disabled / decryption_failed: link the account again."
+    409: _codes_error(
+        409, "another change won at the same time (reload and retry), or the account must be "
+        "linked again."
     ),
-    429: _error("code rate_limited: BILL's limit for the developer key; see Retry-After."),
-    502: _error("code bill_unexpected_response / mfa_required: BILL answered oddly or needs MFA."),
-    503: _error("code bill_unavailable / session_unavailable: BILL unreachable, try later."),
+    429: _codes_error(429, "a BILL limit of the developer key; see Retry-After."),
+    502: _codes_error(502, "BILL answered oddly, needs MFA, or the session ended."),
+    503: _codes_error(503, "BILL unreachable or no session available now; try later."),
 }
 
 
@@ -133,8 +139,9 @@ class ConnectionView(BillAPIView):
             200: OpenApiResponse(ConnectionStatusSerializer, description="Relinked."),
             201: OpenApiResponse(ConnectionStatusSerializer, description="Linked."),
             400: _error(
-                "code validation_error (see fields), malformed_request, invalid_credentials, "
-                "invalid_dev_key or invalid_api_token (BILL refused; nothing stored changed)."
+                "code validation_error (see fields) or malformed_request; "
+                f"{', '.join(errors.codes_with_status(400))}: BILL refused, nothing stored "
+                "changed."
             ),
             403: FORBIDDEN,
             404: NOT_FOUND,
@@ -215,7 +222,7 @@ class ConnectionRefreshView(BillAPIView):
         responses={
             200: ConnectionStatusSerializer,
             400: _error(
-                "code invalid_credentials / invalid_dev_key: BILL refused the stored "
+                f"code {', '.join(errors.codes_with_status(400))}: BILL refused the stored "
                 "credentials; link the account again."
             ),
             403: FORBIDDEN,

@@ -9,7 +9,7 @@ modules of their own (see DESIGN-NOTES.md). The import path ``bill_integration.s
 the names below are the public interface.
 """
 
-from .linking import link, unlink
+from .linking import link, unlink, verify
 from .sessions import BillSession, get_session, keep_alive, refresh, refresh_due
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "refresh",
     "refresh_due",
     "unlink",
+    "verify",
 ]

@@ -39,7 +39,7 @@ from ..exceptions import (
     DecryptionFailed,
     RateLimited,
 )
-from ..logging import register_secret
+from ..log_redaction import register_secret
 from ..models import ApiVersion, AuditEvent, BillConnection, ConnectionStatus
 from .common import dev_key_fingerprint, log_failure, log_outcome, logger, record
 

@@ -551,7 +551,7 @@ def _failing_closed(*, connection_id: int | None = None, tenant_id: Any = None) 
     try:
         yield
     except DecryptionFailed as exc:
-        from .. import rotation
+        from .. import key_rotation
 
         if connection_id is None:
             connection_id = (
@@ -560,7 +560,7 @@ def _failing_closed(*, connection_id: int | None = None, tenant_id: Any = None) 
                 .first()
             )
         if connection_id is not None:
-            rotation.mark_undecryptable(connection_id, exc)
+            key_rotation.mark_undecryptable(connection_id, exc)
         raise
 
 

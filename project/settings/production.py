@@ -150,7 +150,7 @@ STORAGES = {
 # Logs go to stdout (the container's log driver collects them), every handler redacts.
 LOGGING = {
     **LOGGING,
-    "filters": {"redact_secrets": {"()": "bill_integration.logging.RedactSecretsFilter"}},
+    "filters": {"redact_secrets": {"()": "bill_integration.log_redaction.RedactSecretsFilter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",

@@ -3,7 +3,7 @@
 Put the new key first in ``FIELD_ENCRYPTION_KEY`` (keep the old ones after it), restart the
 processes, then run this command. Kill it whenever you like and run it again: it continues.
 ``--check`` exits 1 while any row still needs an old key (or cannot be decrypted at all) and
-0 when the old keys can be removed. The work is in :mod:`bill_integration.rotation`.
+0 when the old keys can be removed. The work is in :mod:`bill_integration.key_rotation`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ... import rotation
+from ... import key_rotation as rotation
 from ...models import BillConnection
 
 

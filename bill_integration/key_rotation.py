@@ -47,7 +47,7 @@ from .conf import now
 from .fields import get_crypter
 from .models import SECRET_FIELDS, AuditEvent, BillConnection, ConnectionStatus
 
-logger = logging.getLogger("bill_integration.rotation")
+logger = logging.getLogger("bill_integration.key_rotation")
 
 #: Outcomes of one row, as :func:`rotate_row` returns them.
 ROTATED = "rotated"
