@@ -70,7 +70,7 @@ def simulate(tenants: int, *, hours: int = HOURS, seed: int = SEED) -> dict[str,
     from bill_integration.exceptions import RateLimited
     from bill_integration.models import BillConnection, ConnectionStatus
     from bill_integration.services.common import dev_key_fingerprint
-    from bill_integration.services.sessions import (
+    from bill_integration.services.freshness import (
         BUDGET_EXHAUSTED,
         SWEPT_STATUSES,
         due_action,

@@ -119,7 +119,7 @@ def reset_app_state() -> None:
     """Forget limiter counts (Redis db of the benchmarks), cached clients, last-use cache."""
     from bill_integration import limits
     from bill_integration.client import cache
-    from bill_integration.services import sessions
+    from bill_integration.services import session as sessions
 
     limits.get_limiter().reset()
     cache.clear()
@@ -420,9 +420,15 @@ def machine_facts() -> dict[str, str]:
     import hashlib
 
     head = _command_output("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
+    def digest(name: str) -> str:
+        path = ROOT / "bill_integration" / name
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:10]
+
     code = ", ".join(
-        f"{name} {hashlib.sha256((ROOT / 'bill_integration' / name).read_bytes()).hexdigest()[:10]}"
-        for name in ("services/sessions.py", "limits.py", "client/base.py")
+        f"{name} {digest(name)}"
+        for name in ("services", "limits.py", "client/base.py")
+        if (ROOT / "bill_integration" / name).exists()
     )
     return {
         "code": f"git {head} + working tree (sha256: {code})",

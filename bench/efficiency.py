@@ -153,8 +153,7 @@ class Baseline:
 def run(*, tenants: int = TENANTS, hours: int = HOURS, quiet: bool = False) -> dict[str, Any]:
     from bill_integration.conf import bill_settings, keepalive_after_idle
     from bill_integration.emulator import EmulatorServer, ids
-    from bill_integration.services import get_session, refresh_due
-    from bill_integration.services.sessions import refresh_connection
+    from bill_integration.services import get_session, refresh_connection, refresh_due
 
     rng = random.Random(SEED)
     server = EmulatorServer(port=0).start()

@@ -44,7 +44,7 @@ def _sweep_in_processes(ids: list[int], processes: int, threads: int) -> Counter
 
     from django.db import connections
 
-    from bill_integration.services.sessions import refresh_connection
+    from bill_integration.services import refresh_connection
 
     connections.close_all()  # a forked child must not share the parent's socket
     context = multiprocessing.get_context("fork")
@@ -78,7 +78,7 @@ def run(
     from bill_integration.emulator import EmulatorControl, ids
     from bill_integration.emulator.state import DEFAULT_LIMITS
     from bill_integration.models import BillConnection
-    from bill_integration.services.sessions import due_connection_ids, refresh_connection
+    from bill_integration.services import due_connection_ids, refresh_connection
 
     common.set_clock(common.OffsetClock())
     keys = [ids.dev_key() for _ in range(DEV_KEYS)]

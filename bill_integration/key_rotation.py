@@ -25,8 +25,9 @@ How it stays safe (anchors-reliability.md §1, the Vault "rewrap" model):
 * a value that no configured key decrypts is reported with its connection id and its row is
   never written (fail closed): restore the missing key, or relink that tenant.
 
-The same module holds :func:`mark_undecryptable`, which the services call when they meet such a
-row, so the connection shows a clear status instead of an opaque error.
+Connections whose secrets no key decrypts are set aside by the service layer
+(:func:`bill_integration.services.lifecycle.mark_undecryptable`), and return to service on
+their own once a configured key reads them again.
 """
 
 from __future__ import annotations
@@ -41,11 +42,10 @@ from django.conf import settings
 from django.db import connections, router, transaction
 from django.db.models import TextField
 from django.db.models.functions import Cast
-from django.utils.translation import gettext_lazy as _
 
 from .conf import now
 from .fields import get_crypter
-from .models import SECRET_FIELDS, AuditEvent, BillConnection, ConnectionStatus
+from .models import SECRET_FIELDS, AuditEvent, BillConnection
 
 logger = logging.getLogger("bill_integration.key_rotation")
 
@@ -58,13 +58,6 @@ GONE = "gone"
 
 #: How often one row is re-read and retried when another writer changed it in between.
 MAX_ROW_ATTEMPTS = 5
-
-DECRYPTION_FAILED_CODE = "decryption_failed"
-DECRYPTION_FAILED_MESSAGE = _(
-    "A stored BILL secret of this connection cannot be decrypted with any key in "
-    "FIELD_ENCRYPTION_KEY. Put the key it was encrypted with back in the list (after the "
-    "current one), or link the BILL account again."
-)
 
 _RAW_PREFIX = "raw_"
 
@@ -306,52 +299,3 @@ def rotate_all(
     )
     return report
 
-
-def mark_undecryptable(connection_id: int, exc: BaseException | None = None) -> bool:
-    """Give a connection whose secrets no key decrypts a clear status; never touch the secrets.
-
-    Logs once with the connection id, sets ``needs_relink`` with ``last_error_code``
-    ``decryption_failed`` (a status-only UPDATE on plain columns: the ciphertext and
-    ``version`` stay as they are, so nothing can re-save the undecryptable value), and records
-    an audit event when the status changes. Returns whether the row changed.
-    """
-    message = str(DECRYPTION_FAILED_MESSAGE)
-    # DecryptionFailed's message names the field, never the value or the ciphertext.
-    reason = (getattr(exc, "message", None) or type(exc).__name__) if exc is not None else "-"
-    logger.error(
-        "bill connection=%s secrets cannot be decrypted (%s); status set to needs_relink",
-        connection_id,
-        reason,
-        extra={"connection_id": connection_id, "bill_code": DECRYPTION_FAILED_CODE},
-    )
-    with transaction.atomic():
-        row = (
-            BillConnection.objects.filter(pk=connection_id)
-            .values("tenant_id", "status", "last_error_code")
-            .first()
-        )
-        if row is None:
-            return False
-        if (
-            row["status"] == ConnectionStatus.NEEDS_RELINK
-            and row["last_error_code"] == DECRYPTION_FAILED_CODE
-        ):
-            return False
-        BillConnection.objects.filter(pk=connection_id).update(
-            status=ConnectionStatus.NEEDS_RELINK,
-            last_error_code=DECRYPTION_FAILED_CODE,
-            last_error_message=message,
-            next_attempt_at=None,
-            updated_at=now(),
-        )
-        AuditEvent.objects.create(
-            connection_id=connection_id,
-            tenant_id=str(row["tenant_id"]),
-            kind=AuditEvent.Kind.STATUS_CHANGED,
-            detail={
-                "from": row["status"],
-                "to": ConnectionStatus.NEEDS_RELINK,
-                "code": DECRYPTION_FAILED_CODE,
-            },
-        )
-    return True

@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers around ``services.sessions`` (ids in, outcome strings out).
+"""Celery tasks: thin wrappers around ``bill_integration.services`` (ids in, outcome words out).
 
 Two tasks, with stable names:
 
@@ -78,7 +78,7 @@ def _send_refresh(connection_id: int) -> None:
 @shared_task(name=REFRESH_DUE_SESSIONS, ignore_result=True)
 def refresh_due_sessions() -> int:
     """The sweep: send one refresh task per due connection; returns how many were sent."""
-    from .services.sessions import refresh_due
+    from .services import refresh_due
 
     return len(refresh_due(dispatch=_send_refresh))
 
@@ -91,6 +91,6 @@ def refresh_due_sessions() -> int:
 )
 def refresh_session(connection_id: int) -> str:
     """Refresh one connection if it is still due; returns the outcome (no secret)."""
-    from .services.sessions import refresh_connection
+    from .services import refresh_connection
 
     return refresh_connection(int(connection_id))

@@ -1,7 +1,7 @@
 """Fail closed: a stored secret that no configured key decrypts.
 
 It raises a typed error that names the field (never the ciphertext), the connection gets a
-clear status through :func:`bill_integration.rotation.mark_undecryptable`, the status pages
+clear status through :func:`bill_integration.services.lifecycle.mark_undecryptable`, the status pages
 still render (they never decrypt), and nothing ever re-saves the undecryptable value.
 A missing or malformed key is refused at startup: see test_checks.py and
 test_production_settings.py.
@@ -24,6 +24,7 @@ from bill_integration import key_rotation as rotation
 from bill_integration import services
 from bill_integration.exceptions import DecryptionFailed
 from bill_integration.models import AuditEvent, BillConnection, ConnectionStatus
+from bill_integration.services import lifecycle
 
 LOST_KEY = Fernet.generate_key().decode()
 CANARIES = {
@@ -71,8 +72,8 @@ def test_reading_a_secret_raises_a_typed_error_naming_the_field_never_the_cipher
 def test_mark_undecryptable_sets_a_clear_status_once_and_logs_the_connection_id(lost, caplog):
     raw = stored(lost)
     with caplog.at_level(logging.ERROR, logger="bill_integration"):
-        assert rotation.mark_undecryptable(lost, DecryptionFailed()) is True
-        assert rotation.mark_undecryptable(lost, DecryptionFailed()) is False  # no repeat
+        assert lifecycle.mark_undecryptable(lost, DecryptionFailed()) is True
+        assert lifecycle.mark_undecryptable(lost, DecryptionFailed()) is False  # no repeat
     row = BillConnection.objects.without_secrets().get(pk=lost)
     assert row.status == ConnectionStatus.NEEDS_RELINK
     assert row.last_error_code == "decryption_failed"
@@ -81,10 +82,73 @@ def test_mark_undecryptable_sets_a_clear_status_once_and_logs_the_connection_id(
     assert stored(lost) == raw  # status only: ciphertext and version untouched
     events = AuditEvent.objects.filter(connection_id=lost, kind=AuditEvent.Kind.STATUS_CHANGED)
     assert [e.detail for e in events] == [
-        {"from": "active", "to": "needs_relink", "code": "decryption_failed"}
+        {"old": "active", "new": "needs_relink", "code": "decryption_failed"}
     ]
     records = [r for r in caplog.records if getattr(r, "connection_id", None) == lost]
-    assert len(records) == 2 and f"connection={lost}" in records[0].getMessage()
+    # Logged once: the repeat changes nothing and says nothing.
+    assert len(records) == 1 and f"connection={lost}" in records[0].getMessage()
+
+
+@pytest.fixture
+def transitions():
+    """The connection signals sent, by name, while the test runs."""
+    from bill_integration import signals
+
+    sent: list[str] = []
+    names = ("connection_needs_relink", "connection_recovered", "connection_degraded")
+    def receiver_for(name: str):  # noqa: ANN202 - a closure per signal name
+        return lambda **kwargs: sent.append(name)
+
+    receivers = {name: receiver_for(name) for name in names}
+    for name, receiver in receivers.items():
+        getattr(signals, name).connect(receiver, weak=False)
+    yield sent
+    for name, receiver in receivers.items():
+        getattr(signals, name).disconnect(receiver)
+
+
+@pytest.mark.django_db
+def test_a_key_mistake_put_right_returns_the_connection_by_get_session(
+    lost, tenant, settings, transitions
+):
+    """A wrong key deployed for a while never needs a relink once the right key is back."""
+    with pytest.raises(DecryptionFailed):
+        services.get_session(tenant)
+    assert transitions == ["connection_needs_relink"]
+    settings.FIELD_ENCRYPTION_KEY = [settings.FIELD_ENCRYPTION_KEY, LOST_KEY]  # the key is back
+    row = BillConnection.objects.without_secrets().get(pk=lost)
+    assert (row.status, row.last_error_code) == (ConnectionStatus.NEEDS_RELINK, "decryption_failed")
+    # Back in service, get_session logs in with the decrypted credentials. The canary
+    # developer key is not one the emulator knows, so BILL answers BDC_1102: what matters is
+    # that BILL was asked at all (not refused as needs_relink / decryption_failed).
+    with pytest.raises(Exception) as caught:
+        services.get_session(tenant)
+    assert getattr(caught.value, "bill_code", None) == "BDC_1102"
+    row = BillConnection.objects.without_secrets().get(pk=lost)
+    assert row.last_error_code == "BDC_1102"
+    assert transitions[:2] == ["connection_needs_relink", "connection_recovered"]
+    events = AuditEvent.objects.filter(connection_id=lost, kind=AuditEvent.Kind.STATUS_CHANGED)
+    assert [(e.detail["old"], e.detail["new"]) for e in events.order_by("pk")][:2] == [
+        ("active", "needs_relink"),
+        ("needs_relink", "active"),
+    ]
+
+
+@pytest.mark.django_db
+def test_a_key_mistake_put_right_returns_the_connection_by_the_sweep(
+    lost, tenant, settings, transitions
+):
+    lifecycle.mark_undecryptable(lost)
+    services.refresh_due(dispatch=lambda connection_id: None)  # still the wrong key: stays
+    row = BillConnection.objects.without_secrets().get(pk=lost)
+    assert row.status == ConnectionStatus.NEEDS_RELINK
+    settings.FIELD_ENCRYPTION_KEY = [settings.FIELD_ENCRYPTION_KEY, LOST_KEY]
+    dispatched: list[int] = []
+    services.refresh_due(dispatch=dispatched.append)
+    row = BillConnection.objects.without_secrets().get(pk=lost)
+    assert (row.status, row.last_error_code) == (ConnectionStatus.ACTIVE, "")
+    assert dispatched == [lost]  # no session yet worth keeping: due for a login at once
+    assert transitions == ["connection_needs_relink", "connection_recovered"]
 
 
 @pytest.mark.django_db
@@ -102,7 +166,7 @@ def test_services_raise_the_typed_error_mark_the_connection_and_never_resave(los
 @pytest.mark.django_db
 def test_api_status_and_refresh_answer_clearly(lost, tenant, make_user, client):
     raw = stored(lost)
-    rotation.mark_undecryptable(lost)
+    lifecycle.mark_undecryptable(lost)
     client.force_login(make_user(tenant, "owner"))
     status = client.get("/api/bill/connection/")
     assert status.status_code == 200
@@ -119,7 +183,7 @@ def test_api_status_and_refresh_answer_clearly(lost, tenant, make_user, client):
 @pytest.mark.django_db
 def test_admin_pages_render_without_decrypting(lost, admin_client):
     raw = stored(lost)
-    rotation.mark_undecryptable(lost)
+    lifecycle.mark_undecryptable(lost)
     listing = admin_client.get("/admin/bill_integration/billconnection/")
     assert listing.status_code == 200
     change = admin_client.get(f"/admin/bill_integration/billconnection/{lost}/change/")

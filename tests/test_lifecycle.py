@@ -18,13 +18,8 @@ from bill_integration.exceptions import (
 )
 from bill_integration.models import AuditEvent, BillConnection, ConnectionStatus
 from bill_integration.services import get_session
-from bill_integration.services.sessions import (
-    KEPT_ALIVE,
-    LOGGED_IN,
-    NOT_DUE,
-    backoff_delay,
-    refresh_connection,
-)
+from bill_integration.services.lifecycle import KEPT_ALIVE, LOGGED_IN, backoff_delay
+from bill_integration.services.sweep import NOT_DUE, refresh_connection
 from tests.session_support import counters, stored
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("classic_cadence")]

@@ -14,7 +14,8 @@ from bill_integration.conf import now
 from bill_integration.exceptions import RateLimited
 from bill_integration.models import BillConnection, ConnectionStatus
 from bill_integration.services import get_session, refresh_due
-from bill_integration.services.sessions import BUDGET_EXHAUSTED, due_connection_ids
+from bill_integration.services.freshness import BUDGET_EXHAUSTED
+from bill_integration.services.sweep import due_connection_ids
 
 pytestmark = pytest.mark.django_db
 

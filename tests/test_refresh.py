@@ -9,10 +9,9 @@ import pytest
 from bill_integration.conf import now
 from bill_integration.models import AuditEvent, BillConnection, ConnectionStatus
 from bill_integration.services import get_session, keep_alive, refresh, refresh_due
-from bill_integration.services.sessions import (
+from bill_integration.services.lifecycle import KEPT_ALIVE, LOGGED_IN
+from bill_integration.services.sweep import (
     BUSY,
-    KEPT_ALIVE,
-    LOGGED_IN,
     MISSING,
     NOT_DUE,
     due_connection_ids,
@@ -266,7 +265,7 @@ def test_a_fenced_write_is_one_conditional_update(make_connection, bill_emulator
     assert '"version" = ' in updates[0].split("WHERE")[1]  # fenced by the version read
     # A stale version still loses: nothing is written and ConflictError is raised.
     from bill_integration.exceptions import ConflictError
-    from bill_integration.services.sessions import _fenced_write
+    from bill_integration.services.locking import fenced_write as _fenced_write
 
     row = BillConnection.objects.get(pk=connection.pk)
     row.status = ConnectionStatus.DEGRADED
@@ -307,7 +306,7 @@ def test_a_renewal_the_budget_refuses_keeps_the_live_session_in_use(
     make_connection, bill_emulator, bill_app, settings, caplog
 ):
     from bill_integration import limits
-    from bill_integration.services.sessions import RENEWAL_DEFERRED
+    from bill_integration.services.lifecycle import RENEWAL_DEFERRED
 
     settings.BILL_INTEGRATION = {
         **settings.BILL_INTEGRATION,

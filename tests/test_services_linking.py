@@ -18,8 +18,8 @@ from bill_integration.exceptions import (
     TransientError,
 )
 from bill_integration.models import AuditEvent, BillConnection, ConnectionStatus
+from bill_integration.services import verify
 from bill_integration.services.common import dev_key_fingerprint
-from bill_integration.services.linking import verify
 from tests.linking_support import credentials
 
 pytestmark = pytest.mark.django_db

@@ -1,24 +1,36 @@
 """The service layer: the only code that changes a BILL connection's state.
 
 Views, admin actions, Celery tasks and management commands call these functions; they never
-talk to the BILL client or write connection fields themselves. Each function writes an
-:class:`~bill_integration.models.AuditEvent` and sends the matching signal.
+talk to the BILL client or write connection fields themselves. Every call to BILL goes
+through :mod:`.gateway`. See DESIGN-NOTES.md ("Map of the code") for what each module owns.
 
-DESIGN.md names one ``services.py``; it is a package so linking and session keeping live in
-modules of their own (see DESIGN-NOTES.md). The import path ``bill_integration.services`` and
-the names below are the public interface.
+The import path ``bill_integration.services`` and the names below are the public interface.
 """
 
 from .linking import link, unlink, verify
-from .sessions import BillSession, get_session, keep_alive, refresh, refresh_due
+from .on_demand import keep_alive, refresh
+from .session import BillSession, get_session
+from .sweep import (
+    PlannedRefresh,
+    due_connection_ids,
+    plan_due,
+    refresh_connection,
+    refresh_due,
+    refresh_now,
+)
 
 __all__ = [
     "BillSession",
+    "PlannedRefresh",
+    "due_connection_ids",
     "get_session",
     "keep_alive",
     "link",
+    "plan_due",
     "refresh",
+    "refresh_connection",
     "refresh_due",
+    "refresh_now",
     "unlink",
     "verify",
 ]

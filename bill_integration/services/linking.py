@@ -2,18 +2,22 @@
 
 The rule the customer relies on: credentials are stored only after BILL accepted them.
 
-``link`` logs in at BILL first, outside any database transaction (BILL may be slow, and a row
-lock must never wait on the network), and checks the Spend & Expense API token when one is
-given. Only then, in one transaction, it locks the tenant's row and checks that the row's
-``version`` is still the one read before logging in. If another relink (or a refresh) wrote in
-between, this attempt loses with :class:`ConflictError` and logs its fresh session out: two
-concurrent relinks never interleave their credentials, and exactly one wins. Two concurrent
+``link`` logs in at BILL first (through :mod:`gateway`), outside any database transaction
+(BILL may be slow, and a row lock must never wait on the network), and checks the Spend &
+Expense API token when one is given. Only then, in one transaction, it locks the tenant's row
+and checks the **credentials fence**: the stored credentials must still be the ones read before
+logging in (the ciphertext of each secret column, which every link writes anew, and the plain
+credential columns). If another relink wrote in between, this attempt loses with
+:class:`ConflictError` and logs its fresh session out: two concurrent relinks never interleave
+their credentials, and exactly one wins. A background login or keep-alive in between changes
+only the session, not the credentials, so it never makes a relink fail. Two concurrent
 *first* links race on the one-to-one constraint; the loser also gets :class:`ConflictError`.
 
 A refused attempt writes nothing to the connection: the previous credentials stay
-byte-identical (the row is not even saved). Every attempt writes an :class:`AuditEvent` and
-sends a signal (``connection_linked``, ``connection_relinked``, ``link_failed``,
-``connection_unlinked``); audit details and log lines carry ids and error codes, never input.
+byte-identical (the row is not even saved). Whatever goes wrong after BILL opened a session
+(BILL's refusal of the API token, a conflict, or any other exception) logs that session out,
+is audited and sends ``link_failed``. Audit details and log lines carry ids and error codes,
+never input.
 
 A relink does not log out the previous session: it is BILL's to expire (35 minutes idle), and
 logging it out could break a call another worker is making with it right now.
@@ -25,23 +29,23 @@ import time
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import TextField
+from django.db.models.functions import Cast
 from django.views.decorators.debug import sensitive_variables
 
-from .. import limits, signals
-from ..client import get_client, get_spend_client
+from .. import signals
 from ..conf import bill_settings, now
 from ..exceptions import (
-    BillAPIError,
     BillIntegrationError,
     ConfigurationError,
     ConflictError,
     ConnectionNotLinked,
     DecryptionFailed,
-    RateLimited,
 )
 from ..log_redaction import register_secret
 from ..models import ApiVersion, AuditEvent, BillConnection, ConnectionStatus
-from .common import dev_key_fingerprint, log_failure, log_outcome, logger, record
+from . import gateway
+from .common import dev_key_fingerprint, log_failure, log_outcome, record
 
 #: What a successful link writes (credentials, session, status), in one ``save()``.
 LINK_WRITE_FIELDS = [
@@ -66,6 +70,9 @@ LINK_WRITE_FIELDS = [
     "version",
     "updated_at",
 ]
+#: The plain columns and the secret columns (compared as stored ciphertext) of the fence.
+FENCE_PLAIN = ("environment", "api_version", "username", "organization_id")
+FENCE_SECRETS = ("password", "dev_key", "api_token")
 
 
 def _check_choices(environment: str, api_version: str) -> None:
@@ -78,13 +85,18 @@ def _check_choices(environment: str, api_version: str) -> None:
         raise ConfigurationError(f"Unknown BILL API version {api_version!r}; use v3 or v2.")
 
 
-@sensitive_variables("session_id", "dev_key")
-def _logout_quietly(environment: str, api_version: str, *, session_id: str, dev_key: str) -> None:
-    """Best effort: a session we will not keep should not stay open at BILL."""
-    try:
-        get_client(environment, api_version).logout(session_id=session_id, dev_key=dev_key)
-    except Exception as exc:  # noqa: BLE001 - best effort; the session expires on its own
-        logger.info("bill logout skipped: %s", type(exc).__name__)
+def _credentials_fence(tenant: Any, *, lock: bool = False) -> tuple[Any, ...] | None:
+    """The tenant's stored credentials as a comparable tuple (ciphertext, never decrypted).
+
+    Every link encrypts its secrets anew (Fernet tokens carry a random IV), so a relink in
+    between always changes the tuple; a login or keep-alive never does.
+    """
+    raw = {f"raw_{name}": Cast(name, output_field=TextField()) for name in FENCE_SECRETS}
+    query = BillConnection.objects.without_secrets().filter(tenant=tenant)
+    if lock:
+        query = query.select_for_update()
+    row = query.annotate(**raw).values_list("pk", *FENCE_PLAIN, *raw).first()
+    return tuple(row) if row is not None else None
 
 
 def _failed(
@@ -121,7 +133,7 @@ def _failed(
     signals.link_failed.send(sender=BillConnection, tenant=tenant, error=exc, actor=actor)
 
 
-@sensitive_variables("password", "dev_key", "api_token", "secret", "result")
+@sensitive_variables("password", "dev_key", "api_token", "secret", "result", "account")
 def link(
     tenant: Any,
     *,
@@ -139,7 +151,7 @@ def link(
     Raises what BILL said (:class:`InvalidCredentials`, :class:`InvalidDevKey`,
     :class:`InvalidApiToken`, :class:`RateLimited`, :class:`TransientError`,
     :class:`UnexpectedResponse`) with nothing stored changed, or :class:`ConflictError` when a
-    concurrent change to the same connection won. ``api_token=None`` (or ``""``) stores no
+    concurrent relink of the same connection won. ``api_token=None`` (or ``""``) stores no
     Spend & Expense token; a relink replaces all credentials together.
     """
     environment = environment or bill_settings.DEFAULT_ENVIRONMENT
@@ -147,115 +159,51 @@ def link(
     api_token = api_token or None
     started = time.monotonic()
 
-    # The fence: the version this attempt builds on, read before talking to BILL.
-    before = (
-        BillConnection.objects.without_secrets()
-        .filter(tenant=tenant)
-        .values_list("pk", "version")
-        .first()
-    )
-    connection_id, expected_version = before if before else (None, None)
-    relink = before is not None
+    # The fence: the credentials this attempt replaces, read before talking to BILL.
+    fence = _credentials_fence(tenant)
+    connection_id = fence[0] if fence else None
+    relink = fence is not None
 
     for secret in (password, dev_key, api_token):
         register_secret(secret)  # the log filter redacts these wherever they would appear
-    fingerprint = dev_key_fingerprint(dev_key)
-    client = get_client(environment, api_version)
+    account = gateway.Account(
+        environment=environment,
+        api_version=api_version,
+        username=username,
+        password=password,
+        organization_id=organization_id,
+        dev_key=dev_key,
+        fingerprint=dev_key_fingerprint(dev_key),
+    )
     result = None
     try:
-        # A link's login counts against the developer key's hourly budget like any other.
-        limits.take_login(fingerprint)
-        with limits.request_slot(fingerprint, organization_id):
-            result = client.login(
-                username=username,
-                password=password,
-                organization_id=organization_id,
-                dev_key=dev_key,
-            )
+        result = gateway.login(account)
         register_secret(result.session_id)
         if api_token:
-            get_spend_client(environment).current_user(api_token=api_token)
-    except BillAPIError as exc:
-        if isinstance(exc, RateLimited) and exc.bill_code == "BDC_1144":
-            limits.pause_dev_key(fingerprint)
+            gateway.check_api_token(environment, api_token)
+        connection, created = _store(tenant, fence, account, api_token, result, actor=actor)
+    except Exception as exc:
+        # Whatever failed after BILL opened a session, that session must not stay open.
         if result is not None:
-            _logout_quietly(environment, api_version, session_id=result.session_id, dev_key=dev_key)
+            gateway.logout_quietly(account, result.session_id)
+        failure = exc
+        if isinstance(exc, IntegrityError):
+            failure = ConflictError()  # a concurrent first link won the one-to-one row
+        elif not isinstance(exc, BillIntegrationError):
+            failure = BillIntegrationError(f"Linking failed: {type(exc).__name__}.")
         _failed(
             tenant,
             connection_id,
-            exc,
+            failure,
             actor=actor,
             environment=environment,
             api_version=api_version,
             relink=relink,
             started=started,
         )
+        if failure is not exc and isinstance(exc, IntegrityError):
+            raise failure from None
         raise
-
-    try:
-        with transaction.atomic():
-            connection = (
-                BillConnection.objects.without_secrets()
-                .select_for_update()
-                .filter(tenant=tenant)
-                .first()
-            )
-            current_version = connection.version if connection is not None else None
-            if current_version != expected_version:
-                raise ConflictError()
-            created = connection is None
-            if created:
-                connection = BillConnection(tenant=tenant, version=0)
-            moment = now()
-            connection.environment = environment
-            connection.api_version = api_version
-            connection.username = username
-            connection.organization_id = result.organization_id or organization_id
-            connection.password = password
-            connection.dev_key = dev_key
-            connection.api_token = api_token
-            connection.dev_key_fingerprint = fingerprint
-            connection.session_id = result.session_id
-            connection.user_id = result.user_id or ""
-            connection.session_obtained_at = moment
-            connection.session_last_used_at = moment
-            connection.last_refresh_at = moment
-            connection.status = ConnectionStatus.ACTIVE
-            connection.last_error_code = ""
-            connection.last_error_message = ""
-            connection.consecutive_failures = 0
-            connection.next_attempt_at = None
-            connection.version = (connection.version or 0) + 1
-            if created:
-                connection.save(force_insert=True)
-            else:
-                connection.save(update_fields=LINK_WRITE_FIELDS)
-            record(
-                connection,
-                AuditEvent.Kind.LINKED if created else AuditEvent.Kind.RELINKED,
-                actor=actor,
-                environment=environment,
-                api_version=api_version,
-                organization_id=connection.organization_id,
-                user_id=connection.user_id,
-                has_api_token=bool(api_token),
-                version=connection.version,
-            )
-    except (ConflictError, IntegrityError) as exc:
-        # Another link won between our login and our write: keep its result, drop our session.
-        _logout_quietly(environment, api_version, session_id=result.session_id, dev_key=dev_key)
-        conflict = exc if isinstance(exc, ConflictError) else ConflictError()
-        _failed(
-            tenant,
-            connection_id,
-            conflict,
-            actor=actor,
-            environment=environment,
-            api_version=api_version,
-            relink=relink,
-            started=started,
-        )
-        raise conflict from None
 
     log_outcome(
         "link", connection, "relinked" if relink else "linked", duration=time.monotonic() - started
@@ -263,6 +211,62 @@ def link(
     signal = signals.connection_linked if created else signals.connection_relinked
     signal.send(sender=BillConnection, tenant=tenant, connection=connection, actor=actor)
     return connection
+
+
+@sensitive_variables("account", "api_token", "result")
+def _store(
+    tenant: Any,
+    fence: tuple[Any, ...] | None,
+    account: gateway.Account,
+    api_token: str | None,
+    result: Any,
+    *,
+    actor: Any,
+) -> tuple[BillConnection, bool]:
+    """Write the accepted credentials and the new session, if the fence still holds."""
+    with transaction.atomic():
+        if _credentials_fence(tenant, lock=True) != fence:
+            raise ConflictError()
+        connection = BillConnection.objects.without_secrets().filter(tenant=tenant).first()
+        created = connection is None
+        if connection is None:
+            connection = BillConnection(tenant=tenant, version=0)
+        moment = now()
+        connection.environment = account.environment
+        connection.api_version = account.api_version
+        connection.username = account.username
+        connection.organization_id = result.organization_id or account.organization_id
+        connection.password = account.password
+        connection.dev_key = account.dev_key
+        connection.api_token = api_token
+        connection.dev_key_fingerprint = account.fingerprint
+        connection.session_id = result.session_id
+        connection.user_id = result.user_id or ""
+        connection.session_obtained_at = moment
+        connection.session_last_used_at = moment
+        connection.last_refresh_at = moment
+        connection.status = ConnectionStatus.ACTIVE
+        connection.last_error_code = ""
+        connection.last_error_message = ""
+        connection.consecutive_failures = 0
+        connection.next_attempt_at = None
+        connection.version = (connection.version or 0) + 1
+        if created:
+            connection.save(force_insert=True)
+        else:
+            connection.save(update_fields=LINK_WRITE_FIELDS)
+        record(
+            connection,
+            AuditEvent.Kind.LINKED if created else AuditEvent.Kind.RELINKED,
+            actor=actor,
+            environment=account.environment,
+            api_version=account.api_version,
+            organization_id=connection.organization_id,
+            user_id=connection.user_id,
+            has_api_token=bool(api_token),
+            version=connection.version,
+        )
+    return connection, created
 
 
 @sensitive_variables("secrets", "session")
@@ -286,6 +290,7 @@ def unlink(tenant: Any, *, actor: Any = None) -> None:
             "environment": connection.environment,
             "api_version": connection.api_version,
         }
+        fingerprint = connection.dev_key_fingerprint
         session = None
         try:
             # values_list() decrypts through from_db_value, failing closed.
@@ -310,16 +315,23 @@ def unlink(tenant: Any, *, actor: Any = None) -> None:
         )
 
     if session is not None:
-        _logout_quietly(
-            facts["environment"], facts["api_version"], session_id=session[0], dev_key=session[1]
+        account = gateway.Account(
+            environment=facts["environment"],
+            api_version=facts["api_version"],
+            username="",
+            password="",
+            organization_id=facts["organization_id"],
+            dev_key=session[1],
+            fingerprint=fingerprint,
         )
+        gateway.logout_quietly(account, session[0])
     log_outcome("unlink", None, "unlinked", duration=time.monotonic() - started, tenant=tenant)
     signals.connection_unlinked.send(
         sender=BillConnection, tenant=tenant, organization_id=facts["organization_id"], actor=actor
     )
 
 
-@sensitive_variables("connection", "result")
+@sensitive_variables("connection", "result", "account")
 def verify(tenant: Any) -> None:
     """Check that BILL still accepts ``tenant``'s stored credentials, changing nothing stored.
 
@@ -332,30 +344,15 @@ def verify(tenant: Any) -> None:
     connection = BillConnection.objects.filter(tenant=tenant).first()
     if connection is None:
         raise ConnectionNotLinked()
-    client = get_client(connection.environment, connection.api_version)
-    fingerprint = connection.dev_key_fingerprint
+    account = gateway.Account.of(connection)
     try:
-        limits.take_login(fingerprint)
-        with limits.request_slot(fingerprint, connection.organization_id):
-            result = client.login(
-                username=connection.username,
-                password=connection.password,
-                organization_id=connection.organization_id,
-                dev_key=connection.dev_key,
-            )
+        result = gateway.login(account)
         try:
             if connection.api_token:
-                get_spend_client(connection.environment).current_user(
-                    api_token=connection.api_token
-                )
+                gateway.check_api_token(connection.environment, connection.api_token)
         finally:
-            _logout_quietly(
-                connection.environment,
-                connection.api_version,
-                session_id=result.session_id,
-                dev_key=connection.dev_key,
-            )
-    except BillAPIError as exc:
+            gateway.logout_quietly(account, result.session_id)
+    except BillIntegrationError as exc:
         log_failure("verify", connection, exc, started=started)
         raise
     log_outcome("verify", connection, "ok", duration=time.monotonic() - started)

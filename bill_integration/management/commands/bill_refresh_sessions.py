@@ -19,9 +19,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ...conf import get_tenant_model, now
-from ...models import BillConnection
-from ...services.sessions import SWEPT_STATUSES, due_action, due_connection_ids, refresh_due
+from ...conf import get_tenant_model
+from ...services import due_connection_ids, plan_due, refresh_due, refresh_now
 
 
 class Command(BaseCommand):
@@ -69,7 +68,10 @@ class Command(BaseCommand):
                 outcomes[outcome] += 1
                 progress.advance(bar)
 
-            refresh_due(tenant=tenant, include_all=options["all"], progress=advance)
+            if tenant is not None or options["all"]:
+                refresh_now(tenant=tenant, progress=advance)
+            else:
+                refresh_due(progress=advance)
         summary = ", ".join(f"{name}: {count}" for name, count in sorted(outcomes.items()))
         self.stdout.write(f"{sum(outcomes.values())} connection(s) handled. {summary}".rstrip(". "))
         failed = sum(count for name, count in outcomes.items() if name.startswith("failed:"))
@@ -89,24 +91,16 @@ class Command(BaseCommand):
     def _candidates(self, *, tenant: Any, include_all: bool) -> list[int]:
         if tenant is None and not include_all:
             return due_connection_ids()
-        query = BillConnection.objects.filter(status__in=SWEPT_STATUSES)
-        if tenant is not None:
-            query = query.filter(tenant=tenant)
-        return list(query.values_list("pk", flat=True))
+        return [plan.connection_id for plan in plan_due(tenant=tenant, include_all=include_all)]
 
     def _dry_run(self, *, tenant: Any, include_all: bool) -> None:
-        ids = self._candidates(tenant=tenant, include_all=include_all)
-        moment = now()
-        rows = BillConnection.objects.filter(pk__in=ids).defer("password", "api_token", "dev_key")
-        plan: Counter[str] = Counter()
-        for connection in rows.order_by("pk"):
-            action = due_action(connection, moment) or (
-                "keep_alive" if include_all or tenant else "none"
-            )
-            plan[action] += 1
+        plans = plan_due(tenant=tenant, include_all=include_all)
+        counts: Counter[str] = Counter()
+        for plan in plans:
+            counts[plan.action] += 1
             self.stdout.write(
-                f"connection {connection.pk} tenant {connection.tenant_id} "
-                f"org {connection.organization_id} status {connection.status}: would {action}"
+                f"connection {plan.connection_id} tenant {plan.tenant_id} "
+                f"org {plan.organization_id} status {plan.status}: would {plan.action}"
             )
-        summary = ", ".join(f"{name}: {count}" for name, count in sorted(plan.items()))
-        self.stdout.write(f"Dry run: {len(ids)} connection(s). {summary}".rstrip(". "))
+        summary = ", ".join(f"{name}: {count}" for name, count in sorted(counts.items()))
+        self.stdout.write(f"Dry run: {len(plans)} connection(s). {summary}".rstrip(". "))

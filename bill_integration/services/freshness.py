@@ -1,0 +1,122 @@
+"""The rules of a session's life, as pure functions of a connection row and a moment.
+
+No database, no BILL: :mod:`single_flight`, :mod:`lifecycle`, :mod:`sweep` and
+:func:`bill_integration.services.get_session` all judge a session by these, so the hot path,
+the sweep and the tests agree on what "valid" and "due" mean.
+
+* **Alive**: BILL's sliding idle timer still runs: a session id is stored, and
+  ``at < session_last_used_at + SESSION_IDLE_TIMEOUT - SESSION_SAFETY_MARGIN``. BILL ends a
+  session after 35 minutes without a call, and any call resets the timer
+  (https://developer.bill.com/docs/api-rate-limits). ``session_last_used_at`` is written at
+  most once per ``LAST_USED_WRITE_INTERVAL``, so it only ever *under*-estimates freshness.
+* **Valid**: alive, not ``needs_relink``/``disabled``, and younger than ``MAX_SESSION_AGE``.
+  ``MAX_SESSION_AGE`` is our policy, not BILL's: while a renewal the login budget refused is
+  pending (:func:`renewal_pending`), an older session that is still alive stays valid.
+* **Due** (:func:`due_action`): what the sweep should do now: keep the session alive once it
+  has been idle ``keepalive_after_idle()``, log in when there is no session, when it surely
+  expired, or when ``MAX_SESSION_AGE`` is near.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ..conf import bill_settings, keepalive_after_idle
+from ..exceptions import ConnectionDisabled, ConnectionNeedsRelink, LoginBudgetExhausted
+from ..models import BillConnection, ConnectionStatus
+
+#: The columns get_session() reads: enough to judge validity and build a BillSession.
+HOT_FIELDS = (
+    "session_id",
+    "dev_key",
+    "dev_key_fingerprint",
+    "organization_id",
+    "user_id",
+    "api_version",
+    "environment",
+    "status",
+    "session_obtained_at",
+    "session_last_used_at",
+    "next_attempt_at",
+    "last_error_code",
+    "version",
+)
+#: Statuses the sweep looks after (needs_relink and disabled wait for a person).
+SWEPT_STATUSES = (ConnectionStatus.ACTIVE, ConnectionStatus.DEGRADED, ConnectionStatus.RATE_LIMITED)
+UNHEALTHY_STATUSES = (ConnectionStatus.DEGRADED, ConnectionStatus.RATE_LIMITED)
+#: last_error_code of an active connection whose MAX_SESSION_AGE renewal waits for the budget.
+BUDGET_EXHAUSTED = LoginBudgetExhausted.code
+#: Sweep actions.
+LOGIN, KEEP_ALIVE = "login", "keep_alive"
+
+
+def check_usable(connection: BillConnection) -> None:
+    """Raise when the connection waits for a person (relink) or an operator (disabled)."""
+    if connection.status == ConnectionStatus.NEEDS_RELINK:
+        raise ConnectionNeedsRelink()
+    if connection.status == ConnectionStatus.DISABLED:
+        raise ConnectionDisabled()
+
+
+def session_is_alive(connection: BillConnection, at: datetime) -> bool:
+    """Whether BILL's idle timer still runs for the stored session at ``at`` (any age)."""
+    if connection.status in (ConnectionStatus.NEEDS_RELINK, ConnectionStatus.DISABLED):
+        return False
+    last_used = connection.session_last_used_at
+    if last_used is None or not connection.session_id:
+        return False
+    idle_limit = bill_settings.SESSION_IDLE_TIMEOUT - bill_settings.SESSION_SAFETY_MARGIN
+    return at < last_used + idle_limit
+
+
+def renewal_pending(connection: BillConnection) -> bool:
+    """Whether a ``MAX_SESSION_AGE`` renewal waits for the login budget (session still used)."""
+    return (
+        connection.status == ConnectionStatus.ACTIVE
+        and connection.last_error_code == BUDGET_EXHAUSTED
+    )
+
+
+def session_is_valid(connection: BillConnection, at: datetime) -> bool:
+    """Whether BILL would still accept the stored session at ``at`` (with the safety margin)."""
+    if not session_is_alive(connection, at):
+        return False
+    max_age = bill_settings.MAX_SESSION_AGE
+    if max_age is not None and not renewal_pending(connection):
+        obtained = connection.session_obtained_at
+        if obtained is None or at >= obtained + max_age:
+            return False
+    return True
+
+
+def backing_off(connection: BillConnection, at: datetime) -> bool:
+    """Whether the connection waits (``next_attempt_at``) after a failure."""
+    return connection.next_attempt_at is not None and connection.next_attempt_at > at
+
+
+def due_action(connection: BillConnection, at: datetime) -> str | None:
+    """What the sweep should do for ``connection`` at ``at``: :data:`LOGIN`, :data:`KEEP_ALIVE`
+    or ``None``. :func:`bill_integration.services.sweep.due_connection_ids` is the same rule
+    as one query."""
+    if connection.status not in SWEPT_STATUSES:
+        return None
+    if backing_off(connection, at):
+        # Backing off; but a session whose renewal waits for the budget is still kept alive.
+        alive = renewal_pending(connection) and session_is_alive(connection, at)
+        idle_enough = alive and at - connection.session_last_used_at >= keepalive_after_idle()
+        return KEEP_ALIVE if idle_enough else None
+    last_used = connection.session_last_used_at
+    if last_used is None or not connection.session_id:
+        return LOGIN
+    max_age = bill_settings.MAX_SESSION_AGE
+    if max_age is not None:
+        obtained = connection.session_obtained_at
+        if obtained is None or at >= obtained + max_age - bill_settings.SESSION_SAFETY_MARGIN:
+            return LOGIN
+    idle = at - last_used
+    # Past the idle limit even allowing for the throttled last-use lag: surely gone at BILL.
+    if idle >= bill_settings.SESSION_IDLE_TIMEOUT + bill_settings.LAST_USED_WRITE_INTERVAL:
+        return LOGIN
+    if idle >= keepalive_after_idle():
+        return KEEP_ALIVE
+    return None

@@ -1,0 +1,431 @@
+"""A connection's lifecycle: logging in, keeping alive, and what each failure does to it.
+
+The only writer of a connection's session and status fields (linking writes credentials;
+key rotation rewrites ciphertext only). Every function here runs with the connection's row
+locked by the caller (:mod:`locking`), writes with :func:`locking.fenced_write`, records an
+:class:`~bill_integration.models.AuditEvent` for logins, failures and status transitions
+(never for keep-alives: one every half hour per tenant would be most of the table), and
+queues one signal per status *transition*, never per retry.
+
+The failure policy (:func:`record_failure`), by what BILL said:
+
+==========================  ==================  =============================================
+exception                   status              next attempt
+==========================  ==================  =============================================
+InvalidCredentials          needs_relink        none: no automatic login until a relink
+UntrustedSession (MFA)      needs_relink        none: logging in again cannot fix it
+RateLimited, BILL's 1144    rate_limited        the next clock hour (the key is paused)
+RateLimited, BDC_1322       rate_limited        backoff
+LoginBudgetExhausted        rate_limited [*]    when a login of the budget frees up
+TransientError              degraded            exponential backoff with full jitter
+anything else               degraded (kept)     backoff; logged as an error
+DecryptionFailed            needs_relink        recovers on its own once a key decrypts it
+==========================  ==================  =============================================
+
+[*] A connection already ``degraded`` stays ``degraded``: during a BILL outage its failed
+logins are what spent the budget, and the outage is what a person should read about.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+
+from .. import signals
+from ..client.errors import start_of_next_hour
+from ..conf import bill_settings, keepalive_after_idle, now
+from ..exceptions import (
+    BillIntegrationError,
+    ConflictError,
+    DecryptionFailed,
+    InvalidCredentials,
+    RateLimited,
+    SessionInvalid,
+    TransientError,
+    UntrustedSession,
+)
+from ..models import SECRET_FIELDS, SESSION_FIELDS, STATUS_FIELDS, AuditEvent, BillConnection
+from ..models import ConnectionStatus as Status
+from . import gateway
+from .common import log_failure, log_outcome, record
+from .freshness import BUDGET_EXHAUSTED, UNHEALTHY_STATUSES, renewal_pending
+from .locking import Effects, fenced_write
+
+logger = logging.getLogger("bill_integration.sessions")
+
+#: Outcomes of a refresh (also the refresh task's result: no secret in it).
+KEPT_ALIVE, LOGGED_IN, RENEWAL_DEFERRED = "kept_alive", "logged_in", "renewal_deferred"
+
+
+def login(connection: BillConnection, effects: Effects, *, reason: str) -> None:
+    """Log in with the stored credentials and store the new session (caller holds the lock)."""
+    started = time.monotonic()
+    account = gateway.Account.of(connection)
+    result = gateway.login(account)
+    moment = now()
+    old_status = connection.status
+    read_version = connection.version
+    connection.session_id = result.session_id
+    connection.user_id = result.user_id or connection.user_id
+    connection.session_obtained_at = moment
+    connection.session_last_used_at = moment
+    mark_healthy(connection, moment)
+    try:
+        fenced_write(connection, read_version, [*SESSION_FIELDS, *STATUS_FIELDS], bump=True)
+    except ConflictError:
+        # The row changed under us (relinked, or a writer that did not take the lock): the
+        # stored session is not ours to replace. Write nothing, and do not leave the fresh
+        # session open at BILL. The caller must not record a failure either (see conflicted).
+        gateway.logout_quietly(account, result.session_id)
+        raise
+    record(connection, AuditEvent.Kind.SESSION_REFRESHED, reason=reason, version=connection.version)
+    log_outcome("login", connection, LOGGED_IN, duration=time.monotonic() - started)
+    effects.add(signals.session_refreshed, connection, reason=reason)
+    note_recovery(connection, old_status, effects)
+
+
+def keep_alive(connection: BillConnection, effects: Effects) -> str:
+    """Reset BILL's idle timer with ``session_info``; log in if BILL says the session is gone."""
+    started = time.monotonic()
+    try:
+        gateway.session_info(connection)
+    except SessionInvalid:
+        login(connection, effects, reason="session_gone")
+        return LOGGED_IN
+    moment = now()
+    old_status = connection.status
+    pending = renewal_pending(connection)
+    retry_at = connection.next_attempt_at
+    connection.session_last_used_at = moment
+    mark_healthy(connection, moment)
+    if pending:  # still waiting for the login budget to renew the session: keep the mark
+        connection.last_error_code = BUDGET_EXHAUSTED
+        connection.next_attempt_at = retry_at
+    fenced_write(
+        connection, connection.version, ["session_last_used_at", *STATUS_FIELDS], bump=False
+    )
+    log_outcome("keep_alive", connection, KEPT_ALIVE, duration=time.monotonic() - started)
+    note_recovery(connection, old_status, effects)
+    return KEPT_ALIVE
+
+
+def renew(
+    connection: BillConnection, effects: Effects, *, reason: str, keep_alive_too: bool
+) -> str:
+    """Renew a live session that passed ``MAX_SESSION_AGE``; if the budget refuses, keep it.
+
+    ``MAX_SESSION_AGE`` is our policy, BILL still accepts the session: when the developer
+    key's login budget refuses the renewal, the shortfall is counted and logged, the session
+    stays in use (status ``active``, ``last_error_code`` ``login_budget_exhausted`` marks the
+    pending renewal, ``next_attempt_at`` says when a login frees up) and, with
+    ``keep_alive_too``, BILL's idle timer is reset so the session lives on meanwhile.
+    """
+    try:
+        login(connection, effects, reason=reason)
+        return LOGGED_IN
+    except RateLimited as exc:
+        if exc.scope != "login_budget":  # only our own budget is worth waiting out this way
+            raise
+        refused = exc
+    moment = now()
+    total = gateway.record_shortfall(connection.dev_key_fingerprint)
+    retry_at = refused.retry_at or moment + backoff_delay(1)
+    logger.warning(
+        "bill login budget exhausted: connection=%s keeps its live session past "
+        "MAX_SESSION_AGE; renewal retried from %s (shortfalls for this developer key: %s)",
+        connection.pk,
+        retry_at.isoformat(),
+        total,
+    )
+    outcome = RENEWAL_DEFERRED
+    if keep_alive_too:
+        outcome = keep_alive(connection, effects)
+    if outcome != LOGGED_IN:
+        connection.last_error_code = BUDGET_EXHAUSTED
+        connection.last_error_message = str(refused)[:500]
+        connection.next_attempt_at = retry_at
+        fenced_write(
+            connection,
+            connection.version,
+            ["last_error_code", "last_error_message", "next_attempt_at"],
+            bump=False,
+        )
+    return outcome
+
+
+def renew_or_keep_alive(connection: BillConnection, effects: Effects, at: datetime) -> str:
+    """The sweep's renewal of a live session past ``MAX_SESSION_AGE`` (keep-alive if refused)."""
+    idle_enough = at - connection.session_last_used_at >= keepalive_after_idle()
+    return renew(connection, effects, reason="max_age", keep_alive_too=idle_enough)
+
+
+def mark_healthy(connection: BillConnection, moment: datetime) -> None:
+    connection.last_refresh_at = moment
+    connection.status = Status.ACTIVE
+    connection.last_error_code = ""
+    connection.last_error_message = ""
+    connection.consecutive_failures = 0
+    connection.next_attempt_at = None
+
+
+def note_recovery(connection: BillConnection, old_status: str, effects: Effects) -> None:
+    if old_status in UNHEALTHY_STATUSES:
+        record(connection, AuditEvent.Kind.STATUS_CHANGED, old=old_status, new=connection.status)
+        effects.add(signals.connection_recovered, connection)
+
+
+# --- failures --------------------------------------------------------------------------------
+
+
+def backoff_delay(failures: int) -> timedelta:
+    """Exponential backoff with full jitter, never shorter than ``BACKOFF_BASE``.
+
+    The n-th consecutive failure waits a random time between ``BACKOFF_BASE`` and
+    ``min(BACKOFF_MAX, BACKOFF_BASE * 2**(n-1))``: a floor so one tenant cannot hammer BILL,
+    jitter so tenants that failed together spread out.
+    """
+    base = bill_settings.BACKOFF_BASE.total_seconds()
+    cap = min(bill_settings.BACKOFF_MAX.total_seconds(), base * 2 ** max(0, failures - 1))
+    return timedelta(seconds=random.uniform(base, max(base, cap)))
+
+
+def _policy(
+    connection: BillConnection, exc: BillIntegrationError, moment: datetime
+) -> tuple[str, datetime | None, str, int, int]:
+    """``(status, next attempt, code, failures, log level)`` for a failure (the table above)."""
+    old_status = connection.status
+    failures = connection.consecutive_failures + 1
+    code = getattr(exc, "bill_code", None) or exc.code
+    if isinstance(exc, InvalidCredentials):
+        return Status.NEEDS_RELINK, None, code, failures, logging.WARNING
+    if isinstance(exc, UntrustedSession):
+        # BDC_1361: BILL wants MFA for this account; logging in again cannot fix that.
+        return Status.NEEDS_RELINK, None, exc.code, failures, logging.WARNING
+    if isinstance(exc, RateLimited) and exc.scope == "login_budget":  # LoginBudgetExhausted
+        # Not the tenant's failure: the developer key's budget is spent.
+        total = gateway.record_shortfall(connection.dev_key_fingerprint)
+        retry_at = exc.retry_at or moment + backoff_delay(1)
+        logger.warning(
+            "bill login budget exhausted: connection=%s waits until %s "
+            "(shortfalls for this developer key: %s)",
+            connection.pk,
+            retry_at.isoformat(),
+            total,
+        )
+        if old_status == Status.DEGRADED:
+            return old_status, retry_at, connection.last_error_code, failures - 1, logging.WARNING
+        return Status.RATE_LIMITED, retry_at, BUDGET_EXHAUSTED, failures - 1, logging.WARNING
+    if isinstance(exc, RateLimited):
+        if exc.scope == "hourly":
+            retry_at = exc.retry_at or start_of_next_hour(moment)
+        else:  # BDC_1322, or our own slots stayed busy
+            retry_at = moment + backoff_delay(failures)
+        return Status.RATE_LIMITED, retry_at, code, failures, logging.WARNING
+    if isinstance(exc, TransientError):
+        return Status.DEGRADED, moment + backoff_delay(failures), code, failures, logging.WARNING
+    # Unexpected answer: fail loudly, keep a failing status as it is.
+    status = old_status if old_status != Status.ACTIVE else Status.DEGRADED
+    return status, moment + backoff_delay(failures), code, failures, logging.ERROR
+
+
+def record_failure(
+    connection: BillConnection,
+    exc: BillIntegrationError,
+    effects: Effects,
+    *,
+    action: str,
+    started: float,
+) -> None:
+    """Write what went wrong to the status fields only; signal a transition once.
+
+    ``started`` is ``time.monotonic()`` when the attempt began: the log line carries how long
+    BILL took to fail (a timeout and a refusal look very different).
+    """
+    moment = now()
+    old_status = connection.status
+    new_status, next_attempt, code, failures, level = _policy(connection, exc, moment)
+    connection.status = new_status
+    connection.last_error_code = str(code)[:64]
+    connection.last_error_message = str(exc)[:500]
+    connection.consecutive_failures = failures
+    connection.next_attempt_at = next_attempt
+    connection.last_refresh_at = moment
+    fenced_write(connection, connection.version, STATUS_FIELDS, bump=False)
+    log_failure(action, connection, exc, started=started, level=level)
+    if new_status != old_status:
+        _transition(connection, old_status, new_status, effects, error=exc)
+
+
+def _transition(
+    connection: BillConnection, old: str, new: str, effects: Effects, *, error: Any = None
+) -> None:
+    """Audit and signal one status transition (the one shape every transition uses)."""
+    record(
+        connection,
+        AuditEvent.Kind.STATUS_CHANGED,
+        old=old,
+        new=new,
+        code=connection.last_error_code,
+    )
+    if new == Status.NEEDS_RELINK:
+        effects.add(signals.connection_needs_relink, connection, error=error)
+    elif new == Status.ACTIVE and old != Status.ACTIVE:
+        effects.add(signals.connection_recovered, connection)
+    elif old == Status.ACTIVE:
+        effects.add(signals.connection_degraded, connection, error=error)
+
+
+def conflicted(
+    connection: BillConnection, exc: ConflictError, *, action: str, started: float
+) -> None:
+    """Log a lost fenced write. Nothing is written: the row belongs to whoever moved it on.
+
+    Recording it as a failure would be another fenced write with the same stale version
+    (another ConflictError), and the newer state is healthy as far as we know.
+    """
+    log_outcome(action, connection, f"failed:{exc.code}", duration=time.monotonic() - started)
+
+
+# --- secrets no configured key decrypts --------------------------------------------------------
+
+
+@contextmanager
+def failing_closed(*, connection_id: int | None = None, tenant_id: Any = None) -> Iterator[None]:
+    """Turn an undecryptable stored secret into a clear connection status, then re-raise.
+
+    The row is marked by :func:`mark_undecryptable` outside the failed transaction, so the
+    mark is not rolled back with it.
+    """
+    try:
+        yield
+    except DecryptionFailed as exc:
+        if connection_id is None:
+            connection_id = (
+                BillConnection.objects.filter(tenant_id=tenant_id)
+                .values_list("pk", flat=True)
+                .first()
+            )
+        if connection_id is not None:
+            mark_undecryptable(connection_id, exc)
+        raise
+
+
+def _set_status(
+    connection_id: int, expected: dict[str, str], new_status: str, code: str, message: str
+) -> BillConnection | None:
+    """A status-only UPDATE on plain columns (the ciphertext and ``version`` stay as they are),
+    applied only if the row still has the ``expected`` status and code; returns the row."""
+    with transaction.atomic():
+        connection = (
+            BillConnection.objects.without_secrets()
+            .select_for_update()
+            .filter(pk=connection_id)
+            .first()
+        )
+        if connection is None:
+            return None
+        if expected and (connection.status, connection.last_error_code) != (
+            expected["status"],
+            expected["code"],
+        ):
+            return None
+        old_status = connection.status
+        BillConnection.objects.filter(pk=connection_id).update(
+            status=new_status,
+            last_error_code=code,
+            last_error_message=message,
+            next_attempt_at=None,
+            consecutive_failures=0,
+            updated_at=now(),
+        )
+        connection.status, connection.last_error_code = new_status, code
+        effects = Effects()
+        _transition(
+            connection, old_status, new_status, effects, error=DecryptionFailed() if code else None
+        )
+    effects.send()
+    return connection
+
+
+def mark_undecryptable(connection_id: int, exc: BaseException | None = None) -> bool:
+    """Give a connection whose secrets no key decrypts a clear status; never touch the secrets.
+
+    ``needs_relink`` with ``last_error_code`` ``decryption_failed``: get_session() and the
+    sweep leave it alone, and nothing can re-save the undecryptable value. Not final: once a
+    configured key decrypts it again, :func:`restore_if_decryptable` returns it to service.
+    Logs once with the connection id; audits and signals the transition. Returns whether the
+    row changed.
+    """
+    row = (
+        BillConnection.objects.filter(pk=connection_id).values("status", "last_error_code").first()
+    )
+    if row is None or (row["status"], row["last_error_code"]) == (
+        Status.NEEDS_RELINK,
+        DecryptionFailed.code,
+    ):
+        return False
+    # DecryptionFailed's message names the field, never the value or the ciphertext.
+    reason = (getattr(exc, "message", None) or type(exc).__name__) if exc is not None else "-"
+    logger.error(
+        "bill connection=%s secrets cannot be decrypted (%s); status set to needs_relink",
+        connection_id,
+        reason,
+        extra={"connection_id": connection_id, "bill_code": DecryptionFailed.code},
+    )
+    changed = _set_status(
+        connection_id,
+        {"status": row["status"], "code": row["last_error_code"]},
+        Status.NEEDS_RELINK,
+        DecryptionFailed.code,
+        str(DecryptionFailed.operator_text),
+    )
+    return changed is not None
+
+
+def undecryptable(connection: BillConnection) -> bool:
+    """Whether the connection was set aside because its secrets could not be decrypted."""
+    return (connection.status, connection.last_error_code) == (
+        Status.NEEDS_RELINK,
+        DecryptionFailed.code,
+    )
+
+
+def restore_if_decryptable(connection_id: int) -> bool:
+    """Return a ``decryption_failed`` connection to service once a configured key reads it.
+
+    A key mistake (the wrong ``FIELD_ENCRYPTION_KEY`` deployed for a while) must never need a
+    relink by every tenant: when every stored secret decrypts again, the connection goes back
+    to ``active`` (the stored session is then judged as usual: still alive, or a new login).
+    Costs one query and no call to BILL. Returns whether the connection was restored.
+    """
+    try:
+        BillConnection.objects.filter(pk=connection_id).values_list(*SECRET_FIELDS).first()
+    except DecryptionFailed:
+        return False
+    restored = _set_status(
+        connection_id,
+        {"status": Status.NEEDS_RELINK, "code": DecryptionFailed.code},
+        Status.ACTIVE,
+        "",
+        "",
+    )
+    if restored is not None:
+        logger.warning("bill connection=%s secrets decrypt again; back in service", connection_id)
+    return restored is not None
+
+
+def restore_all_decryptable(limit: int = 500) -> int:
+    """The sweep's pass over ``decryption_failed`` connections; returns how many recovered."""
+    ids = list(
+        BillConnection.objects.filter(
+            status=Status.NEEDS_RELINK, last_error_code=DecryptionFailed.code
+        ).values_list("pk", flat=True)[:limit]
+    )
+    return sum(restore_if_decryptable(pk) for pk in ids)

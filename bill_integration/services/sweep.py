@@ -1,0 +1,219 @@
+"""The sweep: find the connections whose session needs work, and do it, one row at a time.
+
+Beat runs ``bill_integration.refresh_due_sessions`` every ``SWEEP_INTERVAL``; it calls
+:func:`refresh_due` with a ``dispatch`` that sends one ``bill_integration.refresh_session``
+task per due id, and each task runs :func:`refresh_connection`. Without Celery,
+``manage.py bill_refresh_sessions`` runs the same functions in-process.
+
+* :func:`due_connection_ids` finds due connections with one query on plain columns, most
+  recently used first (so a login-budget shortfall hits idle tenants). It is the query form of
+  :func:`freshness.due_action`.
+* :func:`refresh_connection` re-checks under the row lock (``skip_locked``: a duplicate task
+  for a row being handled does nothing) that the work is still due, then keeps a live
+  session alive with BILL's cheapest authenticated call, or logs in when BILL says the
+  session is gone, when it surely expired, or when ``MAX_SESSION_AGE`` passed.
+* Connections set aside because no key decrypted their secrets are looked at too
+  (:func:`lifecycle.restore_all_decryptable`, no call to BILL): a key mistake put right
+  returns them to service without a relink.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Q, QuerySet
+
+from ..conf import bill_settings, keepalive_after_idle, now
+from ..exceptions import BillIntegrationError, ConflictError, DecryptionFailed
+from ..models import BillConnection
+from ..models import ConnectionStatus as Status
+from . import gateway, lifecycle
+from .freshness import (
+    BUDGET_EXHAUSTED,
+    KEEP_ALIVE,
+    LOGIN,
+    SWEPT_STATUSES,
+    backing_off,
+    due_action,
+    session_is_alive,
+)
+from .locking import Effects, lock
+
+#: Outcomes of :func:`refresh_connection` besides lifecycle's kept_alive/logged_in/...
+NOT_DUE, BUSY, MISSING = "not_due", "busy", "missing"
+
+Progress = Callable[[int, str], Any]
+
+
+def due_connection_ids(at: datetime | None = None, *, limit: int | None = None) -> list[int]:
+    """Ids of the connections due at ``at``, most recently used first (one query)."""
+    at = at or now()
+    idle = Q(session_last_used_at__lte=at - keepalive_after_idle())
+    due = Q(session_last_used_at__isnull=True) | idle
+    # Still trusted (session_is_alive): only such a session is kept alive while it waits.
+    alive = Q(
+        session_last_used_at__gt=at
+        - bill_settings.SESSION_IDLE_TIMEOUT
+        + bill_settings.SESSION_SAFETY_MARGIN
+    )
+    max_age = bill_settings.MAX_SESSION_AGE
+    if max_age is not None:
+        due |= Q(session_obtained_at__isnull=True) | Q(
+            session_obtained_at__lte=at - max_age + bill_settings.SESSION_SAFETY_MARGIN
+        )
+    query = (
+        BillConnection.objects.filter(status__in=SWEPT_STATUSES)
+        .filter(
+            Q(next_attempt_at__isnull=True)
+            | Q(next_attempt_at__lte=at)
+            # a renewal waiting for the login budget: keep the live session alive meanwhile
+            | (Q(status=Status.ACTIVE, last_error_code=BUDGET_EXHAUSTED) & idle & alive)
+        )
+        .filter(due)
+        .values_list("pk", flat=True)
+    )
+    return list(_most_recent_first(query)[:limit] if limit else _most_recent_first(query))
+
+
+def _most_recent_first(query: QuerySet[Any]) -> QuerySet[Any]:
+    return query.order_by(F("session_last_used_at").desc(nulls_last=True), "pk")
+
+
+def swept_connection_ids(*, tenant: Any = None) -> list[int]:
+    """Every connection the sweep looks after (or the one of ``tenant``), due or not."""
+    query = BillConnection.objects.filter(status__in=SWEPT_STATUSES)
+    if tenant is not None:
+        query = query.filter(tenant_id=getattr(tenant, "pk", tenant))
+    return list(_most_recent_first(query.values_list("pk", flat=True)))
+
+
+@dataclass(frozen=True)
+class PlannedRefresh:
+    """What a refresh would do for one connection (``bill_refresh_sessions --dry-run``)."""
+
+    connection_id: int
+    tenant_id: Any
+    organization_id: str
+    status: str
+    action: str  # "login", "keep_alive" or "none"
+
+
+def plan_due(*, tenant: Any = None, include_all: bool = False) -> list[PlannedRefresh]:
+    """What :func:`refresh_due` (or, with ``tenant``/``include_all``, :func:`refresh_now`)
+    would do, connection by connection, without calling BILL or changing anything."""
+    forced = include_all or tenant is not None
+    ids = swept_connection_ids(tenant=tenant) if forced else due_connection_ids()
+    moment = now()
+    rows = BillConnection.objects.without_secrets().filter(pk__in=ids).order_by("pk")
+    return [
+        PlannedRefresh(
+            connection_id=row.pk,
+            tenant_id=row.tenant_id,
+            organization_id=row.organization_id,
+            status=row.status,
+            action=due_action(row, moment) or (KEEP_ALIVE if forced else "none"),
+        )
+        for row in rows
+    ]
+
+
+def refresh_due(
+    *,
+    dispatch: Callable[[int], Any] | None = None,
+    progress: Progress | None = None,
+    tenant: Any = None,
+    include_all: bool = False,
+) -> list[int]:
+    """Handle every due connection; return their ids.
+
+    ``dispatch(connection_id)`` hands each id to someone else (the Celery task does
+    ``refresh_session.apply_async``); without it each is refreshed here, in order, and
+    ``progress(connection_id, outcome)`` is called after each (the management command's bar).
+    ``tenant`` and ``include_all`` are deprecated: use :func:`refresh_now`.
+    """
+    if tenant is not None or include_all:
+        warnings.warn(
+            "refresh_due(tenant=..., include_all=...) is deprecated; use "
+            "bill_integration.services.refresh_now(tenant=...) instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return refresh_now(tenant=tenant, progress=progress)
+    lifecycle.restore_all_decryptable()
+    ids = due_connection_ids()
+    if dispatch is not None:
+        for connection_id in ids:
+            dispatch(connection_id)
+        return ids
+    return _refresh_each(ids, force_due=False, progress=progress)
+
+
+def refresh_now(*, tenant: Any = None, progress: Progress | None = None) -> list[int]:
+    """Keep alive (or log in for) every swept connection now, due or not, or ``tenant``'s one."""
+    lifecycle.restore_all_decryptable()
+    return _refresh_each(swept_connection_ids(tenant=tenant), force_due=True, progress=progress)
+
+
+def _refresh_each(ids: Iterable[int], *, force_due: bool, progress: Progress | None) -> list[int]:
+    done = []
+    with gateway.batch():
+        for connection_id in ids:
+            outcome = refresh_connection(connection_id, force_due=force_due)
+            done.append(connection_id)
+            if progress is not None:
+                progress(connection_id, outcome)
+    return done
+
+
+def refresh_connection(connection_id: int, *, force_due: bool = False) -> str:
+    """Refresh one connection if it is still due (the Celery task's body; safe to repeat).
+
+    Returns an outcome without secrets: ``kept_alive``, ``logged_in``, ``renewal_deferred``,
+    ``not_due``, ``busy`` (another worker holds the row), ``missing``, or ``failed:<code>``.
+    ``force_due`` treats a connection whose session is fine as due for a keep-alive.
+    """
+    try:
+        with lifecycle.failing_closed(connection_id=connection_id):
+            return _refresh_locked(connection_id, force_due=force_due)
+    except DecryptionFailed as exc:
+        # Set aside (needs_relink until a key reads it again); the sweep goes on with the rest.
+        return f"failed:{exc.code}"
+
+
+def _refresh_locked(connection_id: int, *, force_due: bool) -> str:
+    effects = Effects()
+    with transaction.atomic():
+        connection = lock(connection_id, skip_locked=True)
+        if connection is None:
+            exists = BillConnection.objects.filter(pk=connection_id).exists()
+            return BUSY if exists else MISSING
+        moment = now()
+        action = due_action(connection, moment)
+        if action is None and force_due and connection.status in SWEPT_STATUSES:
+            action = None if backing_off(connection, moment) else KEEP_ALIVE
+        if action is None:
+            return NOT_DUE
+        started = time.monotonic()
+        try:
+            if action == LOGIN and session_is_alive(connection, moment):
+                # Only MAX_SESSION_AGE passed: a refused renewal falls back to a keep-alive.
+                outcome = lifecycle.renew_or_keep_alive(connection, effects, moment)
+            elif action == LOGIN:
+                lifecycle.login(connection, effects, reason="sweep")
+                outcome = lifecycle.LOGGED_IN
+            else:
+                outcome = lifecycle.keep_alive(connection, effects)
+        except ConflictError as exc:
+            lifecycle.conflicted(connection, exc, action=action, started=started)
+            return f"failed:{exc.code}"
+        except BillIntegrationError as exc:
+            lifecycle.record_failure(connection, exc, effects, action=action, started=started)
+            outcome = f"failed:{connection.last_error_code}"
+    effects.send()
+    return outcome
