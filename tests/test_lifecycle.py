@@ -320,3 +320,21 @@ def test_mfa_demanded_on_a_call_is_raised_to_the_caller_without_a_login(
         session.request("POST", "/v3/payments", json={})
     assert counters(bill_emulator, connection)["logins"] == logins
     assert stored(connection).status == ConnectionStatus.ACTIVE  # the session itself is fine
+
+
+def test_a_bill_outage_shows_degraded_even_when_the_failed_logins_spent_the_budget(
+    make_connection, bill_emulator, bill_app, settings, sent
+):
+    """During an outage the failing logins are what spent the budget: say "degraded"."""
+    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "LOGIN_BUDGET_PER_HOUR": 1}
+    connection = make_connection()
+    bill_app.advance(40 * 60)  # the session is surely gone: the sweep must log in
+    bill_emulator.state.set_fault("status", status=503, organization_id=connection.organization_id)
+    assert refresh_connection(connection.pk) == "failed:bill_unavailable"  # spends the 1 login
+    assert stored(connection).status == ConnectionStatus.DEGRADED
+    outcome = sweep_until_next_attempt(bill_app, connection)  # the budget refuses this login
+    row = stored(connection)
+    assert outcome == "failed:bill_unavailable"
+    assert (row.status, row.last_error_code) == (ConnectionStatus.DEGRADED, "bill_unavailable")
+    assert row.next_attempt_at is not None and row.next_attempt_at > now()
+    assert sent["connection_degraded"] == 1  # one transition, one signal

@@ -381,3 +381,53 @@ def test_unknown_environment_or_version_is_refused_before_bill(
     with pytest.raises(ConfigurationError):
         services.link(tenant, **credentials(bill_account, api_version="v4"))
     assert bill_emulator.state.counters()["logins"] == 0
+
+
+def test_any_failure_after_bill_logged_in_logs_out_audits_and_signals(
+    tenant, bill_emulator, bill_account, bill_environment, spy, monkeypatch
+):
+    """Not only BILL's refusals: whatever breaks after the login closes the session at BILL."""
+    from bill_integration.services import linking
+
+    failed = spy(signals.link_failed)
+
+    def broken_store(*args, **kwargs):
+        raise UnicodeEncodeError("latin-1", "\u200b", 0, 1, "cannot be encoded")
+
+    monkeypatch.setattr(linking, "_store", broken_store)
+    with pytest.raises(UnicodeEncodeError):
+        services.link(tenant, **credentials(bill_account))
+    assert not BillConnection.objects.filter(tenant=tenant).exists()
+    counters = bill_emulator.state.counters(organization_id=bill_account.organization_id)
+    assert counters["logins"] == 1 and counters["logouts"] == 1
+    assert bill_emulator.state.active_sessions(organization_id=bill_account.organization_id) == 0
+    assert AuditEvent.objects.get(kind="link_failed").detail["code"] == "bill_error"
+    assert len(failed.calls) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_background_login_during_a_relink_never_makes_the_relink_fail(
+    tenant, bill_emulator, bill_account, bill_environment, monkeypatch
+):
+    """The relink fence is on credentials: a session refreshed meanwhile is not a conflict."""
+    from bill_integration.services import gateway, linking
+
+    services.link(tenant, **credentials(bill_account))
+    other = bill_emulator.state.add_account(username="new@example.com", password="pw-new")
+    real_login = gateway.login
+    refreshed: list[int] = []
+
+    def login_while_the_sweep_refreshes(account):
+        result = real_login(account)
+        if account.username == other.username and not refreshed:
+            # The sweep logs in for the stored credentials while our relink is at BILL.
+            refreshed.append(services.refresh(tenant, force=True).version)
+        return result
+
+    monkeypatch.setattr(linking.gateway, "login", login_while_the_sweep_refreshes)
+    connection = services.link(tenant, **credentials(other))
+    assert refreshed == [2]  # the background login did move the version on
+    stored = BillConnection.objects.get(tenant=tenant)
+    assert stored.username == other.username and stored.password == other.password
+    assert stored.version == 3 and connection.version == 3
+    assert not AuditEvent.objects.filter(kind="link_failed").exists()
