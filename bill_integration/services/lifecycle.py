@@ -56,7 +56,7 @@ from ..models import ConnectionStatus as Status
 from . import gateway
 from .common import log_failure, log_outcome, record
 from .freshness import BUDGET_EXHAUSTED, UNHEALTHY_STATUSES, renewal_pending
-from .locking import Effects, fenced_write
+from .locking import Effects, fenced_write, lock_without_secrets
 
 logger = logging.getLogger("bill_integration.sessions")
 
@@ -134,16 +134,7 @@ def renew(
         if exc.scope != "login_budget":  # only our own budget is worth waiting out this way
             raise
         refused = exc
-    moment = now()
-    total = gateway.record_shortfall(connection.dev_key_fingerprint)
-    retry_at = refused.retry_at or moment + backoff_delay(1)
-    logger.warning(
-        "bill login budget exhausted: connection=%s keeps its live session past "
-        "MAX_SESSION_AGE; renewal retried from %s (shortfalls for this developer key: %s)",
-        connection.pk,
-        retry_at.isoformat(),
-        total,
-    )
+    retry_at = _shortfall(connection, refused, now(), "keeps its live session past MAX_SESSION_AGE")
     outcome = RENEWAL_DEFERRED
     if keep_alive_too:
         outcome = keep_alive(connection, effects)
@@ -196,6 +187,23 @@ def backoff_delay(failures: int) -> timedelta:
     return timedelta(seconds=random.uniform(base, max(base, cap)))
 
 
+def _shortfall(
+    connection: BillConnection, exc: RateLimited, moment: datetime, what: str
+) -> datetime:
+    """Count and log a login the budget refused; returns when to try again."""
+    total = gateway.record_shortfall(connection.dev_key_fingerprint)
+    retry_at = exc.retry_at or moment + backoff_delay(1)
+    logger.warning(
+        "bill login budget exhausted: connection=%s %s; login retried from %s "
+        "(shortfalls for this developer key: %s)",
+        connection.pk,
+        what,
+        retry_at.isoformat(),
+        total,
+    )
+    return retry_at
+
+
 def _policy(
     connection: BillConnection, exc: BillIntegrationError, moment: datetime
 ) -> tuple[str, datetime | None, str, int, int]:
@@ -210,15 +218,7 @@ def _policy(
         return Status.NEEDS_RELINK, None, exc.code, failures, logging.WARNING
     if isinstance(exc, RateLimited) and exc.scope == "login_budget":  # LoginBudgetExhausted
         # Not the tenant's failure: the developer key's budget is spent.
-        total = gateway.record_shortfall(connection.dev_key_fingerprint)
-        retry_at = exc.retry_at or moment + backoff_delay(1)
-        logger.warning(
-            "bill login budget exhausted: connection=%s waits until %s "
-            "(shortfalls for this developer key: %s)",
-            connection.pk,
-            retry_at.isoformat(),
-            total,
-        )
+        retry_at = _shortfall(connection, exc, moment, "waits")
         if old_status == Status.DEGRADED:
             return old_status, retry_at, connection.last_error_code, failures - 1, logging.WARNING
         return Status.RATE_LIMITED, retry_at, BUDGET_EXHAUSTED, failures - 1, logging.WARNING
@@ -323,12 +323,7 @@ def _set_status(
     """A status-only UPDATE on plain columns (the ciphertext and ``version`` stay as they are),
     applied only if the row still has the ``expected`` status and code; returns the row."""
     with transaction.atomic():
-        connection = (
-            BillConnection.objects.without_secrets()
-            .select_for_update()
-            .filter(pk=connection_id)
-            .first()
-        )
+        connection = lock_without_secrets(pk=connection_id)
         if connection is None:
             return None
         if expected and (connection.status, connection.last_error_code) != (

@@ -46,6 +46,7 @@ from ..log_redaction import register_secret
 from ..models import ApiVersion, AuditEvent, BillConnection, ConnectionStatus
 from . import gateway
 from .common import dev_key_fingerprint, log_failure, log_outcome, record
+from .locking import lock_without_secrets
 
 #: What a successful link writes (credentials, session, status), in one ``save()``.
 LINK_WRITE_FIELDS = [
@@ -277,12 +278,7 @@ def unlink(tenant: Any, *, actor: Any = None) -> None:
     """
     started = time.monotonic()
     with transaction.atomic():
-        connection = (
-            BillConnection.objects.without_secrets()
-            .select_for_update()
-            .filter(tenant=tenant)
-            .first()
-        )
+        connection = lock_without_secrets(tenant=tenant)
         if connection is None:
             raise ConnectionNotLinked()
         facts = {

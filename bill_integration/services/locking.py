@@ -83,6 +83,11 @@ def lock(connection_id: int, *, skip_locked: bool = False) -> BillConnection | N
     )
 
 
+def lock_without_secrets(**lookup: Any) -> BillConnection | None:
+    """The row matching ``lookup``, locked, its encrypted columns not loaded (never decrypted)."""
+    return BillConnection.objects.without_secrets().select_for_update().filter(**lookup).first()
+
+
 def lock_tenant(tenant_id: Any) -> BillConnection | None:
     """The tenant's connection row, locked, waiting at most ``SINGLE_FLIGHT_WAIT``."""
     bound_lock_wait()
