@@ -1,34 +1,61 @@
 """Django admin for BILL connections and their audit trail.
 
-* The list never decrypts anything (``without_secrets()``) and shows status as a coloured badge.
+* No page renders a secret, whatever the viewer's permissions: the change page says, per
+  secret, only "stored" or "not stored", and when the credentials were last set (the newest
+  *linked* or *relinked* audit event). The list never decrypts anything (``without_secrets()``);
+  it shows the organization with its environment, status as a coloured badge, the session's
+  age and the last error, narrow enough for a 1280-pixel screen.
 * The form links through :func:`bill_integration.services.link`, so BILL checks every change
   before it is stored. Secret inputs are password widgets that never render a stored value;
-  leaving one blank keeps the stored value.
-* Actions call the services: refresh the session now, verify the credentials, unlink.
-  Deleting a row directly is not offered (it would skip the BILL logout and the audit trail).
+  leaving one blank keeps the stored value. Saving an unchanged form calls nothing ("No
+  changes."): a relink spends a login of the developer key's shared hourly budget.
+* Actions: "Refresh session now" and "Verify credentials" queue one Celery task per selected
+  connection (``bill_integration.force_refresh_session``, ``bill_integration.verify_connection``;
+  ids only), as django-celery-beat's "Run selected tasks" does, instead of logging in to BILL
+  inside the request. Each queued row counts against the REST refresh throttle
+  (``REFRESH_THROTTLE_RATES``, per tenant and per user, shared with
+  ``POST /connection/refresh/``); rows over it are skipped and the message says how many and
+  why. "Unlink" runs at once (one logout, no login). Deleting a row directly is not offered (it
+  would skip the BILL logout and the audit trail).
 * Audit events are read-only, on their own page and inline on the connection.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.utils import formats, timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.utils.text import Truncator
+from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+from rest_framework.throttling import SimpleRateThrottle
 
-from . import services, validators
-from .conf import bill_settings
+from . import services, tasks, validators
+from .api.throttling import RefreshTenantThrottle, RefreshUserThrottle
+from .conf import bill_settings, now
 from .exceptions import BillIntegrationError, DecryptionFailed, customer_message
 from .models import AuditEvent, BillConnection, ConnectionStatus
 
+#: The form's write-only secret inputs (never model fields, so never read from the instance).
 SECRET_INPUTS = ("password", "dev_key", "api_token")
+#: What the change page shows instead of each secret: whether one is stored.
+SECRET_STATES = ("password_state", "dev_key_state", "api_token_state", "credentials_set_at")
+#: The list's columns, each short enough that the list fits a 1280-pixel-wide screen.
+LIST_DISPLAY = ("tenant", "organization", "status_badge", "session", "last_error")
+#: The list shows this much of the last error; the whole text is in the cell's tooltip.
+ERROR_PREVIEW_CHARS = 48
+#: Set on the request when a change form was saved without any change (nothing was called).
+_UNCHANGED = "_bill_admin_unchanged"
 UNDECRYPTABLE_MESSAGE = _(
     "The stored secrets cannot be decrypted; enter the password, developer key and API token "
     "again."
@@ -41,6 +68,11 @@ BADGE_COLOURS = {
     ConnectionStatus.NEEDS_RELINK: "#b02a37",
     ConnectionStatus.DISABLED: "#6c757d",
 }
+
+
+def _when(value: datetime | None) -> str:
+    """A timestamp in the reader's format and time zone, or a dash."""
+    return formats.localize(timezone.template_localtime(value)) if value else "—"
 
 
 def _secret_input(name: str, *, label: str) -> forms.CharField:
@@ -60,6 +92,8 @@ class BillConnectionForm(forms.ModelForm):
 
     On a change, a blank secret keeps the stored one (so an operator can fix a user name
     without retyping the password); ``clear_api_token`` removes the Spend & Expense token.
+    A change form submitted with nothing changed and no secret typed calls nothing
+    (``unchanged``): every relink is a login from the developer key's shared hourly budget.
     """
 
     password = _secret_input("password", label=_("Password"))
@@ -76,6 +110,7 @@ class BillConnectionForm(forms.ModelForm):
         self.request: HttpRequest | None = kwargs.pop("request", None)
         super().__init__(*args, **kwargs)
         self.linked_connection: BillConnection | None = None
+        self.unchanged = False
         self.fields["environment"].choices = [(n, n) for n in bill_settings.environment_names()]
         if not self.instance.pk:
             self.fields["environment"].initial = bill_settings.DEFAULT_ENVIRONMENT
@@ -94,8 +129,14 @@ class BillConnectionForm(forms.ModelForm):
     def _post_clean(self) -> None:
         # After the model's own checks (one connection per tenant): only valid input reaches BILL.
         super()._post_clean()
-        if not self.errors:
-            self._link()
+        if self.errors:
+            return
+        # Every field of this form is a credential (tenant is read-only on a change), and a
+        # typed secret always counts as a change: nothing changed means nothing to check.
+        if self.instance.pk and not self.has_changed():
+            self.unchanged = True
+            return
+        self._link()
 
     @method_decorator(sensitive_variables("data", "stored", "api_token"))
     def _link(self) -> None:
@@ -158,17 +199,54 @@ class AuditEventInline(admin.TabularInline):
         return super().get_queryset(request).select_related("actor")
 
 
+class _CountingThrottle(SimpleRateThrottle):
+    """DRF's ``allow_request`` split in two, ``allows`` (look) then ``count`` (record), so a row
+    that one throttle refuses is not counted by the other."""
+
+    key: str | None
+
+    def allows(self, request: HttpRequest) -> bool:
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        self.key = None
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, None)
+        if self.key is None:
+            return True
+        self.history = self.cache.get(self.key, [])
+        self.now = self.timer()
+        while self.history and self.history[-1] <= self.now - self.duration:
+            self.history.pop()
+        return len(self.history) < self.num_requests
+
+    def count(self) -> None:
+        if self.key is not None:
+            self.throttle_success()
+
+
+class _TenantRefreshThrottle(_CountingThrottle, RefreshTenantThrottle):
+    """``REFRESH_THROTTLE_RATES["tenant"]`` for the tenant of a selected row."""
+
+    def __init__(self, tenant: Any) -> None:
+        super().__init__()
+        self.tenant = tenant
+
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        # The key RefreshTenantThrottle uses for a REST request about this tenant, so the
+        # endpoint and the admin draw on one allowance (test_admin checks they stay equal).
+        label = self.tenant._meta.label_lower
+        return f"bill_integration:{self.action}:tenant:{label}:{self.tenant.pk}"
+
+
+class _UserRefreshThrottle(_CountingThrottle, RefreshUserThrottle):
+    """``REFRESH_THROTTLE_RATES["user"]`` for the signed-in staff user."""
+
+
 @admin.register(BillConnection)
 class BillConnectionAdmin(admin.ModelAdmin):
     form = BillConnectionForm
-    list_display = (
-        "tenant",
-        "organization_id",
-        "environment",
-        "status_badge",
-        "last_refresh_at",
-        "last_error",
-    )
+    list_display = LIST_DISPLAY
     list_filter = ("status", "environment", "api_version")
     search_fields = ("organization_id", "username", "user_id")
     list_select_related = ("tenant",)
@@ -177,11 +255,12 @@ class BillConnectionAdmin(admin.ModelAdmin):
     inlines = (AuditEventInline,)
     readonly_fields = (
         "status_badge",
+        "last_error",
+        *SECRET_STATES,
         "user_id",
         "session_obtained_at",
         "session_last_used_at",
         "last_refresh_at",
-        "last_error",
         "consecutive_failures",
         "next_attempt_at",
         "version",
@@ -190,23 +269,18 @@ class BillConnectionAdmin(admin.ModelAdmin):
     )
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[Any]:
-        credentials = [
-            "environment",
-            "api_version",
-            "username",
-            "organization_id",
-            "password",
-            "dev_key",
-            "api_token",
-        ]
+        # Secret *model* fields are never listed: a read-only field (everything, for a viewer
+        # without change permission) is rendered from the object, decrypted. The inputs below
+        # are the form's own write-only fields, offered only to those who may change.
+        credentials = ["environment", "api_version", "username", "organization_id"]
         if obj is None:
-            return [(None, {"fields": ["tenant", *credentials]})]
+            return [(None, {"fields": ["tenant", *credentials, *SECRET_INPUTS]})]
+        if self.has_change_permission(request, obj):
+            credentials += [*SECRET_INPUTS, "clear_api_token"]
         return [
             (None, {"fields": ["tenant", "status_badge", "last_error"]}),
-            (
-                _("Credentials (checked with BILL when you save)"),
-                {"fields": [*credentials, "clear_api_token"]},
-            ),
+            (_("Credentials (checked with BILL when you save)"), {"fields": credentials}),
+            (_("Stored secrets (never shown)"), {"fields": list(SECRET_STATES)}),
             (
                 _("Session"),
                 {
@@ -252,11 +326,28 @@ class BillConnectionAdmin(admin.ModelAdmin):
         return super().changeform_view(request, *args, **kwargs)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if form.unchanged:
+            setattr(request, _UNCHANGED, True)
+            return
         # The form already linked through the service; adopt what it stored.
         linked = form.linked_connection
         obj.pk = linked.pk
         obj.tenant_id = linked.tenant_id
         obj._state.adding = False
+
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        # Nothing was saved, so the history gets no "changed" entry.
+        if getattr(request, _UNCHANGED, False):
+            return None
+        return super().log_change(request, obj, message)
+
+    def response_change(self, request: HttpRequest, obj: Any) -> HttpResponse:
+        if not getattr(request, _UNCHANGED, False):
+            return super().response_change(request, obj)
+        self.message_user(request, _("No changes."), messages.INFO)
+        if "_continue" in request.POST:
+            return HttpResponseRedirect(request.path)
+        return self.response_post_save_change(request, obj)
 
     def get_inlines(self, request: HttpRequest, obj: Any) -> list[Any]:
         # A connection being added has no trail yet.
@@ -264,6 +355,14 @@ class BillConnectionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    # --- columns and read-only fields ---------------------------------------------------------
+
+    @admin.display(description=_("organization"), ordering="organization_id")
+    def organization(self, obj: BillConnection) -> str:
+        return format_html(
+            '{}<br><span class="quiet">{}</span>', obj.organization_id, obj.environment
+        )
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: BillConnection) -> str:
@@ -276,18 +375,164 @@ class BillConnectionAdmin(admin.ModelAdmin):
             obj.get_status_display(),
         )
 
+    @admin.display(description=_("session"), ordering="session_last_used_at")
+    def session(self, obj: BillConnection) -> str:
+        """How long ago the session was last used and refreshed (exact times in the tooltip)."""
+        moment = now()
+
+        def ago(value: datetime | None) -> str:
+            if value is None:
+                return "—"
+            return str(_("%(age)s ago") % {"age": timesince(value, moment, depth=1)})
+
+        return format_html(
+            '<span title="{}">{}<br>{}</span>',
+            _("obtained %(obtained)s, last used %(used)s, last refreshed %(refreshed)s")
+            % {
+                "obtained": _when(obj.session_obtained_at),
+                "used": _when(obj.session_last_used_at),
+                "refreshed": _when(obj.last_refresh_at),
+            },
+            _("used %(ago)s") % {"ago": ago(obj.session_last_used_at)},
+            _("refreshed %(ago)s") % {"ago": ago(obj.last_refresh_at)},
+        )
+
     @admin.display(description=_("last error"))
     def last_error(self, obj: BillConnection) -> str:
         if not obj.last_error_code:
             return "—"
-        return customer_message(obj.last_error_code, obj.last_error_message)
+        text = customer_message(obj.last_error_code, obj.last_error_message)
+        return format_html(
+            '<span title="{}">{}</span>', text, Truncator(text).chars(ERROR_PREVIEW_CHARS)
+        )
 
-    def _each(
-        self, request: HttpRequest, queryset: QuerySet[BillConnection], action: Any, done: str
-    ) -> None:
+    def _stored(self, obj: BillConnection) -> dict[str, bool]:
+        """Which secrets are stored, by ``IS NOT NULL`` in SQL: nothing is decrypted."""
+        cached: dict[str, bool] | None = getattr(obj, "_bill_stored", None)
+        if cached is None:
+            flags = {
+                f"{name}_is_stored": ExpressionWrapper(
+                    Q(**{f"{name}__isnull": False}), output_field=BooleanField()
+                )
+                for name in SECRET_INPUTS
+            }
+            row = BillConnection.objects.filter(pk=obj.pk).values(**flags).first() or {}
+            cached = {name: bool(row.get(f"{name}_is_stored")) for name in SECRET_INPUTS}
+            obj._bill_stored = cached  # type: ignore[attr-defined]
+        return cached
+
+    def _state(self, obj: BillConnection, name: str) -> str:
+        return str(_("stored") if self._stored(obj)[name] else _("not stored"))
+
+    @admin.display(description=_("password"))
+    def password_state(self, obj: BillConnection) -> str:
+        return self._state(obj, "password")
+
+    @admin.display(description=_("developer key"))
+    def dev_key_state(self, obj: BillConnection) -> str:
+        return self._state(obj, "dev_key")
+
+    @admin.display(description=_("Spend & Expense API token"))
+    def api_token_state(self, obj: BillConnection) -> str:
+        return self._state(obj, "api_token")
+
+    @admin.display(description=_("credentials last set"))
+    def credentials_set_at(self, obj: BillConnection) -> datetime | None:
+        """When BILL last accepted a link or relink of this connection (its audit trail)."""
+        return (
+            AuditEvent.objects.filter(
+                connection_id=obj.pk,
+                kind__in=(AuditEvent.Kind.LINKED, AuditEvent.Kind.RELINKED),
+            )
+            .order_by("-created_at", "-id")
+            .values_list("created_at", flat=True)
+            .first()
+        )
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def _queue(self, request: HttpRequest, queryset: QuerySet[BillConnection], task: Any) -> int:
+        """Queue ``task(connection_id)`` per row within the refresh throttles; report skips."""
+        queued = skipped_tenant = skipped_user = 0
+        user_throttle = _UserRefreshThrottle()
+        for connection in queryset.select_related("tenant").order_by("pk"):
+            tenant_throttle = _TenantRefreshThrottle(connection.tenant)
+            if not tenant_throttle.allows(request):
+                skipped_tenant += 1
+                continue
+            if not user_throttle.allows(request):
+                skipped_user += 1
+                continue
+            tenant_throttle.count()
+            user_throttle.count()
+            tasks.enqueue(task, connection.pk)
+            queued += 1
+        rates = bill_settings.REFRESH_THROTTLE_RATES or {}
+        if skipped_tenant:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d skipped: its tenant reached the refresh limit (%(rate)s).",
+                    "%(count)d skipped: their tenants reached the refresh limit (%(rate)s).",
+                    skipped_tenant,
+                )
+                % {"count": skipped_tenant, "rate": rates.get("tenant")},
+                messages.WARNING,
+            )
+        if skipped_user:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d skipped: you reached your refresh limit (%(rate)s).",
+                    "%(count)d skipped: you reached your refresh limit (%(rate)s).",
+                    skipped_user,
+                )
+                % {"count": skipped_user, "rate": rates.get("user")},
+                messages.WARNING,
+            )
+        return queued
+
+    @admin.action(description=_("Refresh session now"), permissions=["change"])
+    def refresh_now(self, request: HttpRequest, queryset: QuerySet[BillConnection]) -> None:
+        queued = self._queue(request, queryset, tasks.force_refresh_session)
+        if queued:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d queued: a worker logs in to BILL again; the session column "
+                    "shows the outcome.",
+                    "%(count)d queued: a worker logs in to BILL again for each; the session "
+                    "column shows the outcomes.",
+                    queued,
+                )
+                % {"count": queued},
+                messages.SUCCESS,
+            )
+
+    @admin.action(description=_("Verify credentials with BILL"), permissions=["change"])
+    def verify_credentials(self, request: HttpRequest, queryset: QuerySet[BillConnection]) -> None:
+        queued = self._queue(request, queryset, tasks.verify_connection)
+        if queued:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d queued: a worker checks the stored credentials with BILL and "
+                    "logs the outcome.",
+                    "%(count)d queued: a worker checks each connection's stored credentials "
+                    "with BILL and logs the outcomes.",
+                    queued,
+                )
+                % {"count": queued},
+                messages.SUCCESS,
+            )
+
+    @admin.action(description=_("Unlink (log out and delete credentials)"), permissions=["change"])
+    def unlink_selected(self, request: HttpRequest, queryset: QuerySet[BillConnection]) -> None:
+        # At once: unlinking logs the session out, it never logs in.
+        actor = request.user
         for connection in queryset.select_related("tenant"):
             try:
-                action(connection.tenant)
+                services.unlink(connection.tenant, actor=actor)
             except BillIntegrationError as exc:
                 self.message_user(
                     request,
@@ -295,27 +540,7 @@ class BillConnectionAdmin(admin.ModelAdmin):
                     messages.ERROR,
                 )
             else:
-                self.message_user(request, f"{connection}: {done}", messages.SUCCESS)
-
-    @admin.action(description=_("Refresh session now"), permissions=["change"])
-    def refresh_now(self, request: HttpRequest, queryset: QuerySet[BillConnection]) -> None:
-        self._each(
-            request,
-            queryset,
-            lambda t: services.refresh(t, force=True),
-            str(_("new session obtained.")),
-        )
-
-    @admin.action(description=_("Verify credentials with BILL"), permissions=["change"])
-    def verify_credentials(self, request: HttpRequest, queryset: QuerySet[BillConnection]) -> None:
-        self._each(request, queryset, services.verify, str(_("BILL accepts the stored credentials.")))
-
-    @admin.action(description=_("Unlink (log out and delete credentials)"), permissions=["change"])
-    def unlink_selected(self, request: HttpRequest, queryset: QuerySet[BillConnection]) -> None:
-        actor = request.user
-        self._each(
-            request, queryset, lambda t: services.unlink(t, actor=actor), str(_("unlinked."))
-        )
+                self.message_user(request, f"{connection}: {_('unlinked.')}", messages.SUCCESS)
 
 
 @admin.register(AuditEvent)

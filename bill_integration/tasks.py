@@ -1,6 +1,6 @@
 """Celery tasks: thin wrappers around ``bill_integration.services`` (ids in, outcome words out).
 
-Two tasks, with stable names:
+Four tasks, with stable names:
 
 ``bill_integration.refresh_due_sessions``
     The sweep, for beat. Finds connections whose session will soon go idle (one query) and
@@ -12,8 +12,15 @@ Two tasks, with stable names:
     ``reject_on_worker_lost``: a worker killed mid-task leaves the message to be redelivered;
     ``expires`` (``TASK_EXPIRES``) drops messages that waited too long, so a backlog after an
     outage does not run all at once (the next sweep sends fresh ones).
+``bill_integration.force_refresh_session``
+    The admin's "Refresh session now": ``services.refresh(tenant, force=True)`` for one id.
+``bill_integration.verify_connection``
+    The admin's "Verify credentials": ``services.verify(tenant)`` for one id.
 
-Arguments are connection ids and results are outcome words: never a secret.
+Arguments are connection ids and results are outcome words (``"refreshed"``, ``"verified"``,
+``"failed:<code>"``): never a secret. The two manual tasks each spend a login of the developer
+key's hourly budget, so the admin queues them only within the refresh throttle
+(``REFRESH_THROTTLE_RATES``), as the REST endpoint does.
 
 Scheduling, paste-ready (``settings.py`` of a project whose Celery app reads ``CELERY_*``)::
 
@@ -58,6 +65,7 @@ same work.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
@@ -66,13 +74,21 @@ from .conf import bill_settings
 
 REFRESH_DUE_SESSIONS = "bill_integration.refresh_due_sessions"
 REFRESH_SESSION = "bill_integration.refresh_session"
+FORCE_REFRESH_SESSION = "bill_integration.force_refresh_session"
+VERIFY_CONNECTION = "bill_integration.verify_connection"
 
 
-def _send_refresh(connection_id: int) -> None:
+def enqueue(task: Any, connection_id: int) -> None:
+    """Send ``task(connection_id)`` with the app's queue and expiry (``TASK_QUEUE``,
+    ``TASK_EXPIRES``): the only argument is the id, never a secret."""
     options: dict[str, Any] = {"expires": bill_settings.TASK_EXPIRES.total_seconds()}
     if bill_settings.TASK_QUEUE:
         options["queue"] = bill_settings.TASK_QUEUE
-    refresh_session.apply_async((connection_id,), **options)
+    task.apply_async((int(connection_id),), **options)
+
+
+def _send_refresh(connection_id: int) -> None:
+    enqueue(refresh_session, connection_id)
 
 
 @shared_task(name=REFRESH_DUE_SESSIONS, ignore_result=True)
@@ -94,3 +110,41 @@ def refresh_session(connection_id: int) -> str:
     from .services import refresh_connection
 
     return refresh_connection(int(connection_id))
+
+
+def _for_connection(connection_id: int, operation: Callable[[Any], object], done: str) -> str:
+    """Run ``operation(tenant)`` for a connection; ``done``, or ``"failed:<code>"`` (no secret)."""
+    from .exceptions import BillIntegrationError, ConnectionNotLinked
+    from .models import BillConnection
+
+    try:
+        connection = (
+            BillConnection.objects.without_secrets()
+            .select_related("tenant")
+            .filter(pk=int(connection_id))
+            .first()
+        )
+        if connection is None:  # unlinked after the task was queued
+            raise ConnectionNotLinked()
+        operation(connection.tenant)
+    except BillIntegrationError as exc:
+        return f"failed:{exc.code}"
+    return done
+
+
+@shared_task(name=FORCE_REFRESH_SESSION, ignore_result=True)
+def force_refresh_session(connection_id: int) -> str:
+    """Log in to BILL again now for one connection; returns the outcome (no secret)."""
+    from . import services
+
+    return _for_connection(
+        connection_id, lambda tenant: services.refresh(tenant, force=True), "refreshed"
+    )
+
+
+@shared_task(name=VERIFY_CONNECTION, ignore_result=True)
+def verify_connection(connection_id: int) -> str:
+    """Check that BILL accepts one connection's stored credentials; returns the outcome."""
+    from . import services
+
+    return _for_connection(connection_id, services.verify, "verified")

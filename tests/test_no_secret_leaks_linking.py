@@ -138,12 +138,21 @@ def test_no_canary_anywhere(
         },
     )
     bodies.append(failed.content.decode())
-    for action in ("refresh_now", "verify_credentials"):
-        response = client.post(
-            list_url, {"action": action, "_selected_action": [connection.pk]}, follow=True
-        )
-        bodies.append(response.content.decode())
-    note_session()
+    # The actions queue tasks: run them at once, as a worker would, so their logs are checked.
+    from celery import current_app
+
+    eager = current_app.conf.task_always_eager
+    current_app.conf.task_always_eager = True
+    try:
+        for action in ("refresh_now", "verify_credentials"):
+            response = client.post(
+                list_url, {"action": action, "_selected_action": [connection.pk]}, follow=True
+            )
+            bodies.append(response.content.decode())
+            note_session()
+    finally:
+        current_app.conf.task_always_eager = eager
+    assert len(sessions) >= 4  # the queued forced refresh ran
     bodies.append(
         client.get(reverse("admin:bill_integration_auditevent_changelist")).content.decode()
     )
