@@ -156,3 +156,38 @@ def test_refused_refreshes_by_members_do_not_use_up_the_allowance(
     for _ in range(5):
         assert api_as(member).post(REFRESH_URL).status_code == 403
     assert api_as(make_user(tenant, "owner")).post(REFRESH_URL).status_code == 200
+
+
+# --- what a 429 says: the action that was refused, in words -------------------------------------
+
+
+def test_refresh_refusal_speaks_of_refreshes_not_links(
+    refresh_rates, tenant, make_user, linked
+):
+    owner = make_user(tenant, "owner")
+    for _ in range(2):
+        assert api_as(owner).post(REFRESH_URL).status_code == 200
+    body = api_as(owner).post(REFRESH_URL).json()
+    assert body["code"] == "throttled"
+    assert "refreshes" in body["message"] and "link" not in body["message"].lower()
+
+
+def test_link_refusal_speaks_of_linking(rates, tenant, make_user, bill_account):
+    owner = make_user(tenant, "owner")
+    for _ in range(3):
+        put(api_as(owner), credentials(bill_account, password="wrong"))
+    body = put(api_as(owner), credentials(bill_account)).json()
+    assert body["code"] == "throttled"
+    assert "link a BILL account" in body["message"] and "refresh" not in body["message"]
+
+
+def test_a_wait_of_one_minute_is_singular(settings, tenant, make_user, linked):
+    settings.BILL_INTEGRATION = {
+        **settings.BILL_INTEGRATION,
+        "REFRESH_THROTTLE_RATES": {"tenant": "1/min", "user": None},
+    }
+    owner = make_user(tenant, "owner")
+    assert api_as(owner).post(REFRESH_URL).status_code == 200
+    response = api_as(owner).post(REFRESH_URL)
+    assert response.status_code == 429 and int(response["Retry-After"]) <= 60
+    assert "Wait about 1 minute, then" in response.json()["message"]

@@ -2,7 +2,8 @@
 captured during a full linking session contains a secret.
 
 The flow covers success and every kind of failure (bad input echoing canaries in other fields,
-BILL refusing, BILL down, conflicts of state, throttling), so the error paths are checked too.
+characters BILL cannot receive, hostile bodies, BILL refusing, BILL down, conflicts of state,
+throttling), so the error paths are checked too.
 """
 
 from __future__ import annotations
@@ -96,6 +97,19 @@ def test_no_canary_anywhere(
         CONNECTION_URL, data=f'{{"password": "{CANARY_PASSWORD}"', content_type="application/json"
     )
     bodies.append(raw.content.decode())
+    # Characters BILL cannot receive, next to the canaries: refused naming the character only.
+    put({**good, "api_token": CANARY_TOKEN + "\u200b"})
+    put({**good, "dev_key": CANARY_DEV_KEY + "\u2019"})
+    put({**good, "password": "\ufeff" + CANARY_PASSWORD})
+    # Hostile bodies carrying canaries: too deep, too large, not an object.
+    for hostile in (
+        f'{{"password": "{CANARY_PASSWORD}", "x": ' + "[" * 100_000,
+        json.dumps({**good, "padding": "x" * (3 * 1024 * 1024)}),
+        json.dumps([CANARY_PASSWORD, CANARY_DEV_KEY, CANARY_TOKEN]),
+    ):
+        response = api.put(CONNECTION_URL, data=hostile, content_type="application/json")
+        assert response.status_code in (400, 413), response.content[:200]
+        bodies.append(response.content.decode())
     put(good, as_=api_as(member))
 
     # Success, reads, refresh, relink.

@@ -3,8 +3,12 @@
 Every error body is ``{"code": "...", "message": "..."}``; validation errors add ``"fields"``,
 a mapping of field name to a list of messages. ``code`` values come from the exceptions'
 ``.code`` (:mod:`bill_integration.exceptions`) plus the API's own: ``validation_error``,
-``malformed_request``, ``not_found``, ``permission_denied``, ``throttled``,
-``method_not_allowed``, ``not_acceptable``, ``unsupported_media_type``.
+``malformed_request``, ``request_too_large``, ``not_found``, ``permission_denied``,
+``throttled``, ``method_not_allowed``, ``not_acceptable``, ``unsupported_media_type``.
+
+Django's own refusals of a body (``RequestDataTooBig`` past ``DATA_UPLOAD_MAX_MEMORY_SIZE``,
+``TooManyFieldsSent``, ``TooManyFilesSent``) would be its HTML 400 page: here they are
+``request_too_large`` (413) in the same shape.
 
 The handler is attached to the app's views (``get_exception_handler``), not installed through
 ``REST_FRAMEWORK["EXCEPTION_HANDLER"]``, so the shape holds in any project unconfigured.
@@ -15,20 +19,25 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext_lazy
 from rest_framework import exceptions as drf
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from .. import exceptions as bill
 from ..conf import now
+from .parsers import JSONTooDeep
 
 #: The API's own codes (not errors of the services), with their HTTP status.
 API_ERROR_CODES: dict[str, int] = {
     "validation_error": status.HTTP_400_BAD_REQUEST,
     "malformed_request": status.HTTP_400_BAD_REQUEST,
+    "request_too_large": status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     "not_found": status.HTTP_404_NOT_FOUND,
     "permission_denied": status.HTTP_403_FORBIDDEN,
     "throttled": status.HTTP_429_TOO_MANY_REQUESTS,
@@ -71,6 +80,40 @@ ErrorSerializer._declared_fields["fields"] = serializers.DictField(
     required=False,
     help_text=_("Only for code validation_error: per field, what is wrong with it."),
 )
+
+
+TOO_LARGE_MESSAGE = _(
+    "The request body is larger than this server accepts (%(limit)s bytes); the link form "
+    "needs less than one kilobyte."
+)
+TOO_MANY_FIELDS_MESSAGE = _(
+    "The request has more form fields or files than this server accepts; send only the link "
+    "form's fields."
+)
+
+#: The 429 message per throttled action (a view's ``throttle_action``); ``%(minutes)d`` is the
+#: wait, rounded up.
+THROTTLED_MESSAGES = {
+    "link": ngettext_lazy(
+        "Too many attempts to link a BILL account here. Wait about %(minutes)d minute, then "
+        "try again.",
+        "Too many attempts to link a BILL account here. Wait about %(minutes)d minutes, then "
+        "try again.",
+        "minutes",
+    ),
+    "refresh": ngettext_lazy(
+        "Too many session refreshes here: each one uses a BILL login that other accounts "
+        "share. Wait about %(minutes)d minute, then try again.",
+        "Too many session refreshes here: each one uses a BILL login that other accounts "
+        "share. Wait about %(minutes)d minutes, then try again.",
+        "minutes",
+    ),
+    "default": ngettext_lazy(
+        "Too many requests of this kind. Wait about %(minutes)d minute, then try again.",
+        "Too many requests of this kind. Wait about %(minutes)d minutes, then try again.",
+        "minutes",
+    ),
+}
 
 
 def _retry_after_seconds(exc: bill.RateLimited) -> int | None:
@@ -127,6 +170,17 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             message = exc.for_customer(retry_after=retry_after)
         return error_response(exc.code, message, http_status, headers=headers)
 
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return error_response(
+            "request_too_large",
+            TOO_LARGE_MESSAGE % {"limit": limit},
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        return error_response(
+            "request_too_large", TOO_MANY_FIELDS_MESSAGE, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+        )
     if isinstance(exc, Http404):
         exc = drf.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -148,10 +202,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         wait = max(1, math.ceil(exc.wait or 1))
         headers["Retry-After"] = str(wait)
         minutes = max(1, math.ceil(wait / 60))
-        message = _(
-            "Too many attempts of this kind. Wait about %(minutes)d minutes, then try again."
-        ) % {"minutes": minutes}
+        action = getattr(context.get("view"), "throttle_action", None)
+        template = THROTTLED_MESSAGES.get(action or "default", THROTTLED_MESSAGES["default"])
+        message = template % {"minutes": minutes}
         return error_response("throttled", message, exc.status_code, headers=headers)
+    if isinstance(exc, JSONTooDeep):
+        return error_response("malformed_request", str(exc.detail), exc.status_code)
     if isinstance(exc, drf.ParseError):
         return error_response(
             "malformed_request",

@@ -1,18 +1,22 @@
 """Serializers: the link form (write-only secrets) and the connection status (never a secret).
 
-Input is checked here, before BILL is called: types (strings only, no numbers passed off as
-text), lengths, control characters, the organization id's shape, and the environment and API
-version against the configured choices. Secret fields are ``write_only``, shown as password
-inputs in the browsable API, and not trimmed (a password may end in a space).
+Input is checked here, before BILL is called: the body's shape (a JSON object), types (strings
+only, no numbers passed off as text), lengths, the characters of each credential
+(:func:`bill_integration.validators.credential_validators`), the organization id's shape, and
+the environment and API version against the configured choices. Secret fields are
+``write_only``, shown as password inputs in the browsable API, and not trimmed (a password may
+end in a space).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 from .. import validators
 from ..conf import bill_settings, now
@@ -20,6 +24,27 @@ from ..exceptions import customer_message
 from ..models import ApiVersion, BillConnection, ConnectionStatus
 
 NOT_LINKED = "not_linked"
+
+NOT_AN_OBJECT = _(
+    "The request body must be a JSON object with the fields username, password, "
+    "organization_id and dev_key (api_token, environment and api_version are optional), "
+    "not %(got)s."
+)
+
+
+def _json_type(data: Any) -> str:
+    """What a parsed JSON value is, in JSON's words (for an error message; never the value)."""
+    if data is None or data is serializers.empty:
+        return str(_("null"))
+    if isinstance(data, bool):
+        return str(_("true or false"))
+    if isinstance(data, int | float):
+        return str(_("a number"))
+    if isinstance(data, str):
+        return str(_("a string"))
+    if isinstance(data, list | tuple):
+        return str(_("an array"))
+    return str(_("a value of another kind"))
 
 
 class StrictCharField(serializers.CharField):
@@ -41,7 +66,7 @@ def _text(
     options: dict[str, Any] = {
         "max_length": validators.MAX_LENGTHS[name],
         "help_text": validators.HELP_TEXTS[name],
-        "validators": [validators.no_control_characters, *extra.pop("validators", [])],
+        "validators": validators.credential_validators(name),
         "required": required,
         "error_messages": {
             "max_length": _("Ensure this field has no more than {max_length} characters."),
@@ -56,9 +81,9 @@ def _text(
 class LinkSerializer(serializers.Serializer):
     """What ``PUT /connection/`` accepts: the credentials BILL's own guide names."""
 
-    username = _text("username", validators=[validators.username_validator])
+    username = _text("username")
     password = _text("password", secret=True)
-    organization_id = _text("organization_id", validators=[validators.organization_id_validator])
+    organization_id = _text("organization_id")
     dev_key = _text("dev_key", secret=True)
     api_token = _text("api_token", secret=True, required=False, allow_blank=True, allow_null=True)
     environment = serializers.ChoiceField(
@@ -81,6 +106,16 @@ class LinkSerializer(serializers.Serializer):
         field.error_messages["invalid_choice"] = _("Choose one of: %(choices)s.") % {
             "choices": ", ".join(names)
         }
+
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        # DRF would say "Expected a dictionary, but got list" (or "No data provided" for null):
+        # name what to send instead, in JSON's words.
+        if not isinstance(data, Mapping):
+            raise serializers.ValidationError(
+                {api_settings.NON_FIELD_ERRORS_KEY: [NOT_AN_OBJECT % {"got": _json_type(data)}]},
+                code="not_an_object",
+            )
+        return super().run_validation(data)
 
     def validate_environment(self, value: str) -> str:
         return value or bill_settings.DEFAULT_ENVIRONMENT

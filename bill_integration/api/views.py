@@ -1,20 +1,26 @@
 """REST views: thin wrappers that resolve the tenant, validate input and call the services.
 
-``GET|PUT|DELETE /connection/`` and ``POST /connection/refresh/``. Permission and throttle
-classes are set here explicitly (never inherited from the project's defaults), and every
+``GET|PUT|DELETE /connection/`` and ``POST /connection/refresh/``. Permission, throttle and
+parser classes are set here explicitly (never inherited from the project's defaults), and every
 error goes through :func:`bill_integration.api.errors.exception_handler`.
+
+Error reports: every POST parameter and every local variable under ``dispatch`` is marked
+sensitive, and each request carries :class:`~bill_integration.api.reporting.ApiReporterFilter`,
+so a 500's mail or debug page shows no body, no parsed data and no secret.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpRequest, HttpResponseBase
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -22,7 +28,9 @@ from rest_framework.views import APIView
 from .. import services
 from ..models import BillConnection
 from . import errors
+from .parsers import BillJSONParser
 from .permissions import TenantConnectionAccess, resolve_access
+from .reporting import ApiReporterFilter
 from .serializers import (
     ConnectionStatusSerializer,
     LinkSerializer,
@@ -35,8 +43,6 @@ from .throttling import (
     RefreshTenantThrottle,
     RefreshUserThrottle,
 )
-
-SECRET_PARAMETERS = ("password", "dev_key", "api_token")
 
 TENANT_HEADER = OpenApiParameter(
     name="X-Tenant-ID",
@@ -61,6 +67,9 @@ NOT_FOUND = _error(
 )
 FORBIDDEN = _error("code permission_denied: a member may read but not change the connection.")
 UNSUPPORTED = _error("code unsupported_media_type: send application/json.")
+TOO_LARGE = _error("code request_too_large: the body is over the server's size limit.")
+
+
 def _codes_error(http_status: int, meaning: str) -> OpenApiResponse:
     """An error response whose code list comes from the exception classes themselves."""
     codes = ", ".join(errors.codes_with_status(http_status))
@@ -83,6 +92,16 @@ class BillAPIView(APIView):
 
     permission_classes = (TenantConnectionAccess,)
     throttle_classes: tuple[type, ...] = ()
+    parser_classes = (BillJSONParser, FormParser, MultiPartParser)
+    #: Which 429 message a refusal by this view's throttles gets (errors.THROTTLED_MESSAGES).
+    throttle_action = "default"
+
+    @method_decorator(sensitive_post_parameters())
+    @method_decorator(sensitive_variables())
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        # Before anything reads the body: a report of an error from here on hides it all.
+        request.exception_reporter_filter = ApiReporterFilter()  # type: ignore[attr-defined]
+        return super().dispatch(request, *args, **kwargs)
 
     def get_exception_handler(self):  # type: ignore[no-untyped-def]
         return errors.exception_handler
@@ -99,10 +118,10 @@ class BillAPIView(APIView):
         return Response(ConnectionStatusSerializer(data).data, status=http_status)
 
 
-@method_decorator(sensitive_post_parameters(*SECRET_PARAMETERS), name="dispatch")
 class ConnectionView(BillAPIView):
     """The tenant's BILL connection: see it, link or relink it, unlink it."""
 
+    throttle_action = "link"
     link_throttle_classes = (LinkTenantThrottle, LinkUserThrottle)
 
     def get_throttles(self):  # type: ignore[no-untyped-def]
@@ -145,6 +164,7 @@ class ConnectionView(BillAPIView):
             ),
             403: FORBIDDEN,
             404: NOT_FOUND,
+            413: TOO_LARGE,
             415: UNSUPPORTED,
             **BILL_ERRORS,
             429: _error(
@@ -167,7 +187,6 @@ class ConnectionView(BillAPIView):
             )
         ],
     )
-    @method_decorator(sensitive_variables("data", "serializer"))
     def put(self, request: Request) -> Response:
         serializer = LinkSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -207,6 +226,7 @@ class ConnectionRefreshView(BillAPIView):
     # Each refresh spends a login of the developer key's shared hourly budget: throttled so
     # one tenant cannot use up the logins of every tenant sharing the key.
     throttle_classes = (RefreshTenantThrottle, RefreshUserThrottle)
+    throttle_action = "refresh"
 
     @extend_schema(
         operation_id="bill_connection_refresh",
