@@ -25,7 +25,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
@@ -37,17 +36,15 @@ from django.utils.text import Truncator
 from django.utils.timesince import timesince
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
-from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
-from rest_framework.throttling import SimpleRateThrottle
+from django.views.decorators.debug import sensitive_post_parameters
 
-from . import services, tasks, validators
-from .api.throttling import RefreshTenantThrottle, RefreshUserThrottle
+from . import services, tasks
+from .admin_forms import SECRET_INPUTS, BillConnectionForm
+from .api.throttling import TenantRefreshCounter, UserRefreshCounter
 from .conf import bill_settings, now
-from .exceptions import BillIntegrationError, DecryptionFailed, customer_message
+from .exceptions import BillIntegrationError, customer_message
 from .models import AuditEvent, BillConnection, ConnectionStatus
 
-#: The form's write-only secret inputs (never model fields, so never read from the instance).
-SECRET_INPUTS = ("password", "dev_key", "api_token")
 #: What the change page shows instead of each secret: whether one is stored.
 SECRET_STATES = ("password_state", "dev_key_state", "api_token_state", "credentials_set_at")
 #: The list's columns, each short enough that the list fits a 1280-pixel-wide screen.
@@ -56,10 +53,6 @@ LIST_DISPLAY = ("tenant", "organization", "status_badge", "session", "last_error
 ERROR_PREVIEW_CHARS = 48
 #: Set on the request when a change form was saved without any change (nothing was called).
 _UNCHANGED = "_bill_admin_unchanged"
-UNDECRYPTABLE_MESSAGE = _(
-    "The stored secrets cannot be decrypted; enter the password, developer key and API token "
-    "again."
-)
 
 BADGE_COLOURS = {
     ConnectionStatus.ACTIVE: "#1e7e34",
@@ -73,107 +66,6 @@ BADGE_COLOURS = {
 def _when(value: datetime | None) -> str:
     """A timestamp in the reader's format and time zone, or a dash."""
     return formats.localize(timezone.template_localtime(value)) if value else "—"
-
-
-def _secret_input(name: str, *, label: str) -> forms.CharField:
-    return forms.CharField(
-        label=label,
-        required=False,
-        strip=False,
-        max_length=validators.MAX_LENGTHS[name],
-        validators=[validators.no_control_characters],
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text=validators.HELP_TEXTS[name],
-    )
-
-
-class BillConnectionForm(forms.ModelForm):
-    """Link or relink through the service; BILL must accept the credentials before they are stored.
-
-    On a change, a blank secret keeps the stored one (so an operator can fix a user name
-    without retyping the password); ``clear_api_token`` removes the Spend & Expense token.
-    A change form submitted with nothing changed and no secret typed calls nothing
-    (``unchanged``): every relink is a login from the developer key's shared hourly budget.
-    """
-
-    password = _secret_input("password", label=_("Password"))
-    dev_key = _secret_input("dev_key", label=_("Developer key"))
-    api_token = _secret_input("api_token", label=_("Spend & Expense API token"))
-    clear_api_token = forms.BooleanField(label=_("Remove the stored API token"), required=False)
-    environment = forms.ChoiceField(help_text=validators.HELP_TEXTS["environment"])
-
-    class Meta:
-        model = BillConnection
-        fields = ("tenant", "environment", "api_version", "username", "organization_id")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.request: HttpRequest | None = kwargs.pop("request", None)
-        super().__init__(*args, **kwargs)
-        self.linked_connection: BillConnection | None = None
-        self.unchanged = False
-        self.fields["environment"].choices = [(n, n) for n in bill_settings.environment_names()]
-        if not self.instance.pk:
-            self.fields["environment"].initial = bill_settings.DEFAULT_ENVIRONMENT
-            self.fields["password"].required = True
-            self.fields["dev_key"].required = True
-            self.fields.pop("clear_api_token")
-        else:
-            for name in SECRET_INPUTS:
-                self.fields[name].help_text = _("Leave blank to keep the stored value.")
-        if "username" in self.fields:
-            self.fields["username"].validators.append(validators.username_validator)
-            self.fields["username"].validators.append(validators.no_control_characters)
-        if "organization_id" in self.fields:
-            self.fields["organization_id"].validators.append(validators.organization_id_validator)
-
-    def _post_clean(self) -> None:
-        # After the model's own checks (one connection per tenant): only valid input reaches BILL.
-        super()._post_clean()
-        if self.errors:
-            return
-        # Every field of this form is a credential (tenant is read-only on a change), and a
-        # typed secret always counts as a change: nothing changed means nothing to check.
-        if self.instance.pk and not self.has_changed():
-            self.unchanged = True
-            return
-        self._link()
-
-    @method_decorator(sensitive_variables("data", "stored", "api_token"))
-    def _link(self) -> None:
-        data = self.cleaned_data
-        tenant = data.get("tenant") or self.instance.tenant
-        # Decrypt only the stored secrets the operator left blank: after a key loss a full
-        # relink (every secret typed again) must work without touching the unreadable ones.
-        blank = [name for name in SECRET_INPUTS if not data.get(name)]
-        if data.get("clear_api_token") and "api_token" in blank:
-            blank.remove("api_token")
-        stored: dict[str, Any] = {}
-        if self.instance.pk and blank:
-            try:
-                stored = (
-                    BillConnection.objects.filter(pk=self.instance.pk).values(*blank).first()
-                    or {}
-                )
-            except DecryptionFailed:
-                self.add_error(None, UNDECRYPTABLE_MESSAGE)
-                return
-        api_token = data.get("api_token") or stored.get("api_token")
-        if data.get("clear_api_token"):
-            api_token = None
-        try:
-            self.linked_connection = services.link(
-                tenant,
-                username=data["username"],
-                password=data.get("password") or stored.get("password") or "",
-                organization_id=data["organization_id"],
-                dev_key=data.get("dev_key") or stored.get("dev_key") or "",
-                api_token=api_token,
-                environment=data["environment"],
-                api_version=data["api_version"],
-                actor=getattr(self.request, "user", None),
-            )
-        except BillIntegrationError as exc:
-            self.add_error(None, customer_message(exc.code, exc.message))
 
 
 class AuditEventInline(admin.TabularInline):
@@ -197,50 +89,6 @@ class AuditEventInline(admin.TabularInline):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AuditEvent]:
         return super().get_queryset(request).select_related("actor")
-
-
-class _CountingThrottle(SimpleRateThrottle):
-    """DRF's ``allow_request`` split in two, ``allows`` (look) then ``count`` (record), so a row
-    that one throttle refuses is not counted by the other."""
-
-    key: str | None
-
-    def allows(self, request: HttpRequest) -> bool:
-        self.rate = self.get_rate()
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        self.key = None
-        if self.rate is None:
-            return True
-        self.key = self.get_cache_key(request, None)
-        if self.key is None:
-            return True
-        self.history = self.cache.get(self.key, [])
-        self.now = self.timer()
-        while self.history and self.history[-1] <= self.now - self.duration:
-            self.history.pop()
-        return len(self.history) < self.num_requests
-
-    def count(self) -> None:
-        if self.key is not None:
-            self.throttle_success()
-
-
-class _TenantRefreshThrottle(_CountingThrottle, RefreshTenantThrottle):
-    """``REFRESH_THROTTLE_RATES["tenant"]`` for the tenant of a selected row."""
-
-    def __init__(self, tenant: Any) -> None:
-        super().__init__()
-        self.tenant = tenant
-
-    def get_cache_key(self, request: Any, view: Any) -> str:
-        # The key RefreshTenantThrottle uses for a REST request about this tenant, so the
-        # endpoint and the admin draw on one allowance (test_admin checks they stay equal).
-        label = self.tenant._meta.label_lower
-        return f"bill_integration:{self.action}:tenant:{label}:{self.tenant.pk}"
-
-
-class _UserRefreshThrottle(_CountingThrottle, RefreshUserThrottle):
-    """``REFRESH_THROTTLE_RATES["user"]`` for the signed-in staff user."""
 
 
 @admin.register(BillConnection)
@@ -454,9 +302,9 @@ class BillConnectionAdmin(admin.ModelAdmin):
     def _queue(self, request: HttpRequest, queryset: QuerySet[BillConnection], task: Any) -> int:
         """Queue ``task(connection_id)`` per row within the refresh throttles; report skips."""
         queued = skipped_tenant = skipped_user = 0
-        user_throttle = _UserRefreshThrottle()
+        user_throttle = UserRefreshCounter()
         for connection in queryset.select_related("tenant").order_by("pk"):
-            tenant_throttle = _TenantRefreshThrottle(connection.tenant)
+            tenant_throttle = TenantRefreshCounter(connection.tenant)
             if not tenant_throttle.allows(request):
                 skipped_tenant += 1
                 continue

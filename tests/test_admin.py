@@ -122,7 +122,7 @@ def test_add_form_validates_before_calling_bill(
     )
     html = response.content.decode()
     assert response.status_code == 200 and "starts with 008" in html
-    assert "control characters" in html
+    assert "control character" in html
     assert bill_emulator.state.counters()["logins"] == 0
 
 

@@ -177,3 +177,29 @@ def test_a_missing_api_token_shows_as_not_stored(client, django_user_model, tena
     )
     assert token.group(1) == "not stored"
     assert BillConnection.objects.get(pk=linked.pk).password not in change
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("api_token", "tok\u200ben"), ("dev_key", "key\u201c1"), ("password", "pass\u200bword")],
+)
+def test_the_admin_form_refuses_invisible_or_unsendable_characters_before_bill(
+    field, value, tenant, bill_emulator, bill_account, bill_environment
+):
+    from bill_integration.admin_forms import BillConnectionForm
+
+    data = {
+        "tenant": tenant.pk,
+        "environment": bill_environment,
+        "api_version": "v3",
+        "username": bill_account.username,
+        "organization_id": bill_account.organization_id,
+        "password": bill_account.password,
+        "dev_key": bill_account.dev_key,
+        "api_token": "",
+        field: value,
+    }
+    form = BillConnectionForm(data=data)
+    assert not form.is_valid()
+    assert field in form.errors
+    assert bill_emulator.state.counters(organization_id=bill_account.organization_id)["logins"] == 0

@@ -46,6 +46,11 @@ class _SettingThrottle(SimpleRateThrottle):
         return super().allow_request(request, view)
 
 
+def tenant_cache_key(action: str, tenant: Any) -> str:
+    """The cache key of ``tenant``'s count for ``action`` (shared by the API and the admin)."""
+    return f"bill_integration:{action}:tenant:{tenant._meta.label_lower}:{tenant.pk}"
+
+
 class _TenantThrottle(_SettingThrottle):
     scope = "tenant"
 
@@ -53,7 +58,7 @@ class _TenantThrottle(_SettingThrottle):
         tenant, _access = resolve_access(request)
         if tenant is None:
             return None
-        return f"bill_integration:{self.action}:tenant:{tenant._meta.label_lower}:{tenant.pk}"
+        return tenant_cache_key(self.action, tenant)
 
 
 class _UserThrottle(_SettingThrottle):
@@ -88,3 +93,47 @@ class RefreshUserThrottle(_UserThrottle):
     """Forced refreshes per signed-in user (``REFRESH_THROTTLE_RATES["user"]``)."""
 
     rates_setting, action = "REFRESH_THROTTLE_RATES", "refresh"
+
+
+# --- the admin's bulk actions draw on the same allowance -------------------------------------
+
+
+class _CountingThrottle(SimpleRateThrottle):
+    """DRF's ``allow_request`` split in two, ``allows`` (look) then ``count`` (record), so a row
+    that one throttle refuses is not counted by the other."""
+
+    key: str | None
+
+    def allows(self, request: Any) -> bool:
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        self.key = None
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, None)
+        if self.key is None:
+            return True
+        self.history = self.cache.get(self.key, [])
+        self.now = self.timer()
+        while self.history and self.history[-1] <= self.now - self.duration:
+            self.history.pop()
+        return len(self.history) < self.num_requests
+
+    def count(self) -> None:
+        if self.key is not None:
+            self.throttle_success()
+
+
+class TenantRefreshCounter(_CountingThrottle, RefreshTenantThrottle):
+    """``REFRESH_THROTTLE_RATES["tenant"]`` for the tenant of a row the admin queues."""
+
+    def __init__(self, tenant: Any) -> None:
+        super().__init__()
+        self.tenant = tenant
+
+    def get_cache_key(self, request: Any, view: Any) -> str:
+        return tenant_cache_key(self.action, self.tenant)
+
+
+class UserRefreshCounter(_CountingThrottle, RefreshUserThrottle):
+    """``REFRESH_THROTTLE_RATES["user"]`` for the signed-in staff user queueing rows."""
