@@ -422,7 +422,7 @@ def machine_facts() -> dict[str, str]:
     head = _command_output("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
     code = ", ".join(
         f"{name} {hashlib.sha256((ROOT / 'bill_integration' / name).read_bytes()).hexdigest()[:10]}"
-        for name in ("services/sessions.py", "limits.py", "client/base.py")
+        for name in ("services/sessions.py", "limits/redis.py", "client/base.py")
     )
     return {
         "code": f"git {head} + working tree (sha256: {code})",
