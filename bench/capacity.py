@@ -64,6 +64,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 def simulate(tenants: int, *, hours: int = HOURS, seed: int = SEED) -> dict[str, Any]:
     """Keep ``tenants`` idle tenants of one devKey fresh for ``hours``; return the figures."""
     from bill_integration import limits
+    from bill_integration.client.errors import start_of_next_hour
     from bill_integration.conf import bill_settings, keepalive_after_idle
     from bill_integration.emulator import ids
     from bill_integration.emulator.state import EmulatedError, EmulatorState
@@ -193,7 +194,7 @@ def simulate(tenants: int, *, hours: int = HOURS, seed: int = SEED) -> dict[str,
         if code is not None:
             figures[f"refused_{code}"] += 1
             c.status = ConnectionStatus.RATE_LIMITED
-            c.next_attempt_at = limits.next_clock_hour(at)
+            c.next_attempt_at = start_of_next_hour(at)
             return
         c.session_obtained_at = c.session_last_used_at = at + PROCESSING_DELAY
         c.status, c.next_attempt_at, c.last_error_code = ConnectionStatus.ACTIVE, None, ""
@@ -220,7 +221,7 @@ def simulate(tenants: int, *, hours: int = HOURS, seed: int = SEED) -> dict[str,
                     elif code is not None:
                         figures[f"refused_{code}"] += 1
                         c.status = ConnectionStatus.RATE_LIMITED
-                        c.next_attempt_at = limits.next_clock_hour(at)
+                        c.next_attempt_at = start_of_next_hour(at)
                     else:
                         c.session_last_used_at = at + PROCESSING_DELAY
                         if not renewal_pending(c):

@@ -427,7 +427,7 @@ def machine_facts() -> dict[str, str]:
 
     code = ", ".join(
         f"{name} {digest(name)}"
-        for name in ("services", "limits.py", "client/base.py")
+        for name in ("services", "limits", "client/base.py")
         if (ROOT / "bill_integration" / name).exists()
     )
     return {

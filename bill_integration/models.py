@@ -194,7 +194,7 @@ def describe(connection: BillConnection) -> dict[str, Any]:
 
 
 class LimiterEvent(models.Model):
-    """One counted thing of the PostgreSQL limiter fallback (``limits.py``; unused with Redis).
+    """One counted thing of the database limiters (``limits/``); with Redis, the login journal.
 
     ``kind`` is ``"login"`` (a login against a developer key's hourly budget, kept for an hour)
     or ``"slot"`` (an in-flight request to one organization, kept until released or its lease

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from datetime import timedelta
 
 import pytest
+import redis
 from django.db import connections
 
 from bill_integration import limits
+from bill_integration.client.errors import start_of_next_hour
 from bill_integration.conf import now
-from bill_integration.exceptions import RateLimited
+from bill_integration.exceptions import LoginBudgetExhausted, RateLimited, TransientError
 from bill_integration.models import BillConnection, ConnectionStatus
 from bill_integration.services import get_session, refresh_due
 from bill_integration.services.freshness import BUDGET_EXHAUSTED
 from bill_integration.services.sweep import due_connection_ids
+from tests.session_support import REDIS_URL
 
 pytestmark = pytest.mark.django_db
 
@@ -87,7 +91,7 @@ def test_login_budget_holds_under_concurrency(budget, bill_app):
 def test_pause_stops_calls_until_it_ends(limiter_backend, bill_app):
     fingerprint = "fp-pause"
     until = limits.pause_dev_key(fingerprint)
-    assert until == limits.next_clock_hour(now())
+    assert until == start_of_next_hour(now())
     assert limits.paused_until(fingerprint) == until
     org = "0080000000000000001"
     with pytest.raises(RateLimited) as paused, limits.request_slot(fingerprint, org):
@@ -215,10 +219,6 @@ def test_500_tenants_on_one_dev_key_stay_within_the_budget_every_hour(
 
 
 def test_redis_keys_expire_on_their_own(settings, bill_app):
-    import redis
-
-    from tests.session_support import REDIS_URL
-
     settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "REDIS_URL": REDIS_URL}
     fingerprint = "fp-ttl"
     limits.get_limiter().reset()
@@ -230,3 +230,129 @@ def test_redis_keys_expire_on_their_own(settings, bill_app):
         assert len(keys) == 3
         assert all(0 < client.ttl(key) <= 3660 + 60 for key in keys)
     limits.get_limiter().reset()
+
+
+def test_a_spent_budget_raises_login_budget_exhausted(budget, bill_app):
+    budget(1)
+    limits.take_login("fp-exhausted")
+    with pytest.raises(LoginBudgetExhausted) as refused:
+        limits.take_login("fp-exhausted")
+    assert isinstance(refused.value, RateLimited) and refused.value.scope == "login_budget"
+    assert refused.value.code == "login_budget_exhausted"
+
+
+# --- Redis trouble ----------------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed again)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def use_redis(settings, url: str = REDIS_URL, **more) -> None:
+    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "REDIS_URL": url, **more}
+
+
+def forget_redis_keys() -> None:
+    """What a Redis restart without persistence (or a FLUSHDB) does to the limiter's keys.
+
+    Only the limiter's keys are deleted, not the whole database: the test Redis database is
+    also the Celery broker of the worker tests.
+    """
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=limits.REDIS_PREFIX + "*"):
+        client.delete(key)
+
+
+def test_unreachable_redis_raises_transient_error_without_the_password(settings, bill_app):
+    use_redis(settings, f"redis://:hunter2-limiter@127.0.0.1:{closed_port()}/1")
+    calls = {
+        "take_login": lambda: limits.take_login("fp-down"),
+        "request_slot": lambda: limits.request_slot("fp-down", "00801000000000000001").__enter__(),
+        "pause_dev_key": lambda: limits.pause_dev_key("fp-down"),
+        "paused_until": lambda: limits.paused_until("fp-down"),
+        "record_shortfall": lambda: limits.record_shortfall("fp-down"),
+        "status": lambda: limits.status("fp-down"),
+        "reset": limits.reset,
+    }
+    for name, call in calls.items():
+        with pytest.raises(TransientError) as down:
+            call()
+        text = f"{down.value} {down.value!r}"
+        assert "Redis" in text and "unreachable" in text, name
+        assert "hunter2" not in text and "redis://" not in text, name  # the host, not the URL
+        assert "127.0.0.1" in text, name
+
+
+def test_a_failed_slot_release_keeps_the_callers_result(settings, bill_app, monkeypatch, caplog):
+    use_redis(settings)
+    limiter = limits.get_limiter()
+    gone = redis.Redis.from_url(f"redis://127.0.0.1:{closed_port()}/1")
+    answers = []
+    with caplog.at_level(logging.WARNING, logger="bill_integration.limits"):
+        with limits.request_slot("fp-release", "00801000000000000001"):
+            monkeypatch.setattr(limiter, "redis", gone)  # Redis goes away while BILL answers
+            answers.append("BILL answered")
+        monkeypatch.undo()
+        with (
+            pytest.raises(ValueError, match="the body's own error"),
+            limits.request_slot("fp-release", "00801000000000000001"),
+        ):
+            monkeypatch.setattr(limiter, "redis", gone)
+            raise ValueError("the body's own error")
+    monkeypatch.undo()
+    assert answers == ["BILL answered"]
+    warnings = [r.getMessage() for r in caplog.records if "not released" in r.getMessage()]
+    assert len(warnings) == 2 and all("TransientError" in w for w in warnings)
+    limits.reset()
+
+
+def test_the_login_budget_survives_redis_losing_its_keys(settings, bill_app):
+    use_redis(settings, LOGIN_BUDGET_PER_HOUR=5)
+    limits.reset()
+    fingerprint = "fp-restart"
+    for _ in range(3):
+        limits.take_login(fingerprint)
+    bill_app.advance(10 * 60)
+    forget_redis_keys()
+    assert limits.status(fingerprint).logins_used == 3
+    forget_redis_keys()
+    limits.take_login(fingerprint)
+    limits.take_login(fingerprint)
+    with pytest.raises(LoginBudgetExhausted) as refused:
+        limits.take_login(fingerprint)
+    # The rebuilt window keeps each login's time: the first three free up an hour after them.
+    assert abs((refused.value.retry_at - (now() + timedelta(minutes=50))).total_seconds()) < 5
+    limits.reset()  # forgets the database's record of logins too
+    forget_redis_keys()
+    assert limits.status(fingerprint).logins_used == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workers_racing_after_redis_lost_its_keys_stay_within_the_budget(settings, bill_app):
+    use_redis(settings, LOGIN_BUDGET_PER_HOUR=20)
+    limits.reset()
+    fingerprint = "fp-restart-race"
+    for _ in range(8):
+        limits.take_login(fingerprint)
+    forget_redis_keys()
+    granted, refused = [], []
+
+    def spend() -> None:
+        for _ in range(5):
+            try:
+                limits.take_login(fingerprint)
+                granted.append(1)
+            except LoginBudgetExhausted:
+                refused.append(1)
+        connections.close_all()
+
+    threads = [threading.Thread(target=spend) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(granted) == 12 and len(refused) == 28
+    limits.reset()

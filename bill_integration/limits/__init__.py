@@ -1,0 +1,246 @@
+"""BILL's limits, shared by every process and worker: login budget, concurrency, devKey pauses.
+
+BILL allows 200 logins per developer key per hour, 3 concurrent requests per developer key
+and organization, and answers BDC_1144 when a developer key has used its hour (every later
+request must wait for the next clock hour): https://developer.bill.com/docs/api-rate-limits.
+Many tenants may share one developer key, so these limits are counted per developer key
+*fingerprint* (``BillConnection.dev_key_fingerprint``, a keyed hash: the key itself is never
+needed here) across all workers:
+
+* :func:`take_login` spends one login from a rolling-hour budget
+  (``LOGIN_BUDGET_PER_HOUR``, default 150, below BILL's 200 so links and operators keep room),
+  or raises :class:`LoginBudgetExhausted` (a ``RateLimited`` with ``scope="login_budget"``)
+  with the time a login frees up;
+* :func:`request_slot` holds one of ``MAX_CONCURRENT_PER_ORGANIZATION`` slots for the length
+  of one call, waiting up to ``CONCURRENCY_WAIT``; a slot has a lease
+  (``CONCURRENCY_LEASE``) so a killed worker cannot keep it;
+* :func:`pause_dev_key` records a BDC_1144: until the next clock hour no call of that
+  developer key is made (every slot request raises ``RateLimited(scope="hourly")``).
+
+Backends (one module each), chosen once per settings by :func:`get_limiter`:
+
+* ``redis.py`` when ``BILL_INTEGRATION["REDIS_URL"]`` is set: one Lua script per
+  check-and-count, every key with a TTL. While Redis is unreachable every function here raises
+  :class:`~bill_integration.exceptions.TransientError`.
+* ``postgresql.py`` on PostgreSQL without Redis: advisory locks on a connection of the
+  limiter's own, so counts are seen by other workers at once and survive the caller's rollback.
+* ``sqlite.py`` on any other database (SQLite in the demo): ORM rows, for one process.
+
+**The login budget survives a Redis restart.** Redis may run without persistence; a restart
+or a flush would read the budget as unspent, and the next sweep would log in past BILL's 200
+an hour into BDC_1144. So the Redis backend also writes every login it grants to the database
+(a ``LimiterEvent`` row of kind ``login``, through the database backend above: one small
+insert per login, and logins are at most a few hundred an hour per key), and a login window
+missing from Redis is rebuilt from those rows before anything is counted. This journal was
+chosen over reading ``AuditEvent`` rows because it counts exactly what the budget granted
+(also logins that failed at BILL, which BILL counts too) by the same fingerprint, with no join
+through connections. A login granted in the instant between its Redis count and its journal
+row, by another worker, while Redis restarts, can be missed once; the budget's margin below
+BILL's 200 covers that.
+
+Every timestamp comes from :func:`bill_integration.conf.now`, so tests that move the clock
+move the windows too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from ..client.errors import start_of_next_hour
+from ..conf import bill_settings, now
+from ..exceptions import LoginBudgetExhausted, RateLimited
+from .base import LOGIN_WINDOW, REDIS_PREFIX, LimiterBackend, LimitStatus
+from .postgresql import PostgreSQLLimiter
+from .sqlite import SQLiteLimiter
+
+__all__ = [
+    "LOGIN_WINDOW",
+    "REDIS_PREFIX",
+    "LimitStatus",
+    "LimiterBackend",
+    "batch",
+    "get_limiter",
+    "pause_dev_key",
+    "paused_until",
+    "record_shortfall",
+    "request_slot",
+    "reset",
+    "slot_key",
+    "status",
+    "take_login",
+]
+
+logger = logging.getLogger("bill_integration.limits")
+
+#: How long the slot poll sleeps between tries (seconds; grows to 0.25).
+SLOT_POLL_INTERVAL = 0.02
+
+#: Deprecated alias of :func:`bill_integration.client.errors.start_of_next_hour`, kept
+#: while ``services`` still calls ``limits.next_clock_hour``.
+next_clock_hour = start_of_next_hour
+
+_backends: dict[tuple[str | None, str], LimiterBackend] = {}
+_backends_lock = threading.Lock()
+
+
+def database_limiter(alias: str = DEFAULT_DB_ALIAS) -> PostgreSQLLimiter | SQLiteLimiter:
+    """The database backend for ``alias``'s vendor (PostgreSQL, else the ORM one)."""
+    if connections[alias].vendor == "postgresql":
+        return PostgreSQLLimiter(alias)
+    return SQLiteLimiter(alias)
+
+
+def _build(url: str | None) -> LimiterBackend:
+    if not url:
+        return database_limiter()
+    from .redis import RedisLimiter  # imported late: redis-py is an optional dependency
+
+    return RedisLimiter(url, journal=database_limiter())
+
+
+def get_limiter() -> LimiterBackend:
+    """The backend for the current settings (Redis when ``REDIS_URL`` is set)."""
+    choice = (bill_settings.REDIS_URL, connections[DEFAULT_DB_ALIAS].vendor)
+    backend = _backends.get(choice)
+    if backend is None:
+        with _backends_lock:
+            backend = _backends.get(choice)
+            if backend is None:
+                backend = _backends[choice] = _build(choice[0])
+    return backend
+
+
+def reset() -> None:
+    """Forget every count and pause of the current backend (tests and operators)."""
+    get_limiter().reset()
+
+
+@contextmanager
+def batch() -> Iterator[None]:
+    """Reuse one database connection for the limiter's work in a loop (the sweep)."""
+    holding = getattr(get_limiter(), "holding_connection", None)
+    if holding is None:
+        yield
+        return
+    with holding():
+        yield
+
+
+def _paused_error(until: datetime) -> RateLimited:
+    return RateLimited(
+        "BILL paused this developer key until the next hour (BDC_1144).",
+        bill_code="BDC_1144",
+        retry_at=until,
+        scope="hourly",
+    )
+
+
+def take_login(fingerprint: str) -> None:
+    """Spend one login of ``fingerprint``'s hourly budget, or raise.
+
+    Raises ``RateLimited(scope="hourly")`` while BDC_1144 paused the developer key, and
+    :class:`LoginBudgetExhausted` (``scope="login_budget"``) when the budget is spent, both
+    with ``retry_at``.
+    """
+    limiter = get_limiter()
+    moment = now()
+    paused = limiter.paused_until(fingerprint, at=moment)
+    if paused is not None:
+        raise _paused_error(paused)
+    budget = int(bill_settings.LOGIN_BUDGET_PER_HOUR)
+    if limiter.acquire_login(fingerprint, budget=budget, at=moment):
+        return
+    _, frees_at = limiter.login_window(fingerprint, at=moment)
+    raise LoginBudgetExhausted(
+        f"The login budget of this developer key ({budget} per hour) is used up.",
+        retry_at=frees_at or moment + LOGIN_WINDOW,
+    )
+
+
+def pause_dev_key(fingerprint: str, until: datetime | None = None) -> datetime:
+    """Stop every call of this developer key until ``until`` (default: the next clock hour)."""
+    until = until or start_of_next_hour(now())
+    get_limiter().pause(fingerprint, until)
+    logger.warning("bill developer key paused until %s (BDC_1144)", until.isoformat())
+    return until
+
+
+def paused_until(fingerprint: str) -> datetime | None:
+    """When the BDC_1144 pause of this developer key ends, or None when it is not paused."""
+    return get_limiter().paused_until(fingerprint, at=now())
+
+
+def record_shortfall(fingerprint: str) -> int:
+    """Count one due login the budget could not cover; returns the developer key's total."""
+    return get_limiter().record_shortfall(fingerprint, at=now())
+
+
+def slot_key(fingerprint: str, organization_id: str) -> str:
+    """BILL limits concurrency per developer key *and* organization: one slot set per pair."""
+    return f"{fingerprint}:{organization_id}"
+
+
+@contextmanager
+def request_slot(fingerprint: str, organization_id: str) -> Iterator[None]:
+    """Hold one of the organization's concurrent-request slots for the body of the block.
+
+    Waits up to ``CONCURRENCY_WAIT`` for a slot (then ``RateLimited(scope="concurrency")``),
+    and raises ``RateLimited(scope="hourly")`` at once while the developer key is paused.
+    A release that fails (Redis gone after BILL answered) is logged and ignored: the slot's
+    lease frees it, and the body's result or exception stands.
+    """
+    limiter = get_limiter()
+    key = slot_key(fingerprint, organization_id)
+    limit = int(bill_settings.MAX_CONCURRENT_PER_ORGANIZATION)
+    lease = bill_settings.CONCURRENCY_LEASE
+    deadline = time.monotonic() + bill_settings.CONCURRENCY_WAIT.total_seconds()
+    delay = SLOT_POLL_INTERVAL
+    while True:
+        answer = limiter.acquire_slot(key, fingerprint, limit=limit, at=now(), lease=lease)
+        if isinstance(answer, datetime):
+            raise _paused_error(answer)
+        if answer is not None:
+            break
+        if time.monotonic() >= deadline:
+            raise RateLimited(
+                f"All {limit} concurrent-request slots of this organization stayed busy.",
+                scope="concurrency",
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+    try:
+        yield
+    finally:
+        _release(limiter, key, answer, lease_seconds=lease.total_seconds())
+
+
+def _release(limiter: LimiterBackend, key: str, token: str, *, lease_seconds: float) -> None:
+    try:
+        limiter.release_slot(key, token)
+    except Exception as exc:  # noqa: BLE001 - BILL already answered; the lease frees the slot
+        logger.warning(
+            "bill concurrency slot not released (%s: %s); its lease frees it within %.0f s",
+            type(exc).__name__,
+            exc,
+            lease_seconds,
+        )
+
+
+def status(fingerprint: str) -> LimitStatus:
+    """Budget used, pause and shortfalls of one developer key (``manage.py bill_status``)."""
+    limiter = get_limiter()
+    moment = now()
+    used, _ = limiter.login_window(fingerprint, at=moment)
+    return LimitStatus(
+        logins_used=used,
+        budget=int(bill_settings.LOGIN_BUDGET_PER_HOUR),
+        paused_until=limiter.paused_until(fingerprint, at=moment),
+        budget_shortfalls=limiter.shortfalls(fingerprint),
+    )

@@ -1,0 +1,220 @@
+"""The limiter on Redis: one Lua script per check-and-count, every key with a TTL.
+
+This module is ``bill_integration.limits.redis``; ``import redis`` below is the redis-py
+package (imports are absolute), never this module.
+
+The login window of a developer key is a sorted set (member: a login's token, score: its
+time) that always holds the member ``seeded`` (score 0) while Redis has it. A window key that
+is missing therefore means "Redis does not know" (it restarted without persistence, was
+flushed, or the key aged out after an hour without logins), never "no logins": the key is
+rebuilt from the database's login journal before anything is counted. Every login Redis
+grants is written to that journal (a ``LimiterEvent`` row of kind ``login``) with the same
+token, so a rebuild is idempotent.
+
+While Redis is unreachable every method raises :class:`TransientError`, never a redis-py
+exception, and the message names the host, never the URL (which may carry a password).
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+import redis
+import redis.exceptions
+
+from ..conf import now
+from ..exceptions import TransientError
+from .base import LOGIN_WINDOW, REDIS_PREFIX, from_ts
+
+#: The member that marks a login window Redis knows (seeded); real members are uuid hex.
+SEEDED = "seeded"
+#: How often a window lost at the moment it was seeded is rebuilt before giving up.
+SEED_ATTEMPTS = 3
+
+# Returns 1 (granted), 0 (budget spent) or -1 (window unknown: seed it from the database).
+_LOGIN_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '(0', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+if redis.call('ZCOUNT', KEYS[1], '(0', '+inf') < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  return 1
+end
+return 0
+"""
+
+# Builds a missing window from (score, token) pairs; a window another worker built wins.
+_SEED_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('ZADD', KEYS[1], 0, ARGV[2])
+for i = 3, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# Returns {1} (slot taken), {0} (all slots busy) or {-1, paused_until} (devKey paused).
+_SLOT_SCRIPT = """
+local paused = redis.call('GET', KEYS[2])
+if paused and tonumber(paused) > tonumber(ARGV[1]) then
+  return {-1, paused}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[4])
+  redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 60)
+  return {1}
+end
+return {0}
+"""
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+class LoginJournal(Protocol):
+    """Where granted logins are also written (a database backend)."""
+
+    def record_login(self, fingerprint: str, *, token: str, at: datetime) -> None: ...
+    def recent_logins(self, fingerprint: str, *, at: datetime) -> list[tuple[str, datetime]]: ...
+    def reset(self) -> None: ...
+
+
+def _typed_errors(method: _Method) -> _Method:
+    """Turn redis-py's connection errors into :class:`TransientError` (no URL in the text)."""
+
+    @functools.wraps(method)
+    def wrapper(self: RedisLimiter, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise TransientError(
+                f"The limiter's Redis ({self.where}) is unreachable; calls to BILL wait "
+                "until it answers."
+            ) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+class RedisLimiter:
+    """Atomic counters in Redis, a login journal in the database to rebuild them."""
+
+    def __init__(self, url: str, journal: LoginJournal) -> None:
+        self.redis = redis.Redis.from_url(url)
+        self.journal = journal
+        self._login = self.redis.register_script(_LOGIN_SCRIPT)
+        self._seed = self.redis.register_script(_SEED_SCRIPT)
+        self._slot = self.redis.register_script(_SLOT_SCRIPT)
+        options = self.redis.connection_pool.connection_kwargs
+        if "path" in options:
+            self.where = f"unix socket {options['path']}"
+        else:
+            self.where = f"{options.get('host')}:{options.get('port')}/{options.get('db', 0)}"
+
+    def __repr__(self) -> str:
+        return f"<RedisLimiter {self.where}>"
+
+    @staticmethod
+    def _key(*parts: str) -> str:
+        return REDIS_PREFIX + ":".join(parts)
+
+    def holding_connection(self) -> AbstractContextManager[None]:
+        """The journal's connection, kept for a batch of logins (``limits.batch()``)."""
+        holding = getattr(self.journal, "holding_connection", None)
+        return holding() if holding is not None else nullcontext()
+
+    def _seed_window(self, fingerprint: str, *, at: datetime) -> None:
+        """Rebuild a missing login window from the journal (the logins of the last hour)."""
+        pairs: list[Any] = []
+        for token, moment in self.journal.recent_logins(fingerprint, at=at):
+            pairs += [moment.timestamp(), token]
+        ttl = int(LOGIN_WINDOW.total_seconds()) + 60
+        self._seed(keys=[self._key("login", fingerprint)], args=[ttl, SEEDED, *pairs])
+
+    @_typed_errors
+    def acquire_login(self, fingerprint: str, *, budget: int, at: datetime) -> bool:
+        window = LOGIN_WINDOW.total_seconds()
+        token = uuid.uuid4().hex
+        for _ in range(SEED_ATTEMPTS):
+            taken = int(
+                self._login(
+                    keys=[self._key("login", fingerprint)],
+                    args=[at.timestamp(), window, budget, token, int(window) + 60],
+                )
+            )
+            if taken != -1:
+                break
+            self._seed_window(fingerprint, at=at)
+        else:
+            raise TransientError("The limiter's Redis keeps losing its keys; try again later.")
+        if taken:
+            self.journal.record_login(fingerprint, token=token, at=at)
+        return bool(taken)
+
+    @_typed_errors
+    def login_window(self, fingerprint: str, *, at: datetime) -> tuple[int, datetime | None]:
+        key = self._key("login", fingerprint)
+        if not self.redis.exists(key):
+            self._seed_window(fingerprint, at=at)
+        floor = at.timestamp() - LOGIN_WINDOW.total_seconds()
+        used = self.redis.zcount(key, f"({floor}", "+inf")
+        oldest = self.redis.zrangebyscore(key, f"({floor}", "+inf", start=0, num=1, withscores=True)
+        frees_at = from_ts(oldest[0][1]) + LOGIN_WINDOW if oldest else None
+        return int(used), frees_at
+
+    @_typed_errors
+    def acquire_slot(
+        self, key: str, fingerprint: str, *, limit: int, at: datetime, lease: timedelta
+    ) -> str | datetime | None:
+        token = uuid.uuid4().hex
+        answer = self._slot(
+            keys=[self._key("slot", key), self._key("pause", fingerprint)],
+            args=[at.timestamp(), lease.total_seconds(), limit, token],
+        )
+        if int(answer[0]) == -1:
+            return from_ts(float(answer[1]))
+        return token if int(answer[0]) == 1 else None
+
+    @_typed_errors
+    def release_slot(self, key: str, token: str) -> None:
+        self.redis.zrem(self._key("slot", key), token)
+
+    @_typed_errors
+    def pause(self, fingerprint: str, until: datetime) -> None:
+        key = self._key("pause", fingerprint)
+        # TTL in real seconds is only garbage collection; the stored time decides.
+        ttl = max(60, int((until - now()).total_seconds()) + 60)
+        current = self.redis.get(key)
+        if current is None or float(current) < until.timestamp():
+            self.redis.set(key, until.timestamp(), ex=ttl)
+
+    @_typed_errors
+    def paused_until(self, fingerprint: str, *, at: datetime) -> datetime | None:
+        value = self.redis.get(self._key("pause", fingerprint))
+        if value is None or float(value) <= at.timestamp():
+            return None
+        return from_ts(float(value))
+
+    @_typed_errors
+    def record_shortfall(self, fingerprint: str, *, at: datetime) -> int:
+        return int(self.redis.incr(self._key("shortfalls", fingerprint)))
+
+    @_typed_errors
+    def shortfalls(self, fingerprint: str) -> int:
+        return int(self.redis.get(self._key("shortfalls", fingerprint)) or 0)
+
+    @_typed_errors
+    def reset(self) -> None:
+        """Forget every count and pause, the journal's too (else a rebuild would restore them)."""
+        for key in self.redis.scan_iter(match=REDIS_PREFIX + "*", count=500):
+            self.redis.delete(key)
+        self.journal.reset()
