@@ -15,9 +15,11 @@ from django.utils.module_loading import import_string
 
 from .conf import (
     DEFAULTS,
+    DEPRECATED_SETTINGS,
     IMPORT_STRINGS,
     SETTINGS_NAME,
     TENANT_MODEL_SETTING,
+    deprecated_settings_in_use,
     get_tenant_model,
 )
 
@@ -30,6 +32,7 @@ E006_IMPORT_STRING = "bill_integration.E006"
 E007_SETTINGS_TYPE = "bill_integration.E007"
 E008_KEEPALIVE_NO_ROOM = "bill_integration.E008"
 W001_UNKNOWN_SETTING = "bill_integration.W001"
+W002_DEPRECATED_SETTING = "bill_integration.W002"
 
 KEY_HINT = (
     "Set FIELD_ENCRYPTION_KEY to a Fernet key (or a list of them, newest first). Generate one "
@@ -83,7 +86,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     if not isinstance(user, dict):
         return [Error(f"{SETTINGS_NAME} must be a dict.", id=E007_SETTINGS_TYPE)]
     messages: list[Error | Warning] = []
-    for key in sorted(set(user) - set(DEFAULTS)):
+    for key in sorted(set(user) - set(DEFAULTS) - set(DEPRECATED_SETTINGS)):
         messages.append(
             Warning(
                 f"{SETTINGS_NAME}[{key!r}] is not a known setting and is ignored.",
@@ -114,8 +117,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
                     id=E005_DEFAULT_ENVIRONMENT,
                 )
             )
-    for key in IMPORT_STRINGS:
-        value = user.get(key, DEFAULTS[key])
+    # A deprecated CLOCK is still imported and called (bill_settings.CLOCK), so check it too.
+    for key in (*IMPORT_STRINGS, *(("CLOCK",) if "CLOCK" in user else ())):
+        value = user.get(key, DEFAULTS.get(key))
         if isinstance(value, str):
             try:
                 imported = import_string(value)
@@ -136,6 +140,25 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     return messages
 
 
+@register()
+def check_deprecated_settings(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """W002: each deprecated key (or number-of-seconds timeout) the project still sets.
+
+    They still work for one release; the warning says what to use instead.
+    """
+    user = getattr(settings, SETTINGS_NAME, {}) or {}
+    if not isinstance(user, dict):
+        return []  # E007 already says so
+    return [
+        Warning(
+            f"{SETTINGS_NAME}[{key!r}] is deprecated and stops working in the next release.",
+            hint=instead,
+            id=W002_DEPRECATED_SETTING,
+        )
+        for key, instead in deprecated_settings_in_use(user)
+    ]
+
+
 KEEPALIVE_HINT = (
     "Keep-alives must land before get_session() stops trusting a session: lower "
     "KEEPALIVE_AFTER_IDLE (or leave it unset, None, to derive it from the other settings), run "
@@ -148,7 +171,7 @@ def check_keepalive_timing(app_configs: Any = None, **kwargs: Any) -> list[Error
     """E008: the sweep must find an idle session and keep it alive while it is still trusted.
 
     A session idle ``KEEPALIVE_AFTER_IDLE`` is seen by the next sweep up to ``SWEEP_INTERVAL``
-    later; by then it must still be inside ``SESSION_IDLE_TIMEOUT - SESSION_SAFETY_MARGIN``.
+    later; by then it must still be inside BILL's idle timeout ``- SESSION_SAFETY_MARGIN``.
     """
     from datetime import timedelta
 
@@ -167,9 +190,8 @@ def check_keepalive_timing(app_configs: Any = None, **kwargs: Any) -> list[Error
     except (TypeError, AttributeError):
         return [
             Error(
-                f"{SETTINGS_NAME}: SESSION_IDLE_TIMEOUT, SESSION_SAFETY_MARGIN, SWEEP_INTERVAL and "
-                "KEEPALIVE_AFTER_IDLE must be datetime.timedelta values (KEEPALIVE_AFTER_IDLE "
-                "may be None).",
+                f"{SETTINGS_NAME}: SESSION_SAFETY_MARGIN, SWEEP_INTERVAL and KEEPALIVE_AFTER_IDLE "
+                "must be datetime.timedelta values (KEEPALIVE_AFTER_IDLE may be None).",
                 id=E008_KEEPALIVE_NO_ROOM,
             )
         ]
@@ -179,10 +201,11 @@ def check_keepalive_timing(app_configs: Any = None, **kwargs: Any) -> list[Error
     return [
         Error(
             f"{SETTINGS_NAME}: KEEPALIVE_AFTER_IDLE ({source}: {keepalive}) + SWEEP_INTERVAL "
-            f"({sweep}) must be shorter than SESSION_IDLE_TIMEOUT - SESSION_SAFETY_MARGIN "
+            f"({sweep}) must be shorter than BILL's idle timeout - SESSION_SAFETY_MARGIN "
             f"({trusted}), and KEEPALIVE_AFTER_IDLE must be positive: otherwise sessions go "
             "stale between sweeps and every caller has to log in again.",
             hint=KEEPALIVE_HINT,
             id=E008_KEEPALIVE_NO_ROOM,
         )
     ]
+

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from django.core.checks import Error, run_checks
+from django.core.checks import Error, Warning, run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
@@ -121,12 +122,52 @@ def test_w001_unknown_setting(settings):
     settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "SESSION_TIMEOUT": 10}
     messages = checks.check_settings()
     assert ids(messages) == [checks.W001_UNKNOWN_SETTING]
-    assert "'SESSION_TIMEOUT'" in messages[0].msg and "SESSION_IDLE_TIMEOUT" in messages[0].hint
+    assert "'SESSION_TIMEOUT'" in messages[0].msg and "SESSION_SAFETY_MARGIN" in messages[0].hint
+
+
+def test_no_deprecation_warning_for_a_current_configuration(settings):
+    assert checks.check_deprecated_settings() == []
+
+
+def test_w002_names_each_deprecated_key_the_project_sets_and_what_to_use(settings):
+    settings.BILL_INTEGRATION = {
+        **settings.BILL_INTEGRATION,
+        "SESSION_IDLE_TIMEOUT": timedelta(minutes=35),
+        "MAX_CONCURRENT_PER_ORGANIZATION": 3,
+        "CLOCK": "django.utils.timezone.now",
+        "CONNECT_TIMEOUT": 5,
+        "READ_TIMEOUT": 30.0,
+    }
+    messages = checks.check_deprecated_settings()
+    assert ids(messages) == [checks.W002_DEPRECATED_SETTING] * 5
+    assert all(isinstance(message, Warning) for message in messages)
+    said = {message.msg.split("'")[1]: message.hint for message in messages}
+    assert "constants.SESSION_IDLE_TIMEOUT" in said["SESSION_IDLE_TIMEOUT"]
+    assert "constants.MAX_CONCURRENT_PER_ORGANIZATION" in said["MAX_CONCURRENT_PER_ORGANIZATION"]
+    assert "override_clock" in said["CLOCK"]
+    assert "timedelta(seconds=5)" in said["CONNECT_TIMEOUT"]
+    assert "timedelta(seconds=30.0)" in said["READ_TIMEOUT"]
+    # Deprecated keys are known: W002 says what to do, W001 does not call them unknown.
+    assert checks.check_settings() == []
+    assert ids(run_checks()).count(checks.W002_DEPRECATED_SETTING) == 5  # registered
+
+
+def test_timeouts_given_as_timedeltas_raise_no_warning(settings):
+    settings.BILL_INTEGRATION = {
+        **settings.BILL_INTEGRATION,
+        "CONNECT_TIMEOUT": timedelta(seconds=5),
+        "READ_TIMEOUT": timedelta(seconds=30),
+    }
+    assert checks.check_deprecated_settings() == []
+
+
+def test_e006_a_deprecated_clock_that_does_not_import(settings):
+    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "CLOCK": "no.such.clock"}
+    messages = checks.check_settings()
+    assert ids(messages) == [checks.E006_IMPORT_STRING] and "CLOCK" in messages[0].msg
 
 
 def test_keepalive_defaults_are_derived_and_reach_the_capacity_targets(settings):
-    from datetime import timedelta
-
     from bill_integration.conf import bill_settings, keepalive_after_idle
 
     settings.BILL_INTEGRATION = {
@@ -163,8 +204,6 @@ def test_keepalive_defaults_are_derived_and_reach_the_capacity_targets(settings)
     ],
 )
 def test_e008_keepalive_that_leaves_no_room_for_a_sweep(settings, overrides, source):
-    from datetime import timedelta
-
     minutes = {
         key: None if value is None else timedelta(minutes=value) for key, value in overrides.items()
     }
@@ -206,3 +245,4 @@ def test_manage_py_check_refuses_in_a_fresh_process(key):
     expected = checks.E001_KEY_MISSING if not key else checks.E002_KEY_MALFORMED
     assert expected in result.stderr
     assert not key or key not in result.stderr
+
