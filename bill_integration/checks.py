@@ -6,11 +6,15 @@ that the tests reuse (the django-axes habit).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, connections, router, transaction
 from django.utils.module_loading import import_string
 
 from .conf import (
@@ -23,6 +27,8 @@ from .conf import (
     get_tenant_model,
 )
 
+logger = logging.getLogger("bill_integration.checks")
+
 E001_KEY_MISSING = "bill_integration.E001"
 E002_KEY_MALFORMED = "bill_integration.E002"
 E003_TENANT_MODEL = "bill_integration.E003"
@@ -31,6 +37,7 @@ E005_DEFAULT_ENVIRONMENT = "bill_integration.E005"
 E006_IMPORT_STRING = "bill_integration.E006"
 E007_SETTINGS_TYPE = "bill_integration.E007"
 E008_KEEPALIVE_NO_ROOM = "bill_integration.E008"
+E009_KEY_DECRYPTS_NOTHING = "bill_integration.E009"
 W001_UNKNOWN_SETTING = "bill_integration.W001"
 W002_DEPRECATED_SETTING = "bill_integration.W002"
 
@@ -209,3 +216,134 @@ def check_keepalive_timing(app_configs: Any = None, **kwargs: Any) -> list[Error
         )
     ]
 
+
+# --- E009: the configured key must be the data's key ---------------------------------------------
+
+#: How many connections E009 samples (the most recently written first), and which of their
+#: ciphertexts: the credentials every connection has.
+KEY_SAMPLE_ROWS = 20
+KEY_SAMPLE_FIELDS = ("dev_key", "password")
+
+WRONG_KEY_HINT = (
+    "Put the data's key back in FIELD_ENCRYPTION_KEY: first, or after a new key (the first key "
+    "encrypts, every key in the list decrypts), then run `manage.py bill_rotate_keys` to "
+    "re-encrypt everything with the first key. Only if the data's key is lost for good: delete "
+    "the stored connections and have every customer link their BILL account again."
+)
+
+
+@dataclass(frozen=True)
+class KeySample:
+    """What E009 found in one database: secrets sampled, and how many the keys decrypt."""
+
+    database: str
+    sampled: int
+    decrypted: int
+
+
+def sample_stored_secrets(using: str, *, log_level: int = logging.INFO) -> KeySample | None:
+    """Try the configured keys on up to :data:`KEY_SAMPLE_ROWS` rows' stored secrets.
+
+    The ciphertext is read raw (``key_rotation._raw_rows``: a cast to text, so the field never
+    decrypts it). ``None`` when the table does not exist yet (before ``migrate``) or the
+    database cannot be read (logged at ``log_level``): then nothing can be said about the key.
+    Read in a savepoint, so a failure never breaks a caller's transaction.
+    """
+    from cryptography.fernet import InvalidToken
+
+    from .fields import get_crypter
+    from .key_rotation import _raw_rows, _tokens
+    from .models import BillConnection
+
+    crypter = get_crypter()
+    connection = connections[using]
+    try:
+        with transaction.atomic(using=using):
+            if BillConnection._meta.db_table not in connection.introspection.table_names():
+                return None
+            rows = list(
+                _raw_rows(
+                    BillConnection.objects.using(using).order_by("-updated_at", "-pk")
+                )[:KEY_SAMPLE_ROWS]
+            )
+    except DatabaseError as exc:
+        logger.log(log_level, "cannot read the stored secrets of database %r to verify "
+                   "FIELD_ENCRYPTION_KEY against them: %s", using, type(exc).__name__)
+        return None
+    tokens = [
+        token
+        for row in rows
+        for name, token in _tokens(row).items()
+        if name in KEY_SAMPLE_FIELDS and token
+    ]
+    decrypted = 0
+    for token in tokens:
+        try:
+            crypter.decrypt(token.encode("ascii", errors="replace"))
+        except InvalidToken:
+            continue
+        decrypted += 1
+    return KeySample(database=using, sampled=len(tokens), decrypted=decrypted)
+
+
+def wrong_key_errors(databases: Iterable[str], *, log_level: int = logging.INFO) -> list[Error]:
+    """E009 for each of ``databases`` whose sampled secrets no configured key decrypts.
+
+    Silent when the key itself is missing or malformed (E001/E002 say so), for databases that
+    do not hold BillConnection, and when there is nothing to sample.
+    """
+    from .models import BillConnection
+
+    if check_encryption_key():
+        return []
+    errors = []
+    for using in databases:
+        if not router.allow_migrate_model(using, BillConnection):
+            continue
+        sample = sample_stored_secrets(using, log_level=log_level)
+        if sample is None or sample.sampled == 0 or sample.decrypted:
+            continue
+        errors.append(
+            Error(
+                f"FIELD_ENCRYPTION_KEY decrypts none of the {sample.sampled} sampled stored "
+                f"secrets (database {using!r}): this is not the key the data was encrypted "
+                "with, and every BILL connection would be marked as needing a relink.",
+                hint=WRONG_KEY_HINT,
+                id=E009_KEY_DECRYPTS_NOTHING,
+            )
+        )
+    return errors
+
+
+def _concerns_this_app(app_configs: Any) -> bool:
+    return app_configs is None or any(c.label == "bill_integration" for c in app_configs)
+
+
+@register(Tags.security, Tags.database)
+def check_key_decrypts_stored_secrets(
+    app_configs: Any = None, databases: Iterable[str] | None = None, **kwargs: Any
+) -> list[Error]:
+    """E009 on ``check --database <alias>`` and ``migrate``: the key must be the data's key.
+
+    A valid Fernet key that is not the one the data was encrypted with passes E001/E002, and
+    the first sweep would then mark every connection ``needs_relink``. Like every
+    database-tagged check, it runs only when Django names the databases to check.
+    """
+    if not databases or not _concerns_this_app(app_configs):
+        return []
+    return wrong_key_errors(databases)
+
+
+@register(Tags.security, deploy=True)
+def check_key_decrypts_stored_secrets_on_deploy(
+    app_configs: Any = None, databases: Iterable[str] | None = None, **kwargs: Any
+) -> list[Error]:
+    """E009 on ``check --deploy`` without ``--database``: the database connections are read from.
+
+    (With ``--database`` the database-tagged check above runs instead, once.)
+    """
+    if databases is not None or not _concerns_this_app(app_configs):
+        return []
+    from .models import BillConnection
+
+    return wrong_key_errors([router.db_for_read(BillConnection)])
