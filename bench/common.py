@@ -36,7 +36,8 @@ _clock_source: Callable[[], datetime] = _wall_clock
 
 
 def clock() -> datetime:
-    """``BILL_INTEGRATION["CLOCK"]`` of the benchmarks: whatever the harness points it at."""
+    """The app's clock in the benchmarks (``conf.set_clock`` in ``bench/settings.py``): whatever
+    the harness points it at."""
     return _clock_source()
 
 

@@ -11,8 +11,12 @@ from __future__ import annotations
 import copy
 import os
 
+from bill_integration.conf import set_clock
 from project.settings.test import *
 from project.settings.test import BILL_INTEGRATION, DATABASES
+
+# The app's clock: bench.common.clock, which the harness ties to the emulator's.
+set_clock("bench.common.clock")
 
 DATABASES = copy.deepcopy(DATABASES)
 DATABASES["default"]["NAME"] = os.environ.get("BILL_BENCH_DB", "bench_bill_integration")
@@ -27,7 +31,6 @@ ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
 BILL_INTEGRATION = {
     **BILL_INTEGRATION,
     "REDIS_URL": REDIS_URL,
-    "CLOCK": "bench.common.clock",
     # Counts calls by outcome (a CLIENT_CLASS subclass, the documented extension point).
     "CLIENT_CLASS": "bench.common.CountingBillClient",
 }

@@ -6,20 +6,28 @@ that the tests reuse (the django-axes habit).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, connections, router, transaction
 from django.utils.module_loading import import_string
 
 from .conf import (
     DEFAULTS,
+    DEPRECATED_SETTINGS,
     IMPORT_STRINGS,
     SETTINGS_NAME,
     TENANT_MODEL_SETTING,
+    deprecated_settings_in_use,
     get_tenant_model,
 )
+
+logger = logging.getLogger("bill_integration.checks")
 
 E001_KEY_MISSING = "bill_integration.E001"
 E002_KEY_MALFORMED = "bill_integration.E002"
@@ -29,7 +37,9 @@ E005_DEFAULT_ENVIRONMENT = "bill_integration.E005"
 E006_IMPORT_STRING = "bill_integration.E006"
 E007_SETTINGS_TYPE = "bill_integration.E007"
 E008_KEEPALIVE_NO_ROOM = "bill_integration.E008"
+E009_KEY_DECRYPTS_NOTHING = "bill_integration.E009"
 W001_UNKNOWN_SETTING = "bill_integration.W001"
+W002_DEPRECATED_SETTING = "bill_integration.W002"
 
 KEY_HINT = (
     "Set FIELD_ENCRYPTION_KEY to a Fernet key (or a list of them, newest first). Generate one "
@@ -83,7 +93,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     if not isinstance(user, dict):
         return [Error(f"{SETTINGS_NAME} must be a dict.", id=E007_SETTINGS_TYPE)]
     messages: list[Error | Warning] = []
-    for key in sorted(set(user) - set(DEFAULTS)):
+    for key in sorted(set(user) - set(DEFAULTS) - set(DEPRECATED_SETTINGS)):
         messages.append(
             Warning(
                 f"{SETTINGS_NAME}[{key!r}] is not a known setting and is ignored.",
@@ -114,8 +124,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
                     id=E005_DEFAULT_ENVIRONMENT,
                 )
             )
-    for key in IMPORT_STRINGS:
-        value = user.get(key, DEFAULTS[key])
+    # A deprecated CLOCK is still imported and called (bill_settings.CLOCK), so check it too.
+    for key in (*IMPORT_STRINGS, *(("CLOCK",) if "CLOCK" in user else ())):
+        value = user.get(key, DEFAULTS.get(key))
         if isinstance(value, str):
             try:
                 imported = import_string(value)
@@ -136,6 +147,25 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
     return messages
 
 
+@register()
+def check_deprecated_settings(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """W002: each deprecated key (or number-of-seconds timeout) the project still sets.
+
+    They still work for one release; the warning says what to use instead.
+    """
+    user = getattr(settings, SETTINGS_NAME, {}) or {}
+    if not isinstance(user, dict):
+        return []  # E007 already says so
+    return [
+        Warning(
+            f"{SETTINGS_NAME}[{key!r}] is deprecated and stops working in the next release.",
+            hint=instead,
+            id=W002_DEPRECATED_SETTING,
+        )
+        for key, instead in deprecated_settings_in_use(user)
+    ]
+
+
 KEEPALIVE_HINT = (
     "Keep-alives must land before get_session() stops trusting a session: lower "
     "KEEPALIVE_AFTER_IDLE (or leave it unset, None, to derive it from the other settings), run "
@@ -148,7 +178,7 @@ def check_keepalive_timing(app_configs: Any = None, **kwargs: Any) -> list[Error
     """E008: the sweep must find an idle session and keep it alive while it is still trusted.
 
     A session idle ``KEEPALIVE_AFTER_IDLE`` is seen by the next sweep up to ``SWEEP_INTERVAL``
-    later; by then it must still be inside ``SESSION_IDLE_TIMEOUT - SESSION_SAFETY_MARGIN``.
+    later; by then it must still be inside BILL's idle timeout ``- SESSION_SAFETY_MARGIN``.
     """
     from datetime import timedelta
 
@@ -167,9 +197,8 @@ def check_keepalive_timing(app_configs: Any = None, **kwargs: Any) -> list[Error
     except (TypeError, AttributeError):
         return [
             Error(
-                f"{SETTINGS_NAME}: SESSION_IDLE_TIMEOUT, SESSION_SAFETY_MARGIN, SWEEP_INTERVAL and "
-                "KEEPALIVE_AFTER_IDLE must be datetime.timedelta values (KEEPALIVE_AFTER_IDLE "
-                "may be None).",
+                f"{SETTINGS_NAME}: SESSION_SAFETY_MARGIN, SWEEP_INTERVAL and KEEPALIVE_AFTER_IDLE "
+                "must be datetime.timedelta values (KEEPALIVE_AFTER_IDLE may be None).",
                 id=E008_KEEPALIVE_NO_ROOM,
             )
         ]
@@ -179,10 +208,142 @@ def check_keepalive_timing(app_configs: Any = None, **kwargs: Any) -> list[Error
     return [
         Error(
             f"{SETTINGS_NAME}: KEEPALIVE_AFTER_IDLE ({source}: {keepalive}) + SWEEP_INTERVAL "
-            f"({sweep}) must be shorter than SESSION_IDLE_TIMEOUT - SESSION_SAFETY_MARGIN "
+            f"({sweep}) must be shorter than BILL's idle timeout - SESSION_SAFETY_MARGIN "
             f"({trusted}), and KEEPALIVE_AFTER_IDLE must be positive: otherwise sessions go "
             "stale between sweeps and every caller has to log in again.",
             hint=KEEPALIVE_HINT,
             id=E008_KEEPALIVE_NO_ROOM,
         )
     ]
+
+
+# --- E009: the configured key must be the data's key ---------------------------------------------
+
+#: How many connections E009 samples (the most recently written first), and which of their
+#: ciphertexts: the credentials every connection has.
+KEY_SAMPLE_ROWS = 20
+KEY_SAMPLE_FIELDS = ("dev_key", "password")
+
+WRONG_KEY_HINT = (
+    "Put the data's key back in FIELD_ENCRYPTION_KEY: first, or after a new key (the first key "
+    "encrypts, every key in the list decrypts), then run `manage.py bill_rotate_keys` to "
+    "re-encrypt everything with the first key. Only if the data's key is lost for good: delete "
+    "the stored connections and have every customer link their BILL account again."
+)
+
+
+@dataclass(frozen=True)
+class KeySample:
+    """What E009 found in one database: secrets sampled, and how many the keys decrypt."""
+
+    database: str
+    sampled: int
+    decrypted: int
+
+
+def sample_stored_secrets(using: str, *, log_level: int = logging.INFO) -> KeySample | None:
+    """Try the configured keys on up to :data:`KEY_SAMPLE_ROWS` rows' stored secrets.
+
+    The ciphertext is read raw (``key_rotation._raw_rows``: a cast to text, so the field never
+    decrypts it). ``None`` when the table does not exist yet (before ``migrate``) or the
+    database cannot be read (logged at ``log_level``): then nothing can be said about the key.
+    Read in a savepoint, so a failure never breaks a caller's transaction.
+    """
+    from cryptography.fernet import InvalidToken
+
+    from .fields import get_crypter
+    from .key_rotation import _raw_rows, _tokens
+    from .models import BillConnection
+
+    crypter = get_crypter()
+    connection = connections[using]
+    try:
+        with transaction.atomic(using=using):
+            if BillConnection._meta.db_table not in connection.introspection.table_names():
+                return None
+            rows = list(
+                _raw_rows(
+                    BillConnection.objects.using(using).order_by("-updated_at", "-pk")
+                )[:KEY_SAMPLE_ROWS]
+            )
+    except DatabaseError as exc:
+        logger.log(log_level, "cannot read the stored secrets of database %r to verify "
+                   "FIELD_ENCRYPTION_KEY against them: %s", using, type(exc).__name__)
+        return None
+    tokens = [
+        token
+        for row in rows
+        for name, token in _tokens(row).items()
+        if name in KEY_SAMPLE_FIELDS and token
+    ]
+    decrypted = 0
+    for token in tokens:
+        try:
+            crypter.decrypt(token.encode("ascii", errors="replace"))
+        except InvalidToken:
+            continue
+        decrypted += 1
+    return KeySample(database=using, sampled=len(tokens), decrypted=decrypted)
+
+
+def wrong_key_errors(databases: Iterable[str], *, log_level: int = logging.INFO) -> list[Error]:
+    """E009 for each of ``databases`` whose sampled secrets no configured key decrypts.
+
+    Silent when the key itself is missing or malformed (E001/E002 say so), for databases that
+    do not hold BillConnection, and when there is nothing to sample.
+    """
+    from .models import BillConnection
+
+    if check_encryption_key():
+        return []
+    errors = []
+    for using in databases:
+        if not router.allow_migrate_model(using, BillConnection):
+            continue
+        sample = sample_stored_secrets(using, log_level=log_level)
+        if sample is None or sample.sampled == 0 or sample.decrypted:
+            continue
+        errors.append(
+            Error(
+                f"FIELD_ENCRYPTION_KEY decrypts none of the {sample.sampled} sampled stored "
+                f"secrets (database {using!r}): this is not the key the data was encrypted "
+                "with, and every BILL connection would be marked as needing a relink.",
+                hint=WRONG_KEY_HINT,
+                id=E009_KEY_DECRYPTS_NOTHING,
+            )
+        )
+    return errors
+
+
+def _concerns_this_app(app_configs: Any) -> bool:
+    return app_configs is None or any(c.label == "bill_integration" for c in app_configs)
+
+
+@register(Tags.security, Tags.database)
+def check_key_decrypts_stored_secrets(
+    app_configs: Any = None, databases: Iterable[str] | None = None, **kwargs: Any
+) -> list[Error]:
+    """E009 on ``check --database <alias>`` and ``migrate``: the key must be the data's key.
+
+    A valid Fernet key that is not the one the data was encrypted with passes E001/E002, and
+    the first sweep would then mark every connection ``needs_relink``. Like every
+    database-tagged check, it runs only when Django names the databases to check.
+    """
+    if not databases or not _concerns_this_app(app_configs):
+        return []
+    return wrong_key_errors(databases)
+
+
+@register(Tags.security, deploy=True)
+def check_key_decrypts_stored_secrets_on_deploy(
+    app_configs: Any = None, databases: Iterable[str] | None = None, **kwargs: Any
+) -> list[Error]:
+    """E009 on ``check --deploy`` without ``--database``: the database connections are read from.
+
+    (With ``--database`` the database-tagged check above runs instead, once.)
+    """
+    if databases is not None or not _concerns_this_app(app_configs):
+        return []
+    from .models import BillConnection
+
+    return wrong_key_errors([router.db_for_read(BillConnection)])

@@ -6,33 +6,51 @@ a documented default in :data:`DEFAULTS`, unknown keys raise ``AttributeError``,
 project changes the setting (``setting_changed``). Nothing here is read at import time, so
 ``override_settings`` works and a shell without settings can still import the app.
 
+Only what a project really tunes is a setting. BILL's own limits (the 35-minute idle timeout,
+3 concurrent requests per organization, 200 logins and 20,000 calls an hour per developer key)
+are constants in :mod:`bill_integration.constants`. Every duration is a ``timedelta``.
+
+The app's clock is not a setting either: tests move it with :func:`override_clock` (or
+:func:`set_clock` for a whole process), and the app reads it through :func:`now`.
+
+Deprecated for one release (system check ``bill_integration.W002`` names each one a project
+sets): the keys in :data:`DEPRECATED_SETTINGS`, which still work, and ``CONNECT_TIMEOUT`` /
+``READ_TIMEOUT`` given as numbers of seconds, which are converted.
+
 The tenant model is a flat, top-level setting, ``BILL_INTEGRATION_TENANT_MODEL``, like
 ``AUTH_USER_MODEL``: migrations must name it, and it can never change after the first migrate.
 
 Usage::
 
-    from bill_integration.conf import bill_settings
-    bill_settings.SESSION_IDLE_TIMEOUT
+    from bill_integration.conf import bill_settings, now
+    bill_settings.SESSION_SAFETY_MARGIN
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
+from django.utils import timezone
 from django.utils.module_loading import import_string
+
+from . import constants
 
 SETTINGS_NAME = "BILL_INTEGRATION"
 TENANT_MODEL_SETTING = "BILL_INTEGRATION_TENANT_MODEL"
 TENANT_MODEL_DEPENDENCY_SETTING = "BILL_INTEGRATION_TENANT_MODEL_MIGRATION_DEPENDENCY"
 
-#: BILL's published base URLs (see shared/reference/bill-api.md §1.1, §2.1). Spend & Expense
-#: lives under the v3 base at ``/v3/spend/...``. A project may add environments of its own
-#: (the example project adds ``"emulator"``) by giving the whole mapping.
+#: BILL's published base URLs. Spend & Expense lives under the v3 base at ``/v3/spend/...``.
+#: https://developer.bill.com/docs/development-environments
+#: https://developer.bill.com/v2/changelog/2024-07-08-new-test-environment-for-the-bill-v2-api
+#: A project may add environments of its own (the example project adds ``"emulator"``) by
+#: giving the whole mapping.
 BILL_ENVIRONMENTS: dict[str, dict[str, str]] = {
     "sandbox": {
         "v3": "https://gateway.stage.bill.com/connect",
@@ -45,7 +63,7 @@ BILL_ENVIRONMENTS: dict[str, dict[str, str]] = {
 }
 
 DEFAULTS: dict[str, Any] = {
-    # Where BILL lives, per environment name, per API version.
+    # Where BILL lives: {environment name: {"v3": base URL, "v2": base URL}}.
     "ENVIRONMENTS": BILL_ENVIRONMENTS,
     # Environment offered first to a customer linking an account.
     "DEFAULT_ENVIRONMENT": "sandbox",
@@ -55,56 +73,110 @@ DEFAULTS: dict[str, Any] = {
     "ACCESS_POLICY": "bill_integration.tenancy.staff_or_self_access",
     # HTTP client used to talk to BILL (swap it to add logging, proxies, a fake ...).
     "CLIENT_CLASS": "bill_integration.client.BillClient",
-    # Seconds to wait for BILL to accept a connection, and then for an answer.
-    "CONNECT_TIMEOUT": 5.0,
-    "READ_TIMEOUT": 30.0,
-    # BILL ends a session after this long without a call (35 minutes, bill-api.md §3).
-    "SESSION_IDLE_TIMEOUT": timedelta(minutes=35),
-    # get_session() treats a session as gone this long before BILL would end it.
+    # How long to wait for BILL to accept a connection.
+    "CONNECT_TIMEOUT": timedelta(seconds=5),
+    # How long to wait for BILL's answer once connected.
+    "READ_TIMEOUT": timedelta(seconds=30),
+    # get_session() treats a session as gone this long before BILL's 35-minute idle limit.
     "SESSION_SAFETY_MARGIN": timedelta(minutes=3),
-    # The sweep keeps alive sessions idle at least this long. None (the default) derives it:
-    # SESSION_IDLE_TIMEOUT - SESSION_SAFETY_MARGIN - SWEEP_INTERVAL - 30 s (30.5 min with the
-    # defaults), so a keep-alive lands just before get_session() would stop trusting the
-    # session, and a project that changes its beat interval stays safe. A value given here
-    # wins; the system check bill_integration.E008 refuses one that leaves no room for a beat.
+    # The sweep keeps alive sessions idle this long; None derives it (keepalive_after_idle()).
     "KEEPALIVE_AFTER_IDLE": None,
-    # Log in again once a session is this old, even if it is alive (None: never). Weekly:
-    # N/168 logins an hour, so 10,000 tenants need about 60 of a developer key's 150.
+    # Log in again once a session is this old, even if BILL still accepts it (None: never).
     "MAX_SESSION_AGE": timedelta(days=7),
-    # How often beat runs the sweep (one cheap query; set the beat entry to the same value).
+    # How often beat runs the sweep (set the beat entry to the same value).
     "SWEEP_INTERVAL": timedelta(minutes=1),
     # Record session_last_used_at at most this often per connection (not a write per call).
     "LAST_USED_WRITE_INTERVAL": timedelta(seconds=60),
-    # Logins allowed per developer key per rolling hour (BILL allows 200).
+    # Logins per developer key per rolling hour, for all tenants sharing it (BILL allows 200).
     "LOGIN_BUDGET_PER_HOUR": 150,
-    # In-flight requests per developer key and organization (BILL allows 3).
-    "MAX_CONCURRENT_PER_ORGANIZATION": 3,
-    # Redis URL for the shared limiters and locks; None uses PostgreSQL (the database).
+    # Redis URL for the shared limiters and locks; None uses the database.
     "REDIS_URL": None,
-    # Retry backoff for transient failures: base * 2**failures, capped, with full jitter.
+    # First retry delay after a transient failure (doubles per failure, full jitter).
     "BACKOFF_BASE": timedelta(seconds=30),
+    # Longest retry delay after transient failures.
     "BACKOFF_MAX": timedelta(hours=1),
     # How long get_session() waits for another worker's login before giving up.
     "SINGLE_FLIGHT_WAIT": timedelta(seconds=30),
-    # How long a call waits for one of the MAX_CONCURRENT_PER_ORGANIZATION slots (then it
-    # fails with RateLimited(scope="concurrency") instead of making BILL answer BDC_1322).
+    # How long a call waits for one of BILL's 3 concurrent slots, then RateLimited.
     "CONCURRENCY_WAIT": timedelta(seconds=30),
-    # A slot a crashed worker never released frees itself after this long (must exceed
-    # CONNECT_TIMEOUT + READ_TIMEOUT, the longest a call can take).
+    # A slot a killed worker never released frees itself after this (> CONNECT + READ_TIMEOUT).
     "CONCURRENCY_LEASE": timedelta(seconds=60),
     # Link attempts (PUT /connection/) allowed per tenant and per user.
     "LINK_THROTTLE_RATES": {"tenant": "10/hour", "user": "20/hour"},
-    # Forced refreshes (POST /connection/refresh/) allowed per tenant and per user: each one
-    # logs in, spending a login of the developer key's hourly budget that tenants share.
+    # Forced refreshes (each a login from the key's shared budget) per tenant and per user.
     "REFRESH_THROTTLE_RATES": {"tenant": "6/hour", "user": "12/hour"},
-    # Celery options for the refresh tasks.
+    # How long a queued refresh task stays worth running (Celery ``expires``).
     "TASK_EXPIRES": timedelta(minutes=10),
+    # Celery queue of the refresh tasks (None: the default queue).
     "TASK_QUEUE": None,
-    # callable() -> aware datetime; tests and the emulator demo may shift time.
-    "CLOCK": "django.utils.timezone.now",
 }
 
-IMPORT_STRINGS = ("TENANT_RESOLVER", "ACCESS_POLICY", "CLIENT_CLASS", "CLOCK")
+IMPORT_STRINGS = ("TENANT_RESOLVER", "ACCESS_POLICY", "CLIENT_CLASS")
+
+#: Keys that are no longer settings, and what to use instead. They keep working for one
+#: release (``bill_settings.<KEY>`` returns the project's value, else the constant) and
+#: system check ``bill_integration.W002`` names each one a project still sets.
+DEPRECATED_SETTINGS: dict[str, str] = {
+    "SESSION_IDLE_TIMEOUT": (
+        "BILL's idle limit is not a setting: remove the key "
+        "(the app uses bill_integration.constants.SESSION_IDLE_TIMEOUT, 35 minutes)."
+    ),
+    "MAX_CONCURRENT_PER_ORGANIZATION": (
+        "BILL's concurrency limit is not a setting: remove the key "
+        "(the app uses bill_integration.constants.MAX_CONCURRENT_PER_ORGANIZATION, 3)."
+    ),
+    "CLOCK": (
+        "The clock is not a setting: remove the key; tests move the app's clock with "
+        "bill_integration.conf.override_clock(callable) (or set_clock() for a whole process)."
+    ),
+}
+_DEPRECATED_DEFAULTS: dict[str, Any] = {
+    "SESSION_IDLE_TIMEOUT": constants.SESSION_IDLE_TIMEOUT,
+    "MAX_CONCURRENT_PER_ORGANIZATION": constants.MAX_CONCURRENT_PER_ORGANIZATION,
+}
+
+#: Durations that were numbers of seconds. A number still works for one release (converted;
+#: system check ``bill_integration.W002`` asks for a ``timedelta``).
+SECONDS_SETTINGS = ("CONNECT_TIMEOUT", "READ_TIMEOUT")
+
+Clock = Callable[[], datetime]
+
+
+class HttpTimeout(timedelta):
+    """A ``timedelta`` that ``float()`` turns into seconds.
+
+    ``bill_settings.CONNECT_TIMEOUT`` and ``READ_TIMEOUT`` return one, so code written when
+    they were floats (``float(bill_settings.READ_TIMEOUT)``) keeps working for a release. New
+    code reads :meth:`BillIntegrationSettings.connect_timeout_seconds` and
+    :meth:`~BillIntegrationSettings.read_timeout_seconds`.
+    """
+
+    def __float__(self) -> float:
+        return self.total_seconds()
+
+
+def _as_http_timeout(name: str, value: Any) -> HttpTimeout:
+    """``value`` (a ``timedelta``, or a deprecated number of seconds) as an :class:`HttpTimeout`."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = timedelta(seconds=value)
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise ImproperlyConfigured(
+            f"{SETTINGS_NAME}[{name!r}] must be a positive datetime.timedelta, not {value!r}."
+        )
+    return HttpTimeout(days=value.days, seconds=value.seconds, microseconds=value.microseconds)
+
+
+def deprecated_settings_in_use(user: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(key, what to do instead)`` for each deprecated key or form in the project's dict."""
+    found = [(key, DEPRECATED_SETTINGS[key]) for key in DEPRECATED_SETTINGS if key in user]
+    for key in SECONDS_SETTINGS:
+        value = user.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            found.append(
+                (key, f"Durations are datetime.timedelta values: give timedelta(seconds={value!r}) "
+                      "(a number of seconds is still read, until the next release).")
+            )
+    return found
 
 
 class BillIntegrationSettings:
@@ -121,23 +193,48 @@ class BillIntegrationSettings:
         return value
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name not in DEFAULTS:
+        if name == "CLOCK":  # deprecated: the clock now() uses, hook included (never cached)
+            return get_clock()
+        if name.startswith("_") or (name not in DEFAULTS and name not in _DEPRECATED_DEFAULTS):
             raise AttributeError(f"Invalid {SETTINGS_NAME} setting: {name!r}")
         if name in self._cached:
             return self._cached[name]
-        value = self.user_settings.get(name, DEFAULTS[name])
+        default = DEFAULTS[name] if name in DEFAULTS else _DEPRECATED_DEFAULTS[name]
+        value = self.user_settings.get(name, default)
+        if name in SECONDS_SETTINGS:
+            value = _as_http_timeout(name, value)
         if name in IMPORT_STRINGS and isinstance(value, str):
-            try:
-                value = import_string(value)
-            except ImportError as exc:
-                raise ImproperlyConfigured(
-                    f"{SETTINGS_NAME}[{name!r}] = {value!r} could not be imported: {exc}"
-                ) from exc
+            value = self._import(name, value)
         self._cached[name] = value
         return value
 
+    def _import(self, name: str, path: str) -> Any:
+        try:
+            return import_string(path)
+        except ImportError as exc:
+            raise ImproperlyConfigured(
+                f"{SETTINGS_NAME}[{name!r}] = {path!r} could not be imported: {exc}"
+            ) from exc
+
+    def _configured_clock(self) -> Clock:
+        """The project's deprecated ``CLOCK`` (imported), else ``django.utils.timezone.now``."""
+        clock = self._cached.get("_clock")
+        if clock is None:
+            value = self.user_settings.get("CLOCK", timezone.now)
+            clock = self._import("CLOCK", value) if isinstance(value, str) else value
+            self._cached["_clock"] = clock
+        return clock
+
     def reload(self) -> None:
         self._cached.clear()
+
+    def connect_timeout_seconds(self) -> float:
+        """``CONNECT_TIMEOUT`` in seconds, for ``requests``' ``timeout=(connect, read)``."""
+        return float(self.CONNECT_TIMEOUT.total_seconds())
+
+    def read_timeout_seconds(self) -> float:
+        """``READ_TIMEOUT`` in seconds, for ``requests``' ``timeout=(connect, read)``."""
+        return float(self.READ_TIMEOUT.total_seconds())
 
     def environment_names(self) -> list[str]:
         return list(self.ENVIRONMENTS)
@@ -191,9 +288,11 @@ KEEPALIVE_QUEUE_SLACK = timedelta(seconds=30)
 def keepalive_after_idle() -> timedelta:
     """``KEEPALIVE_AFTER_IDLE`` when given, else the value derived from the other settings.
 
-    Derived: ``SESSION_IDLE_TIMEOUT - SESSION_SAFETY_MARGIN - SWEEP_INTERVAL - 30 s``. A session
-    idle that long is found by the next sweep at most ``SWEEP_INTERVAL`` later, and its
-    keep-alive still has 30 seconds before ``get_session()`` would stop trusting it.
+    Derived: BILL's idle timeout (35 minutes) ``- SESSION_SAFETY_MARGIN - SWEEP_INTERVAL - 30 s``
+    (30.5 minutes with the defaults). A session idle that long is found by the next sweep at
+    most ``SWEEP_INTERVAL`` later, and its keep-alive still has 30 seconds before
+    ``get_session()`` would stop trusting it. (The idle timeout is read through
+    ``bill_settings`` so a project's deprecated ``SESSION_IDLE_TIMEOUT`` still counts.)
     """
     explicit = bill_settings.KEEPALIVE_AFTER_IDLE
     if explicit is not None:
@@ -206,6 +305,45 @@ def keepalive_after_idle() -> timedelta:
     )
 
 
-def now():  # type: ignore[no-untyped-def]
-    """The current time as the app sees it (``BILL_INTEGRATION['CLOCK']``)."""
-    return bill_settings.CLOCK()
+# --- the app's clock: a test hook, not a setting ------------------------------------------------
+
+_clock_hook: Clock | str | None = None
+
+
+def set_clock(clock: Clock | str | None) -> None:
+    """Make :func:`now` read ``clock`` in this process (``None``: real time again).
+
+    For tests and for test processes (a Celery worker started by a test, a benchmark): a
+    callable returning an aware ``datetime``, or its dotted path (imported on first use, so a
+    settings module can call this without importing the clock's module). Prefer
+    :func:`override_clock` in a test: it puts the previous clock back.
+    """
+    global _clock_hook
+    _clock_hook = clock
+
+
+def get_clock() -> Clock:
+    """The clock :func:`now` reads: :func:`set_clock`'s, else ``django.utils.timezone.now``."""
+    global _clock_hook
+    hook = _clock_hook
+    if isinstance(hook, str):
+        hook = _clock_hook = import_string(hook)
+    if hook is not None:
+        return hook
+    return bill_settings._configured_clock()
+
+
+@contextmanager
+def override_clock(clock: Clock | str) -> Iterator[None]:
+    """``with override_clock(lambda: moment):`` the app sees ``moment`` as now, then real time."""
+    previous = _clock_hook
+    set_clock(clock)
+    try:
+        yield
+    finally:
+        set_clock(previous)
+
+
+def now() -> datetime:
+    """The current time as the app sees it (real time unless a test moved the clock)."""
+    return get_clock()()

@@ -19,8 +19,6 @@ from .fields import EncryptedSecretField, TenantOneToOneField
 
 #: Fields that hold secrets. Views, admin and logs never show them.
 SECRET_FIELDS = ("password", "dev_key", "api_token", "session_id")
-#: The credentials a customer gives; a relink replaces them together.
-CREDENTIAL_FIELDS = ("username", "password", "organization_id", "dev_key", "api_token")
 #: What a refresh may write.
 SESSION_FIELDS = ("session_id", "user_id", "session_obtained_at", "session_last_used_at")
 #: What a failed refresh may write (status only, never credentials or the session).
@@ -51,9 +49,6 @@ class BillConnectionQuerySet(models.QuerySet["BillConnection"]):
     def without_secrets(self) -> BillConnectionQuerySet:
         """Defer every encrypted column: for lists and status pages (no decryption, no risk)."""
         return self.defer(*SECRET_FIELDS)
-
-    def linked(self) -> BillConnectionQuerySet:
-        return self.exclude(status=ConnectionStatus.DISABLED)
 
 
 class BillConnection(models.Model):

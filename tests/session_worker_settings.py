@@ -15,12 +15,15 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
+from bill_integration.conf import set_clock
 from project.settings.test import *
 from project.settings.test import BILL_INTEGRATION
 
+# The app's clock in this process is the emulator's (imported on first use).
+set_clock("bill_integration.emulator.clock.remote_clock")
+
 BILL_INTEGRATION = {
     **BILL_INTEGRATION,
-    "CLOCK": "bill_integration.emulator.clock.remote_clock",
     "TASK_QUEUE": os.environ.get("BILL_SESSIONS_QUEUE") or None,
     "REDIS_URL": os.environ.get("BILL_LIMITS_REDIS_URL") or None,
     # The cadence the worker tests are spaced for (tests/session_support.py CLASSIC_CADENCE).

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from django.core.checks import Error, run_checks
+from django.core.checks import Error, Warning, run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
@@ -121,12 +122,52 @@ def test_w001_unknown_setting(settings):
     settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "SESSION_TIMEOUT": 10}
     messages = checks.check_settings()
     assert ids(messages) == [checks.W001_UNKNOWN_SETTING]
-    assert "'SESSION_TIMEOUT'" in messages[0].msg and "SESSION_IDLE_TIMEOUT" in messages[0].hint
+    assert "'SESSION_TIMEOUT'" in messages[0].msg and "SESSION_SAFETY_MARGIN" in messages[0].hint
+
+
+def test_no_deprecation_warning_for_a_current_configuration(settings):
+    assert checks.check_deprecated_settings() == []
+
+
+def test_w002_names_each_deprecated_key_the_project_sets_and_what_to_use(settings):
+    settings.BILL_INTEGRATION = {
+        **settings.BILL_INTEGRATION,
+        "SESSION_IDLE_TIMEOUT": timedelta(minutes=35),
+        "MAX_CONCURRENT_PER_ORGANIZATION": 3,
+        "CLOCK": "django.utils.timezone.now",
+        "CONNECT_TIMEOUT": 5,
+        "READ_TIMEOUT": 30.0,
+    }
+    messages = checks.check_deprecated_settings()
+    assert ids(messages) == [checks.W002_DEPRECATED_SETTING] * 5
+    assert all(isinstance(message, Warning) for message in messages)
+    said = {message.msg.split("'")[1]: message.hint for message in messages}
+    assert "constants.SESSION_IDLE_TIMEOUT" in said["SESSION_IDLE_TIMEOUT"]
+    assert "constants.MAX_CONCURRENT_PER_ORGANIZATION" in said["MAX_CONCURRENT_PER_ORGANIZATION"]
+    assert "override_clock" in said["CLOCK"]
+    assert "timedelta(seconds=5)" in said["CONNECT_TIMEOUT"]
+    assert "timedelta(seconds=30.0)" in said["READ_TIMEOUT"]
+    # Deprecated keys are known: W002 says what to do, W001 does not call them unknown.
+    assert checks.check_settings() == []
+    assert ids(run_checks()).count(checks.W002_DEPRECATED_SETTING) == 5  # registered
+
+
+def test_timeouts_given_as_timedeltas_raise_no_warning(settings):
+    settings.BILL_INTEGRATION = {
+        **settings.BILL_INTEGRATION,
+        "CONNECT_TIMEOUT": timedelta(seconds=5),
+        "READ_TIMEOUT": timedelta(seconds=30),
+    }
+    assert checks.check_deprecated_settings() == []
+
+
+def test_e006_a_deprecated_clock_that_does_not_import(settings):
+    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "CLOCK": "no.such.clock"}
+    messages = checks.check_settings()
+    assert ids(messages) == [checks.E006_IMPORT_STRING] and "CLOCK" in messages[0].msg
 
 
 def test_keepalive_defaults_are_derived_and_reach_the_capacity_targets(settings):
-    from datetime import timedelta
-
     from bill_integration.conf import bill_settings, keepalive_after_idle
 
     settings.BILL_INTEGRATION = {
@@ -163,8 +204,6 @@ def test_keepalive_defaults_are_derived_and_reach_the_capacity_targets(settings)
     ],
 )
 def test_e008_keepalive_that_leaves_no_room_for_a_sweep(settings, overrides, source):
-    from datetime import timedelta
-
     minutes = {
         key: None if value is None else timedelta(minutes=value) for key, value in overrides.items()
     }
@@ -206,3 +245,115 @@ def test_manage_py_check_refuses_in_a_fresh_process(key):
     expected = checks.E001_KEY_MISSING if not key else checks.E002_KEY_MALFORMED
     assert expected in result.stderr
     assert not key or key not in result.stderr
+
+
+# --- E009: a valid key that is not the data's key ------------------------------------------------
+
+DATA_KEY = Fernet.generate_key().decode()
+NEW_KEY = Fernet.generate_key().decode()
+
+
+def store_connections(count: int, *, key: str) -> None:
+    """``count`` tenants with a connection whose secrets are encrypted with ``key``."""
+    from django.test import override_settings
+
+    from bill_integration.models import BillConnection
+    from project.tenants.models import Tenant
+
+    with override_settings(FIELD_ENCRYPTION_KEY=key):
+        for n in range(count):
+            tenant = Tenant.objects.create(name=f"Tenant {n}", slug=f"key-{key[:6]}-{n}")
+            BillConnection.objects.create(
+                tenant=tenant, environment="sandbox", username=f"ap{n}@example.com",
+                organization_id=f"008{n:015d}", dev_key_fingerprint="f",
+                password=f"password-{n}", dev_key=f"devkey-{n}",
+            )
+
+
+@pytest.mark.django_db
+def test_e009_passes_on_an_empty_table(settings):
+    settings.FIELD_ENCRYPTION_KEY = NEW_KEY
+    assert checks.check_key_decrypts_stored_secrets(databases=["default"]) == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "configured", [[DATA_KEY], [NEW_KEY, DATA_KEY], DATA_KEY], ids=["data-key", "new-first", "str"]
+)
+def test_e009_passes_when_a_configured_key_decrypts_the_data(settings, configured):
+    store_connections(3, key=DATA_KEY)
+    settings.FIELD_ENCRYPTION_KEY = configured
+    assert checks.check_key_decrypts_stored_secrets(databases=["default"]) == []
+
+
+@pytest.mark.django_db
+def test_e009_refuses_a_key_that_decrypts_none_of_the_sampled_secrets(settings):
+    store_connections(checks.KEY_SAMPLE_ROWS + 5, key=DATA_KEY)
+    settings.FIELD_ENCRYPTION_KEY = [NEW_KEY]
+    messages = checks.check_key_decrypts_stored_secrets(databases=["default"])
+    assert ids(messages) == [checks.E009_KEY_DECRYPTS_NOTHING]
+    sampled = checks.KEY_SAMPLE_ROWS * len(checks.KEY_SAMPLE_FIELDS)  # 20 rows, 2 secrets each
+    assert messages[0].msg.startswith(
+        f"FIELD_ENCRYPTION_KEY decrypts none of the {sampled} sampled stored secrets"
+    )
+    assert "not the key the data was encrypted with" in messages[0].msg
+    assert "first, or after a new key" in messages[0].hint
+    assert NEW_KEY not in messages[0].msg + messages[0].hint
+
+
+@pytest.mark.django_db
+def test_e009_passes_when_some_sampled_secrets_decrypt(settings):
+    """Only "none decrypt" means a wrong key; a few lost rows are the fail-closed path's job."""
+    store_connections(3, key=DATA_KEY)
+    store_connections(1, key=NEW_KEY)  # the most recently written row
+    settings.FIELD_ENCRYPTION_KEY = [NEW_KEY]
+    assert checks.check_key_decrypts_stored_secrets(databases=["default"]) == []
+
+
+@pytest.mark.django_db
+def test_e009_passes_before_migrate_when_the_table_does_not_exist(settings):
+    from django.db import connection
+
+    from bill_integration.models import BillConnection
+
+    store_connections(2, key=DATA_KEY)
+    settings.FIELD_ENCRYPTION_KEY = [NEW_KEY]
+    table = BillConnection._meta.db_table
+    with connection.cursor() as cursor:  # transactional DDL: the test's rollback restores it
+        cursor.execute(f"ALTER TABLE {table} RENAME TO {table}_not_yet")
+    assert checks.check_key_decrypts_stored_secrets(databases=["default"]) == []
+    assert checks.check_key_decrypts_stored_secrets_on_deploy() == []
+
+
+@pytest.mark.django_db
+def test_e009_runs_only_when_django_names_databases_or_on_deploy(settings):
+    store_connections(1, key=DATA_KEY)
+    settings.FIELD_ENCRYPTION_KEY = [NEW_KEY]
+    # Plain `check` (and every management command): database checks are not run.
+    assert checks.check_key_decrypts_stored_secrets(databases=None) == []
+    assert [m for m in run_checks() if m.id.startswith("bill_")] == []
+    # `check --database default`, `migrate`: the database-tagged check.
+    assert ids(run_checks(databases=["default"])).count(checks.E009_KEY_DECRYPTS_NOTHING) == 1
+    # `check --deploy` without --database: the deploy check, on the database it reads from.
+    deploy = run_checks(include_deployment_checks=True)
+    assert ids(deploy).count(checks.E009_KEY_DECRYPTS_NOTHING) == 1
+    both = run_checks(include_deployment_checks=True, databases=["default"])
+    assert ids(both).count(checks.E009_KEY_DECRYPTS_NOTHING) == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "options", [{"databases": ["default"]}, {"deploy": True}], ids=["--database", "--deploy"]
+)
+def test_manage_check_fails_with_the_wrong_key(settings, options):
+    store_connections(1, key=DATA_KEY)
+    settings.FIELD_ENCRYPTION_KEY = [NEW_KEY]
+    with pytest.raises(SystemCheckError, match=checks.E009_KEY_DECRYPTS_NOTHING):
+        call_command("check", **options)
+
+
+@pytest.mark.django_db
+def test_e009_is_silent_when_the_key_itself_is_malformed(settings):
+    store_connections(1, key=DATA_KEY)
+    settings.FIELD_ENCRYPTION_KEY = "not-a-key"
+    assert checks.check_key_decrypts_stored_secrets(databases=["default"]) == []

@@ -14,6 +14,7 @@ import requests
 
 from bill_integration.client import BillClient, SpendClient
 from bill_integration.client.errors import BILL_ERROR_CODES, MAX_BILL_MESSAGE, start_of_next_hour
+from bill_integration.conf import override_clock
 from bill_integration.exceptions import (
     InvalidApiToken,
     InvalidCredentials,
@@ -266,20 +267,20 @@ def test_v2_session_info_uses_its_own_field_names():
 # --- rules shared by all ----------------------------------------------------------------------
 
 
-def test_rate_limit_hourly_retry_at_is_the_next_hour_of_the_app_clock(settings):
+def test_rate_limit_hourly_retry_at_is_the_next_hour_of_the_app_clock():
     fixed = datetime(2026, 12, 25, 14, 37, 12, tzinfo=UTC)
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "CLOCK": lambda: fixed}
-    with pytest.raises(RateLimited) as caught:
-        CannedClient("v2", answer(200, envelope_error("BDC_1144"))).session_info(
-            session_id="!a", dev_key="01X"
-        )
-    assert caught.value.scope == "hourly"
-    assert caught.value.retry_at == datetime(2026, 12, 25, 15, 0, tzinfo=UTC)
-    with pytest.raises(RateLimited) as caught:
-        CannedClient("v3", answer(429, v3_error("BDC_1322"))).session_info(
-            session_id="!a", dev_key="01X"
-        )
-    assert (caught.value.scope, caught.value.retry_at) == ("concurrency", None)
+    with override_clock(lambda: fixed):
+        with pytest.raises(RateLimited) as caught:
+            CannedClient("v2", answer(200, envelope_error("BDC_1144"))).session_info(
+                session_id="!a", dev_key="01X"
+            )
+        assert caught.value.scope == "hourly"
+        assert caught.value.retry_at == datetime(2026, 12, 25, 15, 0, tzinfo=UTC)
+        with pytest.raises(RateLimited) as caught:
+            CannedClient("v3", answer(429, v3_error("BDC_1322"))).session_info(
+                session_id="!a", dev_key="01X"
+            )
+        assert (caught.value.scope, caught.value.retry_at) == ("concurrency", None)
 
 
 def test_start_of_next_hour_rolls_over_midnight():

@@ -257,7 +257,7 @@ def test_injected_5xx_is_transient(client, bill_account, bill_emulator, body):
 def test_hang_past_the_read_timeout_is_transient(
     bill_environment, api_version, bill_account, bill_emulator, settings
 ):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "READ_TIMEOUT": 0.3}
+    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "READ_TIMEOUT": timedelta(seconds=0.3)}
     client = get_client(bill_environment, api_version)
     assert client.timeout[1] == 0.3
     result = login(client, bill_account)

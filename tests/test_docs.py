@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bill_integration.conf import DEFAULTS
+from bill_integration.conf import DEFAULTS, DEPRECATED_SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -14,6 +14,13 @@ README = (ROOT / "README.md").read_text()
 def test_every_setting_is_in_the_readme_settings_table():
     missing = [key for key in DEFAULTS if f"`{key}`" not in README]
     assert missing == []
+
+
+def test_every_deprecated_setting_is_named_in_the_readme_settings_section():
+    section = README.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    missing = [key for key in DEPRECATED_SETTINGS if f"`{key}`" not in section]
+    assert missing == []
+    assert "bill_integration.W002" in section and "bill_integration.constants" in section
 
 
 def test_documented_task_names_are_registered():

@@ -3,8 +3,9 @@
 It raises a typed error that names the field (never the ciphertext), the connection gets a
 clear status through :func:`bill_integration.services.lifecycle.mark_undecryptable`, the status pages
 still render (they never decrypt), and nothing ever re-saves the undecryptable value.
-A missing or malformed key is refused at startup: see test_checks.py and
-test_production_settings.py.
+A missing or malformed key is refused at startup (see test_checks.py and
+test_production_settings.py), and so is a valid key that decrypts none of the stored secrets
+(system check E009): Celery workers and beat refuse to start with it (below).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
+from django.db import connection as db_connection
 from django.test import override_settings
 
 from bill_integration import key_rotation as rotation
-from bill_integration import services
+from bill_integration import services, startup
 from bill_integration.exceptions import DecryptionFailed
 from bill_integration.models import AuditEvent, BillConnection, ConnectionStatus
 from bill_integration.services import lifecycle
@@ -200,11 +202,12 @@ def test_admin_pages_render_without_decrypting(lost, admin_client):
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def celery(role: str, keys: str, workdir: Path) -> subprocess.Popen:
+def celery(role: str, keys: str, workdir: Path, **extra_env: str) -> subprocess.Popen:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings_keys",
         "BILL_TEST_FIELD_KEYS": keys,
+        **extra_env,
     }
     extra = ["--pool", "solo"]
     if role == "beat":
@@ -254,3 +257,82 @@ def test_celery_starts_with_a_valid_key(role, ready, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# --- start-up: a valid key that is not the data's key (E009) ----------------------------------
+
+
+@pytest.mark.django_db
+def test_worker_and_beat_guard_refuses_a_key_that_decrypts_no_stored_secret(lost):
+    """The configured key is valid, but the stored secrets were encrypted with LOST_KEY."""
+    with pytest.raises(SystemExit) as caught:
+        startup.refuse_to_start_without_key()
+    message = str(caught.value.code)
+    assert message.startswith("bill_integration refuses to start: bill_integration.E009: ")
+    assert "decrypts none of the 2 sampled stored secrets" in message
+    assert "gAAAA" not in message and LOST_KEY not in message
+
+
+@pytest.mark.django_db
+def test_worker_and_beat_guard_passes_with_the_datas_key_after_a_new_one(lost):
+    with override_settings(FIELD_ENCRYPTION_KEY=[Fernet.generate_key().decode(), LOST_KEY]):
+        assert startup.key_errors() == []
+        startup.refuse_to_start_without_key()  # does not raise
+
+
+@pytest.mark.django_db
+def test_worker_and_beat_guard_passes_on_an_empty_table():
+    assert BillConnection.objects.count() == 0
+    assert startup.key_errors() == []
+
+
+def test_the_guard_is_connected_to_worker_and_beat_start_up():
+    from celery.signals import beat_init, worker_init
+
+    for signal_ in (worker_init, beat_init):  # connected strongly (weak=False): no weakrefs
+        receivers = [receiver for _, receiver in signal_.receivers]
+        assert startup.refuse_to_start_without_key in receivers, signal_
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("role", ["worker", "beat"])
+def test_celery_refuses_to_start_with_a_key_that_is_not_the_datas(role, tenant, tmp_path):
+    """A real worker and beat on the test database, whose one row is on another key."""
+    data_key = Fernet.generate_key().decode()
+    with override_settings(FIELD_ENCRYPTION_KEY=data_key):
+        BillConnection.objects.create(
+            tenant=tenant, environment="sandbox", username="ap@example.com",
+            organization_id="00801WRONGKEY00000", dev_key_fingerprint="f", **CANARIES,
+        )
+    proc = celery(role, Fernet.generate_key().decode(), tmp_path,
+                  BILL_TEST_DB_NAME=db_connection.settings_dict["NAME"])
+    try:
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, output
+    assert "bill_integration refuses to start: bill_integration.E009" in output
+    assert "decrypts none of the 2 sampled stored secrets" in output  # dev_key, password
+    assert data_key not in output and "gAAAA" not in output
+
+
+def test_the_guard_lets_start_and_warns_when_the_database_cannot_be_read():
+    """No data to compare the key with (database down): start, and say the key is unverified."""
+    code = (
+        "import django; django.setup()\n"
+        "from bill_integration.startup import refuse_to_start_without_key\n"
+        "refuse_to_start_without_key(); print('started')\n"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings_keys",
+        "BILL_TEST_FIELD_KEYS": Fernet.generate_key().decode(),
+        "BILL_TEST_DB_PORT": "1",  # nothing listens there
+    }
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "started" in result.stdout
+    assert "cannot read the stored secrets of database 'default'" in result.stdout + result.stderr

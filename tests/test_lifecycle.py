@@ -72,8 +72,8 @@ def sweep_until_next_attempt(bill_app, connection: BillConnection) -> str:
 def fast_timeouts(settings, bill_app):
     settings.BILL_INTEGRATION = {
         **settings.BILL_INTEGRATION,
-        "READ_TIMEOUT": 0.5,
-        "CONNECT_TIMEOUT": 0.5,
+        "READ_TIMEOUT": timedelta(seconds=0.5),
+        "CONNECT_TIMEOUT": timedelta(seconds=0.5),
     }
 
 

@@ -4,10 +4,11 @@ Inside the emulator: :class:`EmulatorClock`. Tests move it with ``advance()``, a
 that depends on time (35-minute idle expiry, hourly limits) reads it.
 
 In another process (a Celery worker, the demo's web server) the app's clock must move with
-the emulator's. Point ``BILL_INTEGRATION["CLOCK"]`` at :func:`remote_clock` and set the
-environment variable ``BILL_EMULATOR_URL`` (e.g. ``http://127.0.0.1:8111``)::
+the emulator's. Make :func:`remote_clock` that process's clock (in its settings module, say)
+and set the environment variable ``BILL_EMULATOR_URL`` (e.g. ``http://127.0.0.1:8111``)::
 
-    BILL_INTEGRATION = {..., "CLOCK": "bill_integration.emulator.clock.remote_clock"}
+    from bill_integration.conf import set_clock
+    set_clock("bill_integration.emulator.clock.remote_clock")
 
 It asks ``GET /_emulator/clock`` for the offset at most once a second (cached per process,
 counted from when the fetch started) and returns ``now + offset``. If the emulator does not
@@ -66,7 +67,7 @@ def fetch_offset(url: str, timeout: float = 2.0) -> float:
 
 
 def remote_clock() -> datetime:
-    """The emulator's time as seen from another process (a ``CLOCK`` for the app's settings).
+    """The emulator's time as seen from another process (a clock for ``conf.set_clock``).
 
     The cached offset is stamped with the moment its fetch *started*: the answer cannot
     include an ``advance()`` made after that moment, so "at most one second old" is counted

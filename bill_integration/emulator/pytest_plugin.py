@@ -13,7 +13,7 @@ Fixtures:
 * ``bill_environment`` — points ``BILL_INTEGRATION`` at the emulator as environment
   ``"emulator"`` (and makes it the default); returns ``"emulator"``. Needs pytest-django.
 * ``bill_clock`` — moves the emulator's clock and the app's clock (``conf.now()``) together:
-  ``bill_clock.advance(seconds)``. Needs pytest-django.
+  ``bill_clock.advance(seconds)`` (through ``conf.override_clock``, for the test's length).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def bill_environment(bill_emulator: EmulatorServer, settings: Any) -> str:
 
 
 class BillClock:
-    """Shifts the emulator's clock and the app's ``CLOCK`` by the same amount."""
+    """Shifts the emulator's clock and the app's clock (``conf.now()``) by the same amount."""
 
     def __init__(self, state: EmulatorState) -> None:
         self.state = state
@@ -107,8 +107,10 @@ class BillClock:
 
 
 @pytest.fixture
-def bill_clock(bill_emulator: EmulatorServer, settings: Any) -> BillClock:
+def bill_clock(bill_emulator: EmulatorServer) -> Iterator[BillClock]:
     """``bill_clock.advance(seconds)`` ages sessions in BILL and in the app alike."""
+    from ..conf import override_clock
+
     clock = BillClock(bill_emulator.state)
-    settings.BILL_INTEGRATION = {**_current_settings(settings), "CLOCK": clock.now}
-    return clock
+    with override_clock(clock.now):
+        yield clock
