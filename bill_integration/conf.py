@@ -89,6 +89,11 @@ DEFAULTS: dict[str, Any] = {
     "LAST_USED_WRITE_INTERVAL": timedelta(seconds=60),
     # Logins per developer key per rolling hour, for all tenants sharing it (BILL allows 200).
     "LOGIN_BUDGET_PER_HOUR": 150,
+    # Share of that budget only renewals of linked connections may use (link attempts, forced
+    # refreshes and verifications stop short of it), so other tenants cannot starve them.
+    "LOGIN_RESERVE_FOR_RENEWALS": 0.3,
+    # Link attempts, forced refreshes and verifications one tenant may make per rolling hour.
+    "LOGIN_ATTEMPTS_PER_TENANT": 5,
     # Redis URL for the shared limiters and locks; None uses the database.
     "REDIS_URL": None,
     # First retry delay after a transient failure (doubles per failure, full jitter).

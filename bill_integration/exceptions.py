@@ -239,6 +239,21 @@ class TransientError(BillAPIError):
     )
 
 
+class LimiterUnavailable(TransientError):
+    """The store that shares BILL's limits across workers (Redis) cannot be reached.
+
+    A :class:`TransientError`: connections back off and retry as during a BILL outage, but
+    the words say whose fault it is.
+    """
+
+    code = "limiter_unavailable"
+    default_message = _("The shared store of BILL's limits (Redis) cannot be reached.")
+    customer_text = _(
+        "The app cannot reach BILL right now because of a problem on our side. Nothing was "
+        "changed; it retries on its own."
+    )
+
+
 class UnexpectedResponse(BillAPIError):
     """BILL answered something we do not understand; nothing stored is changed."""
 

@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 from django.db import connection as db
 
-from bill_integration import limits, signals
+from bill_integration import signals
+from bill_integration.client.errors import start_of_next_hour
 from bill_integration.conf import now
 from bill_integration.exceptions import (
     ConnectionNeedsRelink,
@@ -196,7 +197,7 @@ def test_bdc_1144_pauses_the_dev_key_for_every_tenant_until_the_next_hour(
     bill_emulator.state.set_fault("error", dev_key=first.account.dev_key, code="BDC_1144")
     assert refresh_connection(first.pk) == "failed:BDC_1144"
     row = stored(first)
-    next_hour = limits.next_clock_hour(now() - timedelta(seconds=1))
+    next_hour = start_of_next_hour(now() - timedelta(seconds=1))
     assert row.status == ConnectionStatus.RATE_LIMITED
     assert row.next_attempt_at == next_hour
     calls = bill_emulator.state.counters(dev_key=first.account.dev_key)["calls"]

@@ -305,7 +305,7 @@ def test_a_failed_slot_release_keeps_the_callers_result(settings, bill_app, monk
     monkeypatch.undo()
     assert answers == ["BILL answered"]
     warnings = [r.getMessage() for r in caplog.records if "not released" in r.getMessage()]
-    assert len(warnings) == 2 and all("TransientError" in w for w in warnings)
+    assert len(warnings) == 2 and all("LimiterUnavailable" in w for w in warnings)
     limits.reset()
 
 
@@ -356,3 +356,60 @@ def test_workers_racing_after_redis_lost_its_keys_stay_within_the_budget(setting
         thread.join()
     assert len(granted) == 12 and len(refused) == 28
     limits.reset()
+
+
+def test_tenants_failing_to_link_cannot_starve_the_healthy_ones(
+    limiter_backend, make_connection, bill_emulator, bill_app, settings
+):
+    """20 tenants keep linking with wrong passwords on the key 3 healthy tenants share.
+
+    Every attempt is a BILL login. Each hostile tenant may spend only its own allowance, and
+    all attempts together stop short of the share kept for renewals: the healthy tenants'
+    sessions are renewed every time they need it, never refused.
+    """
+    from bill_integration import services
+    from bill_integration.exceptions import InvalidCredentials
+    from tests.session_support import make_tenant
+
+    settings.BILL_INTEGRATION = {
+        **settings.BILL_INTEGRATION,
+        "LOGIN_BUDGET_PER_HOUR": 40,
+        "LOGIN_RESERVE_FOR_RENEWALS": 0.5,  # 20 logins only renewals may use
+        "LOGIN_ATTEMPTS_PER_TENANT": 5,
+    }
+    first = make_connection()  # set up with a direct login, outside the budget
+    dev_key = first.account.dev_key
+    healthy = [first, *(make_connection(dev_key=dev_key) for _ in range(2))]
+    victims = [bill_emulator.state.add_account(dev_key=dev_key) for _ in range(20)]
+    hostile = [make_tenant() for _ in victims]
+
+    refused_attempts = 0
+    for _round in range(6):  # every 10 minutes for an hour
+        for tenant, account in zip(hostile, victims):
+            try:
+                services.link(
+                    tenant,
+                    username=account.username,
+                    password="wrong-password",
+                    organization_id=account.organization_id,
+                    dev_key=dev_key,
+                    environment="emulator",
+                )
+            except InvalidCredentials:
+                pass
+            except RateLimited as exc:
+                assert exc.scope == "login_budget"
+                refused_attempts += 1
+        # BILL ended the healthy sessions (say a deploy at BILL): each needs a new login now.
+        for connection in healthy:
+            bill_emulator.state.invalidate_sessions(organization_id=connection.organization_id)
+            stored = BillConnection.objects.get(pk=connection.pk)
+            get_session(stored.tenant).request("GET", "/v3/login/session")  # never refused
+        bill_app.advance(10 * 60)
+
+    logins = bill_emulator.state.counters(dev_key=dev_key)["logins"] - 3  # less the set-up
+    assert refused_attempts > 0  # the hostile tenants were stopped ...
+    assert logins <= 40  # ... within the key's budget, the 18 healthy renewals included
+    for connection in healthy:
+        row = BillConnection.objects.get(pk=connection.pk)
+        assert row.status == ConnectionStatus.ACTIVE, row.last_error_code

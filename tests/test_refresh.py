@@ -385,7 +385,7 @@ def version_moves_during_login(monkeypatch):
     original = limits.take_login
     moved: list[int] = []
 
-    def take_login_while_someone_relinks(fingerprint):
+    def take_login_while_someone_relinks(fingerprint, **kwargs):
         if not moved:
             moved.append(1)
             BillConnection.objects.update(version=F("version") + 1)

@@ -362,7 +362,11 @@ def test_link_spends_the_login_budget(
 ):
     from bill_integration.exceptions import RateLimited
 
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "LOGIN_BUDGET_PER_HOUR": 2}
+    settings.BILL_INTEGRATION = {
+        **settings.BILL_INTEGRATION,
+        "LOGIN_BUDGET_PER_HOUR": 2,
+        "LOGIN_RESERVE_FOR_RENEWALS": 0,
+    }
     services.link(tenant, **credentials(bill_account))
     services.link(tenant, **credentials(bill_account))
     with pytest.raises(RateLimited) as info:
@@ -417,8 +421,8 @@ def test_a_background_login_during_a_relink_never_makes_the_relink_fail(
     real_login = gateway.login
     refreshed: list[int] = []
 
-    def login_while_the_sweep_refreshes(account):
-        result = real_login(account)
+    def login_while_the_sweep_refreshes(account, **kwargs):
+        result = real_login(account, **kwargs)
         if account.username == other.username and not refreshed:
             # The sweep logs in for the stored credentials while our relink is at BILL.
             refreshed.append(services.refresh(tenant, force=True).version)

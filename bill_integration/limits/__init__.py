@@ -82,9 +82,6 @@ logger = logging.getLogger("bill_integration.limits")
 #: How long the slot poll sleeps between tries (seconds; grows to 0.25).
 SLOT_POLL_INTERVAL = 0.02
 
-#: Deprecated alias of :func:`bill_integration.client.errors.start_of_next_hour`, kept
-#: while ``services`` still calls ``limits.next_clock_hour``.
-next_clock_hour = start_of_next_hour
 
 _backends: dict[tuple[str | None, str], LimiterBackend] = {}
 _backends_lock = threading.Lock()
@@ -142,8 +139,15 @@ def _paused_error(until: datetime) -> RateLimited:
     )
 
 
-def take_login(fingerprint: str) -> None:
+def take_login(fingerprint: str, *, attempt_by: str | None = None) -> None:
     """Spend one login of ``fingerprint``'s hourly budget, or raise.
+
+    A renewal of a linked connection (``attempt_by=None``) may use the whole budget. An
+    *attempt* (a link, a forced refresh, a verification: a login that may well fail) names the
+    tenant making it: it is refused once that tenant made ``LOGIN_ATTEMPTS_PER_TENANT`` in the
+    last hour, or once the key's logins reach the share kept for renewals
+    (``LOGIN_RESERVE_FOR_RENEWALS``). So tenants typing wrong passwords spend at most their own
+    allowance and never the logins that keep healthy tenants' sessions going.
 
     Raises ``RateLimited(scope="hourly")`` while BDC_1144 paused the developer key, and
     :class:`LoginBudgetExhausted` (``scope="login_budget"``) when the budget is spent, both
@@ -155,6 +159,18 @@ def take_login(fingerprint: str) -> None:
     if paused is not None:
         raise _paused_error(paused)
     budget = int(bill_settings.LOGIN_BUDGET_PER_HOUR)
+    if attempt_by is not None:
+        # The tenant's own allowance first: a refused attempt spends nothing of the key's.
+        per_tenant = int(bill_settings.LOGIN_ATTEMPTS_PER_TENANT)
+        attempts_key = f"attempts:{fingerprint}:{attempt_by}"
+        if not limiter.acquire_login(attempts_key, budget=per_tenant, at=moment):
+            _, frees_at = limiter.login_window(attempts_key, at=moment)
+            raise LoginBudgetExhausted(
+                f"This tenant made its {per_tenant} sign-in attempts of the hour.",
+                retry_at=frees_at or moment + LOGIN_WINDOW,
+            )
+        reserve = round(budget * float(bill_settings.LOGIN_RESERVE_FOR_RENEWALS))
+        budget = max(0, budget - reserve)
     if limiter.acquire_login(fingerprint, budget=budget, at=moment):
         return
     _, frees_at = limiter.login_window(fingerprint, at=moment)

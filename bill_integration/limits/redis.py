@@ -11,7 +11,7 @@ rebuilt from the database's login journal before anything is counted. Every logi
 grants is written to that journal (a ``LimiterEvent`` row of kind ``login``) with the same
 token, so a rebuild is idempotent.
 
-While Redis is unreachable every method raises :class:`TransientError`, never a redis-py
+While Redis is unreachable every method raises :class:`~bill_integration.exceptions.LimiterUnavailable` (a ``TransientError``), never a redis-py
 exception, and the message names the host, never the URL (which may carry a password).
 """
 
@@ -28,7 +28,7 @@ import redis
 import redis.exceptions
 
 from ..conf import now
-from ..exceptions import TransientError
+from ..exceptions import LimiterUnavailable
 from .base import LOGIN_WINDOW, REDIS_PREFIX, from_ts
 
 #: The member that marks a login window Redis knows (seeded); real members are uuid hex.
@@ -90,14 +90,14 @@ class LoginJournal(Protocol):
 
 
 def _typed_errors(method: _Method) -> _Method:
-    """Turn redis-py's connection errors into :class:`TransientError` (no URL in the text)."""
+    """Turn redis-py's connection errors into :class:`~bill_integration.exceptions.LimiterUnavailable` (a ``TransientError``) (no URL in the text)."""
 
     @functools.wraps(method)
     def wrapper(self: RedisLimiter, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise TransientError(
+            raise LimiterUnavailable(
                 f"The limiter's Redis ({self.where}) is unreachable; calls to BILL wait "
                 "until it answers."
             ) from exc
@@ -155,7 +155,7 @@ class RedisLimiter:
                 break
             self._seed_window(fingerprint, at=at)
         else:
-            raise TransientError("The limiter's Redis keeps losing its keys; try again later.")
+            raise LimiterUnavailable("The limiter's Redis keeps losing its keys; try again later.")
         if taken:
             self.journal.record_login(fingerprint, token=token, at=at)
         return bool(taken)

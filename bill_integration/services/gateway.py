@@ -69,6 +69,8 @@ class Account:
     dev_key: str = field(repr=False)
     #: ``dev_key_fingerprint`` of the developer key: the limits are counted per key.
     fingerprint: str = field(repr=False)
+    #: The tenant's primary key, as text: its own allowance of login attempts is counted by it.
+    tenant_key: str = ""
 
     @classmethod
     def of(cls, connection: Any) -> Account:
@@ -81,6 +83,7 @@ class Account:
             organization_id=connection.organization_id,
             dev_key=connection.dev_key,
             fingerprint=connection.dev_key_fingerprint,
+            tenant_key=str(connection.tenant_id),
         )
 
 
@@ -110,13 +113,17 @@ def _bill_call(fingerprint: str, organization_id: str) -> Iterator[None]:
 
 
 @sensitive_variables("account")
-def login(account: Account) -> LoginResult:
+def login(account: Account, *, attempt: bool = False) -> LoginResult:
     """Open a new BILL session for ``account``: one login of the budget, one slot, one call.
 
-    Raises :class:`~bill_integration.exceptions.LoginBudgetExhausted` (the developer key's
-    hourly budget is spent; BILL was not asked) or what BILL answered.
+    ``attempt`` marks a login someone asked for that may well fail (a link, a forced refresh,
+    a verification): it draws on the tenant's own hourly allowance and never on the share of
+    the budget kept for renewals of linked connections (see ``limits.take_login``).
+
+    Raises :class:`~bill_integration.exceptions.LoginBudgetExhausted` (the budget is spent;
+    BILL was not asked) or what BILL answered.
     """
-    limits.take_login(account.fingerprint)
+    limits.take_login(account.fingerprint, attempt_by=account.tenant_key if attempt else None)
     with _bill_call(account.fingerprint, account.organization_id):
         return get_client(account.environment, account.api_version).login(
             username=account.username,

@@ -62,13 +62,15 @@ logger = logging.getLogger("bill_integration.sessions")
 
 #: Outcomes of a refresh (also the refresh task's result: no secret in it).
 KEPT_ALIVE, LOGGED_IN, RENEWAL_DEFERRED = "kept_alive", "logged_in", "renewal_deferred"
+#: Logins a person asked for (not renewals): they draw on the tenant's own allowance.
+ATTEMPT_REASONS = frozenset({"forced", "manual"})
 
 
 def login(connection: BillConnection, effects: Effects, *, reason: str) -> None:
     """Log in with the stored credentials and store the new session (caller holds the lock)."""
     started = time.monotonic()
     account = gateway.Account.of(connection)
-    result = gateway.login(account)
+    result = gateway.login(account, attempt=reason in ATTEMPT_REASONS)
     moment = now()
     old_status = connection.status
     read_version = connection.version

@@ -175,10 +175,11 @@ def link(
         organization_id=organization_id,
         dev_key=dev_key,
         fingerprint=dev_key_fingerprint(dev_key),
+        tenant_key=str(getattr(tenant, "pk", tenant)),
     )
     result = None
     try:
-        result = gateway.login(account)
+        result = gateway.login(account, attempt=True)
         register_secret(result.session_id)
         if api_token:
             gateway.check_api_token(environment, api_token)
@@ -342,7 +343,7 @@ def verify(tenant: Any) -> None:
         raise ConnectionNotLinked()
     account = gateway.Account.of(connection)
     try:
-        result = gateway.login(account)
+        result = gateway.login(account, attempt=True)
         try:
             if connection.api_token:
                 gateway.check_api_token(connection.environment, connection.api_token)
