@@ -5,7 +5,7 @@ Encrypted secrets
 :class:`EncryptedSecretField` stores exactly what django-encrypted-model-fields stores (a Fernet
 token as text, keys from ``FIELD_ENCRYPTION_KEY``, a list meaning "first key encrypts, all keys
 decrypt", via that library's own ``get_crypter()``), so rows are interchangeable with its fields.
-It differs where the library is unsafe (anchors-django.md §2.6):
+It differs where the library is unsafe:
 
 * **fail closed**: a value that no configured key decrypts raises :class:`DecryptionFailed`;
   the library returns the ciphertext as if it were the secret, which then gets re-saved

@@ -7,14 +7,14 @@ The procedure (README, "Rotating the encryption key"):
 3. ``python manage.py bill_rotate_keys --check`` exits 0 once no row needs an old key: only then
    remove the old key from the list.
 
-How it stays safe (anchors-reliability.md §1, the Vault "rewrap" model):
+How it stays safe (the "rewrap" model of HashiCorp Vault's transit engine):
 
 * ciphertext is read raw (a ``Cast`` to plain text, so the field never decrypts it) and
   re-encrypted with ``MultiFernet.rotate``: the plaintext never leaves the crypto library;
 * each row is written by one conditional UPDATE: ``WHERE id = %s AND version = %s`` and every
   secret column still holding the ciphertext that was read (``IS NULL`` where it was NULL). A
   session refresh or relink that wrote the row in between wins, and the row is read again and
-  retried. Never ``bulk_update()`` (anchors §1.2);
+  retried. Never ``bulk_update()`` (it would write every row whatever changed meanwhile);
 * rotation does **not** bump ``version``: ``version`` fences the *session* (a new login bumps
   it), and the session is the same one after its ciphertext is rewrapped. Bumping it would make
   a ``BillSession`` handed out before the rotation look stale, so its "BILL ended the session:

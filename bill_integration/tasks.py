@@ -52,9 +52,9 @@ from ``SWEEP_INTERVAL`` (unless you set it), so a different interval stays safe 
 beat entry and ``SWEEP_INTERVAL`` agree.
 
 Workers: the refresh tasks wait on BILL, PostgreSQL and Redis, not on the CPU, so run them on
-threads. ``celery -A proj worker --pool threads --concurrency 16`` kept 10,000 due tenants
-within 1.25 × the ideal time on 2 cores (docs/benchmarks.md, benchmark 3); prefork with a
-process per task would need far more memory for the same throughput.
+threads, e.g. ``celery -A proj worker --pool threads --concurrency 16`` (the sweep benchmark
+in the repository's ``docs/benchmarks.md`` measures this layout); prefork with a process per
+task needs far more memory for the same throughput.
 
 Run exactly one beat. A second one costs a query per due connection, never a BILL call.
 ``BILL_INTEGRATION["TASK_QUEUE"]`` sends the per-connection tasks to a queue of your choice;

@@ -2,7 +2,7 @@
 
 Shared by the REST serializer and the admin form, so both reject the same input with the same
 words before BILL is ever called. Each limit is generous next to what BILL issues (organization
-ids and developer keys are 20 characters, bill-api.md §5) and small next to abuse (a 10 KB
+ids and developer keys are 20 characters: https://developer.bill.com/docs/sign-up-process) and small next to abuse (a 10 KB
 "password" is refused here, not sent to BILL).
 """
 
@@ -90,7 +90,7 @@ FIELD_NAMES = {
 #: Fields BILL receives in an HTTP header (v3 ``devKey``, Spend & Expense ``apiToken``). A
 #: header must be Latin-1 (``requests`` raises ``UnicodeEncodeError`` otherwise, after the
 #: login has already happened), and BILL issues these values as plain ASCII letters, digits and
-#: punctuation (bill-api.md §5), so anything else, a space included, is a copying accident.
+#: punctuation (https://developer.bill.com/docs/sign-up-process), so anything else, a space included, is a copying accident.
 HEADER_FIELDS = frozenset({"dev_key", "api_token"})
 
 #: Characters that print as nothing and are not Unicode "format" (Cf) characters: the combining
