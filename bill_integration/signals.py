@@ -15,9 +15,9 @@ connection_relinked = Signal()
 #: A tenant removed its BILL account. kwargs: tenant, organization_id, actor.
 connection_unlinked = Signal()
 #: BILL refused a link attempt; nothing stored changed. kwargs: tenant, error, actor.
-link_failed = Signal()
+connection_link_failed = Signal()
 #: A new BILL session was obtained by logging in. kwargs: tenant, connection, reason.
-session_refreshed = Signal()
+connection_session_refreshed = Signal()
 #: A connection went from healthy to failing transiently or rate limited.
 #: kwargs: tenant, connection, error.
 connection_degraded = Signal()
@@ -25,3 +25,25 @@ connection_degraded = Signal()
 connection_recovered = Signal()
 #: BILL refused the stored credentials; automatic logins stop. kwargs: tenant, connection, error.
 connection_needs_relink = Signal()
+
+
+#: Names of 0.1, each the same Signal object as its new name (receivers keep working); reading
+#: them warns. Removed in 0.3.
+_RENAMED = {
+    "link_failed": "connection_link_failed",
+    "session_refreshed": "connection_session_refreshed",
+}
+
+
+def __getattr__(name: str) -> Signal:
+    if name in _RENAMED:
+        import warnings
+
+        warnings.warn(
+            f"bill_integration.signals.{name} is renamed {_RENAMED[name]} (every signal is "
+            "connection_<event>); the old name goes away in 0.3.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

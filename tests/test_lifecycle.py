@@ -26,7 +26,7 @@ from tests.session_support import counters, stored
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("classic_cadence")]
 
 SIGNALS = {
-    "session_refreshed": signals.session_refreshed,
+    "session_refreshed": signals.connection_session_refreshed,
     "connection_degraded": signals.connection_degraded,
     "connection_recovered": signals.connection_recovered,
     "connection_needs_relink": signals.connection_needs_relink,
@@ -339,3 +339,17 @@ def test_a_bill_outage_shows_degraded_even_when_the_failed_logins_spent_the_budg
     assert (row.status, row.last_error_code) == (ConnectionStatus.DEGRADED, "bill_unavailable")
     assert row.next_attempt_at is not None and row.next_attempt_at > now()
     assert sent["connection_degraded"] == 1  # one transition, one signal
+
+
+def test_every_signal_is_named_connection_event_and_the_old_names_still_work():
+    import warnings
+
+    from django.dispatch import Signal
+
+    names = [name for name, value in vars(signals).items() if isinstance(value, Signal)]
+    assert names and all(name.startswith("connection_") for name in names), names
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert signals.link_failed is signals.connection_link_failed
+        assert signals.session_refreshed is signals.connection_session_refreshed
+    assert len(caught) == 2 and all(w.category is DeprecationWarning for w in caught)

@@ -115,7 +115,7 @@ def test_link_environment_defaults_to_default_environment(tenant, bill_account, 
 def test_refused_link_stores_nothing_and_says_why(
     tenant, owner, bill_account, bill_environment, spy
 ):
-    failed_spy = spy(signals.link_failed)
+    failed_spy = spy(signals.connection_link_failed)
     with pytest.raises(InvalidCredentials) as info:
         services.link(tenant, actor=owner, **credentials(bill_account, password="wrong-password"))
     assert info.value.bill_code == "BDC_1101"
@@ -393,7 +393,7 @@ def test_any_failure_after_bill_logged_in_logs_out_audits_and_signals(
     """Not only BILL's refusals: whatever breaks after the login closes the session at BILL."""
     from bill_integration.services import linking
 
-    failed = spy(signals.link_failed)
+    failed = spy(signals.connection_link_failed)
 
     def broken_store(*args, **kwargs):
         raise UnicodeEncodeError("latin-1", "\u200b", 0, 1, "cannot be encoded")

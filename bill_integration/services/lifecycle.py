@@ -89,7 +89,7 @@ def login(connection: BillConnection, effects: Effects, *, reason: str) -> None:
         raise
     record(connection, AuditEvent.Kind.SESSION_REFRESHED, reason=reason, version=connection.version)
     log_outcome("login", connection, LOGGED_IN, duration=time.monotonic() - started)
-    effects.add(signals.session_refreshed, connection, reason=reason)
+    effects.add(signals.connection_session_refreshed, connection, reason=reason)
     note_recovery(connection, old_status, effects)
 
 

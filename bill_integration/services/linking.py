@@ -16,7 +16,7 @@ only the session, not the credentials, so it never makes a relink fail. Two conc
 A refused attempt writes nothing to the connection: the previous credentials stay
 byte-identical (the row is not even saved). Whatever goes wrong after BILL opened a session
 (BILL's refusal of the API token, a conflict, or any other exception) logs that session out,
-is audited and sends ``link_failed``. Audit details and log lines carry ids and error codes,
+is audited and sends ``connection_link_failed``. Audit details and log lines carry ids and error codes,
 never input.
 
 A relink does not log out the previous session: it is BILL's to expire (35 minutes idle), and
@@ -131,7 +131,7 @@ def _failed(
         relink=relink,
     )
     log_failure("link", existing, exc, started=started, tenant=tenant)
-    signals.link_failed.send(sender=BillConnection, tenant=tenant, error=exc, actor=actor)
+    signals.connection_link_failed.send(sender=BillConnection, tenant=tenant, error=exc, actor=actor)
 
 
 @sensitive_variables("password", "dev_key", "api_token", "secret", "result", "account")
