@@ -93,7 +93,7 @@ DEFAULTS: dict[str, Any] = {
     # refreshes and verifications stop short of it), so other tenants cannot starve them.
     "LOGIN_RESERVE_FOR_RENEWALS": 0.3,
     # Link attempts, forced refreshes and verifications one tenant may make per rolling hour.
-    "LOGIN_ATTEMPTS_PER_TENANT": 5,
+    "LOGIN_ATTEMPTS_PER_TENANT": 20,
     # Redis URL for the shared limiters and locks; None uses the database.
     "REDIS_URL": None,
     # First retry delay after a transient failure (doubles per failure, full jitter).
