@@ -25,17 +25,18 @@ import pytest
 
 from bill_integration.models import BillConnection, ConnectionStatus
 from tests.session_support import stored
-from tests.test_tasks_worker import (  # noqa: F401 - fixtures
+from tests.test_tasks_worker import (
     Worker,
     advance_everywhere,
     queue_drained,
     send_sweep,
     sweep_until,
     wait_for,
-    worker_queue,
 )
+from tests.test_tasks_worker import worker_queue as worker_queue_fixture
 
 pytestmark = [pytest.mark.usefixtures("classic_cadence")]
+worker_queue = worker_queue_fixture
 
 
 def _free_port() -> int:
