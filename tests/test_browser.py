@@ -99,7 +99,8 @@ def sign_in(page, base_url: str, path: str, username: str, password: str) -> Non
 
 def open_page(browser, live_server, username: str, *, path: str = PAGE, **options):
     """A new browser context signed in as ``username`` on the Connect page."""
-    context = browser.new_context(viewport=VIEWPORT, **options)
+    options.setdefault("viewport", VIEWPORT)
+    context = browser.new_context(**options)
     page = context.new_page()
     page.set_default_timeout(15_000)
     sign_in(page, live_server.url, path, username, PASSWORDS[username])
