@@ -2,9 +2,17 @@
 
 Mount it with ``path("connect/bill/", include("bill_integration.urls_pages"))``. The page only
 renders the form; every action (link, refresh, disconnect) is a ``fetch()`` to the REST API,
-which resolves the tenant and checks access itself. A user who belongs to several tenants opens
-``/connect/bill/?tenant=<id>``; the page then sends ``X-Tenant-ID: <id>`` with each call (the
-header the example project's ``TENANT_RESOLVER`` reads).
+which resolves the tenant and checks access itself, and the page polls the status document
+(``GET /connection/``) to stay current.
+
+Choosing a tenant: the page sends ``X-Tenant-ID: <id>`` with each call when it was opened as
+``/connect/bill/?tenant=<id>`` (the header the example project's ``TENANT_RESOLVER`` reads). A
+person never types that: when the API finds no tenant, the page shows the template
+``bill_integration/_choose_organization.html``, which a project overrides with its own way of
+choosing an organization (the example project lists the user's organizations as links).
+
+Every word the script shows comes from :data:`PAGE_LABELS` (translated here, handed to the
+script as JSON), so the script needs no translation catalog.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from typing import Any
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.urls import reverse
 from django.utils.decorators import method_decorator
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.generic import TemplateView
@@ -25,37 +34,128 @@ from .conf import bill_settings
 #: What a tenant id in ``?tenant=`` may look like (integers, UUIDs, slugs).
 TENANT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
+#: How often the page asks for the status again, and how often it redraws relative times.
+POLL_SECONDS = 20
+TICK_SECONDS = 5
+
+#: BILL's page on getting API access (developer key, organization ID, sandbox sign-up).
+BILL_HELP_URL = "https://developer.bill.com/docs/sign-up-process"
+
+#: How an environment is named to a person; others fall back to their title-cased name.
+ENVIRONMENT_LABELS = {
+    "sandbox": _("BILL sandbox (test)"),
+    "production": _("BILL production"),
+    "emulator": _("Local BILL emulator"),
+}
+
+#: Under each field: what it is and where in BILL a customer finds it (bill-api.md §2.8, §4).
+FIELD_HELP = {
+    "environment": _(
+        "Sandbox (test) credentials only work on BILL sandbox, production credentials only "
+        "on BILL production."
+    ),
+    "username": _("The email address you sign in to BILL with."),
+    "password": _("Your BILL password. It is stored encrypted and never shown again."),
+    "organization_id": _(
+        "In BILL: Settings → Sync & Integrations → Manage Developer Keys. It starts with 008."
+    ),
+    "dev_key": _(
+        "In BILL: Settings → Sync & Integrations → Manage Developer Keys (an administrator can "
+        "generate one there). Sandbox and production keys differ."
+    ),
+    "api_token": _(
+        "Only for BILL Spend & Expense: in Spend & Expense, Settings → API tokens → Generate "
+        "new token. Leave it empty if you do not use Spend & Expense."
+    ),
+}
 
 #: Words the page's JavaScript shows (translated here, so the script needs no catalog).
 PAGE_LABELS = {
-    "active": _("Linked"),
-    "degraded": _("Linked · BILL not answering, retrying"),
-    "rate_limited": _("Linked · waiting for BILL's rate limit"),
-    "needs_relink": _("Needs relink"),
+    # Status badges.
+    "active": _("Connected"),
+    "degraded": _("Connected · BILL not answering"),
+    "rate_limited": _("Connected · waiting for BILL"),
+    "needs_relink": _("Needs your attention"),
     "disabled": _("Disabled"),
-    "not_linked": _("Not linked"),
+    "not_linked": _("Not connected"),
+    # What happened after an action.
     "connecting": _("Signing in to BILL…"),
-    "linked_ok": _("Linked. BILL accepted the credentials."),
+    "linked_ok": _("Connected. BILL accepted the details."),
     "refreshing": _("Getting a new BILL session…"),
     "refreshed": _("New BILL session obtained."),
     "disconnect_confirm": _("Disconnect this BILL account? The stored credentials are deleted."),
-    "disconnected": _("Disconnected. The credentials were deleted."),
-    "no_access": _(
-        "There is no BILL connection you can manage here. If you belong to several "
-        "organizations, open this page with ?tenant=<organization id>."
-    ),
-    "network": _("The server could not be reached. Check your connection and try again."),
-    "session_age": _("obtained %(age)s ago"),
-    "no_session": _("no session"),
-    "none": _("None"),
+    "disconnected": _("Disconnected. The stored credentials were deleted."),
+    "network": _("The server could not be reached. Check your internet connection and try again."),
+    # The error summary.
+    "fix_fields": _("Some details need fixing"),
+    "bill_refused": _("BILL did not accept these details"),
+    "problem": _("Something went wrong"),
+    "check_fields": _("Check these fields:"),
+    # The facts of a linked connection.
+    "session_age": _("obtained %(age)s"),
+    "no_session": _("No session yet; the app signs in when one is needed."),
+    "no_usable_session": _("None until the details are entered again"),
+    "attempt_failed": _("%(age)s (failed)"),
+    "required_username": _("Enter the email address you sign in to BILL with."),
+    "required_password": _("Enter your BILL password."),
+    "required_organization_id": _("Enter your BILL organization ID (it starts with 008)."),
+    "required_dev_key": _("Enter your BILL developer key."),
+    "never": _("not yet"),
+    "environment_version": _("%(environment)s · API %(version)s"),
     "token_stored": _("API token stored"),
-    "no_token": _("no API token"),
-    "token_reenter": _("Enter it again to keep Spend & Expense linked"),
-    "seconds": _("%(n)s seconds"),
-    "minutes": _("%(n)s minutes"),
-    "hours": _("%(n)s hours"),
-    "days": _("%(n)s days"),
+    "no_token": _("No API token"),
+    "token_reenter": _("Enter it again to keep Spend & Expense connected"),
+    "status_changed": _("The connection's status changed: %(status)s."),
+    "checked": _("Status checked %(age)s. This page checks again every %(seconds)s seconds."),
+    "just_now": _("just now"),
+    "done": _("completed"),
+    "current": _("current step"),
+    # The last problem, worded for something that happened in the background.
+    "error_unreachable": _(
+        "BILL was unreachable at %(time)s. The app retries on its own; nothing for you to do."
+    ),
+    "error_rate_limited": _(
+        "BILL asked the app to slow down at %(time)s (a limit of the developer key). The app "
+        "waits and retries on its own."
+    ),
+    "error_login_budget": _(
+        "At %(time)s this developer key had used its BILL sign-ins for the hour. The app "
+        "retries on its own; nothing is wrong with your account."
+    ),
+    "error_credentials": _(
+        "BILL stopped accepting the stored details at %(time)s; they may have been changed in "
+        "BILL. Enter them again to reconnect."
+    ),
+    "error_api_token": _(
+        "BILL Spend & Expense stopped accepting the API token at %(time)s. Enter a new token, "
+        "or leave it empty."
+    ),
+    "error_mfa": _(
+        "At %(time)s BILL asked for multi-factor authentication for this account. Ask your BILL "
+        "administrator, then enter the details again."
+    ),
+    "error_session_ended": _(
+        "BILL ended the session at %(time)s. The app signs in again on its own."
+    ),
+    "error_unexpected": _(
+        "BILL gave an answer the app did not understand at %(time)s. The app retries on its "
+        "own; if this keeps happening, contact support."
+    ),
+    "error_unreadable": _(
+        "The stored details can no longer be read (the server's encryption key changed). "
+        "Enter them again to reconnect."
+    ),
+    "error_disabled": _("An operator disabled this connection. Contact support to enable it."),
+    "unknown_time": _("an unknown time"),
 }
+
+
+def environment_label(name: str) -> str:
+    """How environment ``name`` is shown to a person: a known label or the title-cased name."""
+    known = ENVIRONMENT_LABELS.get(name)
+    if known is not None:
+        return str(known)
+    return re.sub(r"[_\-\s]+", " ", name).strip().title() or name
 
 
 @method_decorator(ensure_csrf_cookie, name="dispatch")
@@ -67,15 +167,23 @@ class ConnectPageView(LoginRequiredMixin, TemplateView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         tenant = self.request.GET.get("tenant", "")
+        environments = [
+            (name, environment_label(name)) for name in bill_settings.environment_names()
+        ]
         context["page_config"] = {
             "connectionUrl": reverse("bill_integration:connection"),
             "refreshUrl": reverse("bill_integration:connection-refresh"),
             # Only ever sent back as a header; the API checks membership.
             "tenant": tenant if TENANT_ID.fullmatch(tenant) else "",
+            "language": get_language() or "en",
+            "pollSeconds": POLL_SECONDS,
+            "tickSeconds": TICK_SECONDS,
+            "environments": dict(environments),
             "labels": {key: str(text) for key, text in PAGE_LABELS.items()},
         }
-        context["environments"] = bill_settings.environment_names()
+        context["environments"] = environments
         context["default_environment"] = bill_settings.DEFAULT_ENVIRONMENT
-        context["help"] = validators.HELP_TEXTS
+        context["help"] = FIELD_HELP
+        context["bill_help_url"] = BILL_HELP_URL
         context["max_lengths"] = validators.MAX_LENGTHS
         return context

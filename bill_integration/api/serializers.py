@@ -20,7 +20,20 @@ from rest_framework.settings import api_settings
 
 from .. import validators
 from ..conf import bill_settings, now
-from ..exceptions import customer_message
+from ..exceptions import (
+    ConnectionDisabled,
+    DecryptionFailed,
+    InvalidApiToken,
+    InvalidCredentials,
+    LoginBudgetExhausted,
+    RateLimited,
+    SessionInvalid,
+    TransientError,
+    UnexpectedResponse,
+    UntrustedSession,
+    customer_message,
+    error_class_for,
+)
 from ..models import ApiVersion, BillConnection, ConnectionStatus
 
 NOT_LINKED = "not_linked"
@@ -126,9 +139,53 @@ class LinkSerializer(serializers.Serializer):
         return attrs
 
 
+#: What kind of problem a stored error is, most specific class first (see :func:`error_kind`).
+ERROR_KINDS: tuple[tuple[type, str], ...] = (
+    (LoginBudgetExhausted, "login_budget"),
+    (RateLimited, "rate_limited"),
+    (TransientError, "unreachable"),
+    (InvalidApiToken, "api_token"),
+    (InvalidCredentials, "credentials"),
+    (UntrustedSession, "mfa"),
+    (SessionInvalid, "session_ended"),
+    (UnexpectedResponse, "unexpected"),
+    (DecryptionFailed, "unreadable"),
+    (ConnectionDisabled, "disabled"),
+)
+ERROR_KIND_NAMES = [kind for _cls, kind in ERROR_KINDS] + ["other"]
+#: Kinds not marked by a call to BILL, so ``last_refresh_at`` does not say when they happened.
+UNTIMED_ERROR_KINDS = frozenset({"unreadable", "disabled", "other"})
+
+
+def error_kind(code: str) -> str:
+    """The kind of a stored error code (ours or BILL's ``BDC_xxxx``), ``"other"`` if unknown.
+
+    A page words a problem met in the background differently from one a person just caused
+    ("BILL was unreachable at 10:02; the app retries on its own", not "nothing was changed"),
+    so it needs the kind, not only the sentence written for the link form.
+    """
+    cls = error_class_for(code) if code else None
+    for klass, kind in ERROR_KINDS:
+        if cls is not None and issubclass(cls, klass):
+            return kind
+    return "other"
+
+
 class LastErrorSerializer(serializers.Serializer):
     code = serializers.CharField(help_text=_("Stable code of the last error."))
     message = serializers.CharField(help_text=_("The last error, in words, with what to do."))
+    kind = serializers.ChoiceField(
+        choices=ERROR_KIND_NAMES,
+        help_text=_(
+            "What kind of problem it is: unreachable (BILL down or slow; retried on its own), "
+            "rate_limited, login_budget (waiting, not broken), credentials, api_token, mfa, "
+            "unreadable (link again), session_ended, unexpected, disabled or other."
+        ),
+    )
+    at = serializers.DateTimeField(
+        allow_null=True,
+        help_text=_("When the app last met it (its last attempt); null if not known."),
+    )
 
 
 class ConnectionStatusSerializer(serializers.Serializer):
@@ -161,6 +218,12 @@ class ConnectionStatusSerializer(serializers.Serializer):
     last_error = LastErrorSerializer(allow_null=True)
     linked_at = serializers.DateTimeField(allow_null=True)
     updated_at = serializers.DateTimeField(allow_null=True)
+    server_time = serializers.DateTimeField(
+        help_text=_(
+            "The server's clock when this document was made: a page subtracts it from the "
+            "timestamps above to show relative times without trusting the browser's clock."
+        )
+    )
 
 
 #: Annotation name carrying "an API token is stored" (see :func:`status_queryset`).
@@ -190,18 +253,25 @@ def connection_status(connection: BillConnection | None, *, can_change: bool) ->
             status_display=str(customer_message(NOT_LINKED)),
             can_change=can_change,
             has_api_token=False,
+            server_time=now(),
         )
         return empty
+    moment = now()
     obtained: datetime | None = connection.session_obtained_at
-    age = max(0, int((now() - obtained).total_seconds())) if obtained else None
+    age = max(0, int((moment - obtained).total_seconds())) if obtained else None
     last_error = None
     if connection.last_error_code:
+        kind = error_kind(connection.last_error_code)
         last_error = {
             "code": connection.last_error_code,
             "message": customer_message(
                 connection.last_error_code,
                 connection.last_error_message or connection.last_error_code,
             ),
+            "kind": kind,
+            # A failed call to BILL sets last_refresh_at to the attempt's time; an unreadable
+            # or disabled row was marked without one.
+            "at": None if kind in UNTIMED_ERROR_KINDS else connection.last_refresh_at,
         }
     # The token column is deferred (never decrypted here); the view annotates whether it is
     # set (STATUS_QUERYSET), and only a connection loaded some other way costs a query.
@@ -228,4 +298,5 @@ def connection_status(connection: BillConnection | None, *, can_change: bool) ->
         "last_error": last_error,
         "linked_at": connection.created_at,
         "updated_at": connection.updated_at,
+        "server_time": moment,
     }
