@@ -319,6 +319,14 @@ def test_spend_statuses():
 
     with pytest.raises(InvalidApiToken):
         CannedSpend(answer(401, b"")).current_user(api_token="t")
+    for status, body in (
+        (401, v3_error("BDC_1109", "Session is invalid.  Please log in.")),
+        (403, v3_error("BDC_1361", "Untrusted session.")),
+        (403, HTML_502),
+        (401, {"errorCode": "BDC_1109", "errorMessage": "Session is invalid."}),
+    ):
+        with pytest.raises(InvalidApiToken):
+            CannedSpend(answer(status, body)).current_user(api_token="t")
     with pytest.raises(UnexpectedResponse):
         CannedSpend(answer(400, v3_error(None, "apiToken: header is required"))).current_user(
             api_token="t"

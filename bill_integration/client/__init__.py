@@ -27,7 +27,8 @@ Choices where BILL's behaviour is UNCONFIRMED (bill-api.md §8):
 * BDC_1001 "System error occurred." is treated as transient (retry with backoff).
 * ``RateLimited.retry_at``: start of the next UTC hour (app clock) for BDC_1144; ``None`` for
   BDC_1322 (a slot frees within seconds; the caller backs off).
-* Spend & Expense: 401 → ``InvalidApiToken``; 400 (header missing: our bug) → ``UnexpectedResponse``.
+* Spend & Expense: 401 and 403 → ``InvalidApiToken`` whatever BDC code the body carries (S&E
+  has no session to renew); 400 (header missing: our bug) → ``UnexpectedResponse``.
 * An answer larger than 10 MB (``HttpClient.max_response_bytes``) is ``UnexpectedResponse``:
   no documented answer comes near it; the connection is closed without reading the rest.
 """
