@@ -29,6 +29,14 @@ Choices where BILL's behaviour is UNCONFIRMED (bill-api.md §8):
   BDC_1322 (a slot frees within seconds; the caller backs off).
 * Spend & Expense: 401 and 403 → ``InvalidApiToken`` whatever BDC code the body carries (S&E
   has no session to renew); 400 (header missing: our bug) → ``UnexpectedResponse``.
+* v2 ``apiEndPoint`` (the login answer names where later v2 calls should go,
+  https://developersupport.bill.com/hc/en-us/articles/208197226-Login) is parsed into
+  ``LoginResult.api_endpoint`` and not followed. Following another host would send the
+  session id and developer key to a host named by a response (an exfiltration risk if the
+  answer is forged or a proxy is compromised); following only the configured v2 host would
+  change nothing but the path; and BILL's own example names the retired sandbox host
+  ``api-sandbox.bill.com``, so the value for today's ``api-stage.bill.com`` logins is
+  UNCONFIRMED. Every v2 call goes to the configured environment's v2 base URL.
 * An answer larger than 10 MB (``HttpClient.max_response_bytes``) is ``UnexpectedResponse``:
   no documented answer comes near it; the connection is closed without reading the rest.
 """
