@@ -250,6 +250,20 @@ def test_v2_login_success_and_missing_fields():
     assert login(CannedClient("v2", answer(200, without_endpoint))).api_endpoint is None
 
 
+@pytest.mark.parametrize("value", ["", 42, ["https://api.bill.com/api/v2"]])
+def test_v2_login_does_not_fail_over_an_unusable_api_endpoint(value):
+    # apiEndPoint is information only (never followed), so a login must not fail over it.
+    data = {
+        "sessionId": "!a" + "q" * 43,
+        "orgId": "00801ABCDEFGHIJKabcd",
+        "apiEndPoint": value,
+        "usersId": "00601ABCDEFGHIJKabcd",
+    }
+    ok = {"response_status": 0, "response_message": "Success", "response_data": data}
+    result = login(CannedClient("v2", answer(200, ok)))
+    assert (result.user_id, result.api_endpoint) == (data["usersId"], None)
+
+
 def test_v2_session_info_uses_its_own_field_names():
     ok = {
         "response_status": 0,
@@ -320,6 +334,14 @@ def test_spend_statuses():
 
     with pytest.raises(InvalidApiToken):
         CannedSpend(answer(401, b"")).current_user(api_token="t")
+    for status, body in (
+        (401, v3_error("BDC_1109", "Session is invalid.  Please log in.")),
+        (403, v3_error("BDC_1361", "Untrusted session.")),
+        (403, HTML_502),
+        (401, {"errorCode": "BDC_1109", "errorMessage": "Session is invalid."}),
+    ):
+        with pytest.raises(InvalidApiToken):
+            CannedSpend(answer(status, body)).current_user(api_token="t")
     with pytest.raises(UnexpectedResponse):
         CannedSpend(answer(400, v3_error(None, "apiToken: header is required"))).current_user(
             api_token="t"

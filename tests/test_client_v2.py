@@ -18,6 +18,7 @@ from bill_integration.exceptions import (
     SessionInvalid,
     UnexpectedResponse,
 )
+from tests.canned_http import CannedServer, reply
 
 
 class RecordingClient(BillClient):
@@ -187,3 +188,44 @@ def test_request_refuses_a_path_on_another_host(bill_environment):
         client.request(
             "GET", "https://evil.example.com/steal", session_id="!a" + "s" * 43, dev_key="01X"
         )
+
+
+def test_later_calls_never_follow_the_login_answers_api_endpoint():
+    # BILL's login answer names an apiEndPoint for later v2 calls. The client records it but
+    # sends every call to the configured base URL: a session must never go to a host named by
+    # a response (client/__init__.py, "Choices").
+    elsewhere_calls = []
+
+    def elsewhere(handler):
+        elsewhere_calls.append(handler.path)
+        reply(handler, 200, {"response_status": 0, "response_message": "Success"})
+
+    def bill(handler):
+        if handler.path.endswith("/Login.json"):
+            data = {
+                "sessionId": "!a" + "s" * 43,
+                "orgId": "00801ABCDEFGHIJKabcd",
+                "apiEndPoint": other.url + "/api/v2",
+                "usersId": "00601ABCDEFGHIJKabcd",
+            }
+        else:
+            data = {"organizationId": "00801ABCDEFGHIJKabcd", "userId": "00601ABCDEFGHIJKabcd"}
+        reply(handler, 200, {"response_status": 0, "response_message": "Success", "response_data": data})
+
+    with CannedServer(elsewhere) as other, CannedServer(bill) as configured:
+        client = BillClient(configured.url + "/api/v2", "v2", connect_timeout=5, read_timeout=5)
+        result = client.login(
+            username="u@example.com", password="pw", organization_id="00801X", dev_key="01X"
+        )
+        assert result.api_endpoint == other.url + "/api/v2"
+        client.session_info(session_id=result.session_id, dev_key="01X")
+        client.request("POST", "/List/Vendor.json", session_id=result.session_id, dev_key="01X")
+        client.logout(session_id=result.session_id, dev_key="01X")
+
+    assert elsewhere_calls == []
+    assert [path for _, path in configured.requests] == [
+        "/api/v2/Login.json",
+        "/api/v2/GetSessionInfo.json",
+        "/api/v2/List/Vendor.json",
+        "/api/v2/Logout.json",
+    ]

@@ -564,6 +564,39 @@ def test_hang_fault_answers_nothing_and_reset_wakes_it(bill_emulator, bill_accou
     assert outcome == [requests.ConnectionError]  # closed without an answer
 
 
+def test_drip_fault_sends_the_same_answer_slowly(bill_emulator, bill_account):
+    # 300 bytes of body (a login answer is about 150: padded), each after a 0.002 s pause.
+    bill_emulator.state.set_fault("drip", interval=0.002, seconds=0.6, headers=True, count=1)
+    started = time.monotonic()
+    answer = v3_login(bill_emulator, bill_account)
+    assert time.monotonic() - started >= 0.5  # a lower bound by construction, never tight
+    assert answer.status_code == 200
+    assert answer.content.startswith(b" ")  # padded with blanks JSON allows
+    assert answer.json()["organizationId"] == bill_account.organization_id
+    assert v3_login(bill_emulator, bill_account).content.startswith(b"{")  # used up
+
+
+def test_drip_fault_stops_on_reset(bill_emulator, bill_account):
+    bill_emulator.state.set_fault("drip", interval=0.5, seconds=60)
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(v3_login(bill_emulator, bill_account).status_code)
+        except requests.RequestException as exc:
+            outcome.append(type(exc))
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join(timeout=1)
+    assert thread.is_alive(), "a 60 s drip must still be going"
+    bill_emulator.state.reset()
+    thread.join(timeout=10)  # far less than the 60 s drip: reset stopped it
+    assert not thread.is_alive()
+    (error,) = outcome  # cut off mid-body: an error, not an answer
+    assert isinstance(error, type) and issubclass(error, requests.RequestException)
+
+
 def test_unknown_fault_kind_and_bad_count_are_refused(bill_emulator):
     with pytest.raises(ValueError, match="Unknown fault kind 'slow'"):
         bill_emulator.state.set_fault("slow")

@@ -12,7 +12,11 @@ for the code table). Secrets go in headers (v3, Spend) or the form body (v2), ne
 and never into exception text, ``repr()`` or the locals of Django error reports.
 
 A ``CLIENT_CLASS`` is called as ``cls(base_url, api_version, connect_timeout=...,
-read_timeout=...)``; subclass :class:`BillClient` and override ``send()`` to add logging.
+read_timeout=...)`` (seconds, as floats); subclass :class:`BillClient` and override ``send()``
+to add logging. Every call has a total deadline, ``CALL_DEADLINE`` (default ``CONNECT_TIMEOUT +
+READ_TIMEOUT``), which :class:`HttpClient` reads itself: a slow or dripping answer raises
+``TransientError`` when it passes, so a call never outlives its concurrency slot's lease
+(``CONCURRENCY_LEASE``; the check in ``client/checks.py`` keeps the deadline shorter).
 
 Choices where BILL's behaviour is UNCONFIRMED (bill-api.md §8):
 
@@ -23,7 +27,18 @@ Choices where BILL's behaviour is UNCONFIRMED (bill-api.md §8):
 * BDC_1001 "System error occurred." is treated as transient (retry with backoff).
 * ``RateLimited.retry_at``: start of the next UTC hour (app clock) for BDC_1144; ``None`` for
   BDC_1322 (a slot frees within seconds; the caller backs off).
-* Spend & Expense: 401 → ``InvalidApiToken``; 400 (header missing: our bug) → ``UnexpectedResponse``.
+* Spend & Expense: 401 and 403 → ``InvalidApiToken`` whatever BDC code the body carries (S&E
+  has no session to renew); 400 (header missing: our bug) → ``UnexpectedResponse``.
+* v2 ``apiEndPoint`` (the login answer names where later v2 calls should go,
+  https://developersupport.bill.com/hc/en-us/articles/208197226-Login) is parsed into
+  ``LoginResult.api_endpoint`` and not followed. Following another host would send the
+  session id and developer key to a host named by a response (an exfiltration risk if the
+  answer is forged or a proxy is compromised); following only the configured v2 host would
+  change nothing but the path; and BILL's own example names the retired sandbox host
+  ``api-sandbox.bill.com``, so the value for today's ``api-stage.bill.com`` logins is
+  UNCONFIRMED. Every v2 call goes to the configured environment's v2 base URL.
+* An answer larger than 10 MB (``HttpClient.max_response_bytes``) is ``UnexpectedResponse``:
+  no documented answer comes near it; the connection is closed without reading the rest.
 """
 
 from __future__ import annotations
@@ -35,6 +50,7 @@ from django.views.decorators.debug import sensitive_variables
 from ..exceptions import ConfigurationError
 from . import cache
 from .base import HttpClient
+from .deadline import configured_timeouts
 from .spend import SpendClient
 from .types import LoginResult, SessionInfo, SpendUser
 from .v2 import V2Api
@@ -126,19 +142,13 @@ class BillClient(HttpClient):
         )
 
 
-def _timeouts() -> tuple[float, float]:
-    from ..conf import bill_settings
-
-    return float(bill_settings.CONNECT_TIMEOUT), float(bill_settings.READ_TIMEOUT)
-
-
 def get_client(environment: str, api_version: str) -> BillClient:
     """This thread's pooled client for ``environment`` and ``api_version`` (``CLIENT_CLASS``)."""
     from ..conf import bill_settings
 
     client_class = bill_settings.CLIENT_CLASS
     base_url = bill_settings.base_url(environment, api_version)
-    connect_timeout, read_timeout = _timeouts()
+    connect_timeout, read_timeout = configured_timeouts()
     return cache.cached(
         ("bill", client_class, base_url, api_version, connect_timeout, read_timeout),
         lambda: client_class(
@@ -152,7 +162,7 @@ def get_spend_client(environment: str) -> SpendClient:
     from ..conf import bill_settings
 
     base_url = bill_settings.base_url(environment, "v3")
-    connect_timeout, read_timeout = _timeouts()
+    connect_timeout, read_timeout = configured_timeouts()
     return cache.cached(
         ("spend", SpendClient, base_url, connect_timeout, read_timeout),
         lambda: SpendClient(base_url, connect_timeout=connect_timeout, read_timeout=read_timeout),

@@ -1,7 +1,9 @@
 """The HTTP layer shared by every BILL client: one pooled ``requests.Session``, timeouts.
 
-Network failures become :class:`TransientError` here, so the version-specific modules only
-deal with answers. Secrets travel in headers or bodies only; :func:`check_no_secret_params`
+Every call has a total deadline (``CALL_DEADLINE``, ``deadline.py``) and a size cap
+(:data:`MAX_RESPONSE_BYTES`); the answer is read in full before the dialects see it.
+Network failures and a passed deadline become :class:`TransientError` here, so the
+version-specific modules only deal with answers. Secrets travel in headers or bodies only; :func:`check_no_secret_params`
 refuses them in a query string (BILL's own advice, bill-api.md §1.2).
 """
 
@@ -9,19 +11,30 @@ from __future__ import annotations
 
 import json as jsonlib
 import re
+from datetime import timedelta
 from typing import Any
 
 import requests
 from django.views.decorators.debug import sensitive_variables
-from requests.adapters import HTTPAdapter
+from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError
 
 from ..exceptions import (
     BillAPIError,
+    BillIntegrationError,
     ConfigurationError,
     InvalidApiToken,
     InvalidDevKey,
     SessionInvalid,
     TransientError,
+    UnexpectedResponse,
+)
+from .deadline import (
+    Deadline,
+    DeadlineAdapter,
+    as_seconds,
+    configured_call_deadline,
+    configured_timeouts,
+    enforced,
 )
 from .errors import unexpected
 
@@ -45,6 +58,12 @@ SECRET_PARAM_NAMES = frozenset(
 #: worker thread owns its client, so a small pool is plenty.
 POOL_CONNECTIONS = 4
 POOL_MAXSIZE = 10
+
+#: The largest answer read from BILL. Its biggest documented answers are list pages of at
+#: most 100 items (https://developer.bill.com/reference/listallorganizations), far below this;
+#: an endless body from a broken proxy is cut off here instead of filling the memory.
+MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+READ_CHUNK_BYTES = 64 * 1024
 
 
 def session_credentials(session_id: str, dev_key: str) -> dict[str, str]:
@@ -92,32 +111,45 @@ def check_relative_path(path: str) -> str:
 
 
 class HttpClient:
-    """A pooled HTTP session with explicit (connect, read) timeouts against one base URL.
+    """A pooled HTTP session against one base URL, with timeouts and a total deadline per call.
+
+    ``connect_timeout`` and ``read_timeout`` bound connecting and each socket read;
+    ``call_deadline`` bounds the whole call, from connecting to the last byte of the answer
+    (see ``deadline.py``). Each is a number of seconds or a ``timedelta``; ``None`` reads
+    ``CONNECT_TIMEOUT``, ``READ_TIMEOUT`` and ``CALL_DEADLINE`` (default: connect + read).
 
     Not shared between threads: :func:`bill_integration.client.get_client` keeps one per
     thread. Subclass and override :meth:`send` to add logging or a proxy.
     """
 
+    #: The largest answer read from BILL (decoded); a longer one is cut off, not buffered.
+    max_response_bytes: int = MAX_RESPONSE_BYTES
+
     def __init__(
         self,
         base_url: str,
         *,
-        connect_timeout: float | None = None,
-        read_timeout: float | None = None,
+        connect_timeout: float | timedelta | None = None,
+        read_timeout: float | timedelta | None = None,
+        call_deadline: float | timedelta | None = None,
         session: requests.Session | None = None,
     ) -> None:
         if connect_timeout is None or read_timeout is None:
-            from ..conf import bill_settings
-
-            connect_timeout = (
-                bill_settings.CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
-            )
-            read_timeout = bill_settings.READ_TIMEOUT if read_timeout is None else read_timeout
+            configured = configured_timeouts()
+            connect_timeout = configured[0] if connect_timeout is None else connect_timeout
+            read_timeout = configured[1] if read_timeout is None else read_timeout
+        connect = as_seconds(connect_timeout, "CONNECT_TIMEOUT")
+        read = as_seconds(read_timeout, "READ_TIMEOUT")
         self.base_url = base_url.rstrip("/")
-        self.timeout: tuple[float, float] = (float(connect_timeout), float(read_timeout))
+        self.timeout: tuple[float, float] = (connect, read)
+        self.call_deadline: float = (
+            configured_call_deadline(connect, read)
+            if call_deadline is None
+            else as_seconds(call_deadline, "CALL_DEADLINE")
+        )
         self.http = session or requests.Session()
         # No automatic retries: the caller decides (a login must not be replayed blindly).
-        adapter = HTTPAdapter(
+        adapter = DeadlineAdapter(
             pool_connections=POOL_CONNECTIONS, pool_maxsize=POOL_MAXSIZE, max_retries=0
         )
         self.http.mount("https://", adapter)
@@ -145,44 +177,113 @@ class HttpClient:
         data: Any = None,
         params: dict[str, Any] | None = None,
     ) -> requests.Response:
-        """Send one request; network failures raise :class:`TransientError` (no secrets in it)."""
+        """Send one request and read the whole answer within the call deadline.
+
+        Network failures and a passed deadline raise :class:`TransientError`, an answer larger
+        than :attr:`max_response_bytes` :class:`UnexpectedResponse` (no secrets in either).
+        The returned response's body is already read (``response.content``).
+        """
         check_no_secret_params(params)
         check_header_values(headers)
         url = self.base_url + check_relative_path(path)
+        what = f"{method} {path}"
+        deadline = Deadline(self.call_deadline)
+        response: requests.Response | None = None
         try:
-            return self.http.request(
-                method,
-                url,
-                headers=headers,
-                json=json,
-                data=data,
-                params=params,
-                timeout=self.timeout,
-                allow_redirects=False,
-            )
-        except (
-            requests.exceptions.MissingSchema,
-            requests.exceptions.InvalidSchema,
-            requests.exceptions.InvalidURL,
-        ) as exc:
-            raise ConfigurationError(
-                f"The BILL base URL {self.base_url!r} is not a usable http(s) URL "
-                f"({type(exc).__name__}); check BILL_INTEGRATION['ENVIRONMENTS']."
-            ) from None
-        except requests.Timeout as exc:
+            with enforced(deadline):
+                try:
+                    response = self.http.request(
+                        method,
+                        url,
+                        headers=headers,
+                        json=json,
+                        data=data,
+                        params=params,
+                        # A connect attempt cannot be shut down from outside: cap it instead.
+                        timeout=(min(self.timeout[0], deadline.remaining()), self.timeout[1]),
+                        allow_redirects=False,
+                        stream=True,
+                    )
+                    self._read_body(response, deadline, what)
+                except Exception as exc:
+                    if deadline.passed:  # whatever a shut-down socket made the reader raise
+                        raise _DeadlinePassed from None
+                    if isinstance(exc, requests.RequestException | HTTPError | OSError):
+                        raise _network_error(exc, what, self.base_url) from None
+                    raise
+            if deadline.fired:  # the watchdog cut the answer short at the very end
+                raise _DeadlinePassed
+        except _DeadlinePassed:
             raise TransientError(
-                f"{TransientError.default_message} BILL did not answer {method} {path} in time "
-                f"({type(exc).__name__}).",
+                f"{TransientError.default_message} BILL did not finish answering {what} "
+                f"within {self.call_deadline:g} s (CALL_DEADLINE)."
             ) from None
-        except requests.ConnectionError as exc:
-            raise TransientError(
-                f"{TransientError.default_message} The connection to BILL failed during "
-                f"{method} {path} ({type(exc).__name__}).",
-            ) from None
-        except requests.RequestException as exc:
-            raise TransientError(
-                f"{TransientError.default_message} {method} {path} failed ({type(exc).__name__}).",
-            ) from None
+        finally:
+            if response is not None:
+                # Body read whole: the connection goes back to the pool; else it is closed.
+                response.close()
+        return response
+
+    def _read_body(self, response: requests.Response, deadline: Deadline, what: str) -> None:
+        """Read the answer in chunks, checking the deadline and the size cap between them."""
+        limit = self.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _too_large(response, what, limit)
+        raw = response.raw
+        # read1() returns what has arrived (urllib3 >= 2.3); read() waits for a full chunk,
+        # and then only the watchdog interrupts a slow answer.
+        read = getattr(raw, "read1", None) or raw.read
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            if deadline.passed:
+                raise _DeadlinePassed
+            chunk = read(READ_CHUNK_BYTES, decode_content=True)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(response, what, limit)
+            chunks.append(chunk)
+        response._content = b"".join(chunks)
+        response._content_consumed = True
+
+
+class _DeadlinePassed(Exception):
+    """Internal: the call's deadline passed (turned into a TransientError by ``send``)."""
+
+
+def _too_large(response: requests.Response, what: str, limit: int) -> UnexpectedResponse:
+    return unexpected(
+        f"BILL's answer to {what} was larger than {limit} bytes; it was not read.",
+        http_status=response.status_code,
+    )
+
+
+def _network_error(exc: BaseException, what: str, base_url: str) -> BillIntegrationError:
+    """The exception for a failed request, naming the failure's type but never its text."""
+    name = type(exc).__name__
+    if isinstance(
+        exc,
+        requests.exceptions.MissingSchema
+        | requests.exceptions.InvalidSchema
+        | requests.exceptions.InvalidURL,
+    ):
+        return ConfigurationError(
+            f"The BILL base URL {base_url!r} is not a usable http(s) URL ({name}); check "
+            "BILL_INTEGRATION['ENVIRONMENTS']."
+        )
+    if isinstance(exc, requests.Timeout | ReadTimeoutError | TimeoutError):
+        return TransientError(
+            f"{TransientError.default_message} BILL did not answer {what} in time ({name})."
+        )
+    if isinstance(exc, requests.ConnectionError | ProtocolError | ConnectionError):
+        return TransientError(
+            f"{TransientError.default_message} The connection to BILL failed during {what} "
+            f"({name})."
+        )
+    return TransientError(f"{TransientError.default_message} {what} failed ({name}).")
 
 
 def parse_json_body(response: requests.Response) -> Any:

@@ -3,6 +3,13 @@
 Both API versions share one code space (bill-api.md §1.9, §2.10), so one table serves v3, v2
 and Spend & Expense. The rules, in order:
 
+0. Spend & Expense: HTTP 401 or 403 is :class:`InvalidApiToken`, whatever code the body
+   carries. S&E has no session (the ``apiToken`` header is its only credential), so even a
+   ``BDC_1109`` "Session is invalid" there can only mean the token is refused; read as
+   :class:`SessionInvalid` it used to surface as a 502 ``session_invalid`` when a customer
+   typed a wrong token. UNCONFIRMED: BILL documents 401 for an invalid ``apiToken`` and 403
+   for a refused "security validation" (https://developer.bill.com/docs/webhook-api-error-responses),
+   but not the body; a rate limit answered as 401/403 would also read as a refused token.
 1. A ``BDC_xxxx`` code listed in :data:`BILL_ERROR_CODES` decides, whatever the HTTP status
    (BILL's HTTP status for rate limits on v3 is UNCONFIRMED, so we never depend on it; the
    emulator happens to use 429).
@@ -25,6 +32,7 @@ from datetime import datetime, timedelta
 
 from ..exceptions import (
     BillAPIError,
+    InvalidApiToken,
     InvalidCredentials,
     InvalidDevKey,
     RateLimited,
@@ -44,6 +52,9 @@ BILL_ERROR_CODES: dict[str, type[BillAPIError]] = {
     "BDC_1322": RateLimited,  # "Max number of concurrent requests per organization reached."
     "BDC_1361": UntrustedSession,  # "Untrusted session." (MFA needed; never log in again)
 }
+
+#: HTTP statuses that always mean "the API token is refused" on Spend & Expense (rule 0).
+SPEND_TOKEN_REFUSED = frozenset({401, 403})
 
 #: ``RateLimited.scope`` for each rate-limit code.
 RATE_LIMIT_SCOPES: dict[str, str] = {"BDC_1144": "hourly", "BDC_1322": "concurrency"}
@@ -98,6 +109,10 @@ def error_for_answer(
     api: str,
 ) -> BillAPIError:
     """Apply the rules of this module's docstring to one error answer from BILL."""
+    if api == "spend" and http_status in SPEND_TOKEN_REFUSED:
+        # BILL's text is left out: a message about a refused token is where an echo of the
+        # token would be most likely.
+        return InvalidApiToken(bill_code=code, http_status=http_status)
     if code:
         known = error_for_code(code, bill_message, http_status=http_status)
         if known is not None:

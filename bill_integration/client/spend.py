@@ -1,8 +1,14 @@
 """BILL Spend & Expense: header ``apiToken``, no login, under the v3 base (bill-api.md §4).
 
-BILL answers 400 when the token header is missing and 401 when the token is wrong; the body
-of those errors is UNCONFIRMED, so the status decides here (401 → InvalidApiToken), after any
-BDC code from the shared table (a rate limit, say).
+BILL's gateway answers 400 when the token header is missing and 401 when the token is wrong
+(https://developer.bill.com/docs/webhook-api-error-responses); the body of those errors is
+UNCONFIRMED. Spend & Expense has no session, so nothing BILL says on a 401 or 403 can mean
+"log in again": both are :class:`InvalidApiToken`, *whatever code* the body carries (a
+``BDC_1109`` "Session is invalid" there still means the token is refused; rule 0 of
+``errors.py``). Other statuses go through the shared code table (a rate limit on a 429,
+say), then the status rules. A 400 (header missing: our bug) is ``UnexpectedResponse``.
+Error bodies are read in both shapes seen: the v3 array of ``{code, message}`` objects and a
+single object with ``errorCode``/``errorMessage`` (or ``code``/``message``).
 """
 
 from __future__ import annotations
@@ -13,9 +19,18 @@ from django.views.decorators.debug import sensitive_variables
 
 from ..exceptions import BillAPIError, InvalidApiToken
 from .base import HttpClient, parse_json_body, require_str
-from .errors import error_for_answer, error_for_code, unexpected
+from .errors import error_for_answer, unexpected
 from .types import SpendUser
 from .v3 import _first_error
+
+
+def spend_error(body: Any) -> tuple[str | None, Any]:
+    """(code, message) of a Spend & Expense error body, in either shape (module docstring)."""
+    if isinstance(body, dict) and ("errorCode" in body or "errorMessage" in body):
+        code = body.get("errorCode")
+        message = body.get("errorMessage", body.get("message"))
+        return (code if isinstance(code, str) and code else None), message
+    return _first_error(body)
 
 
 class SpendClient(HttpClient):
@@ -33,12 +48,7 @@ class SpendClient(HttpClient):
             body = parse_json_body(response)
         except BillAPIError:
             body = None
-        code, message = _first_error(body)
-        known = error_for_code(code, message, http_status=status) if code else None
-        if known is not None:
-            raise known
-        if status == 401:
-            raise InvalidApiToken(http_status=status, bill_code=code)
+        code, message = spend_error(body)
         raise error_for_answer(
             code=code, bill_message=message, http_status=status, session_call=False, api="spend"
         )

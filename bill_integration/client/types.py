@@ -15,9 +15,16 @@ __all__ = ["LoginResult", "SessionInfo", "SpendUser"]
 class LoginResult:
     """A new BILL session (v3 ``POST /v3/login`` or v2 ``Login.json``).
 
-    ``api_endpoint`` is v2's ``apiEndPoint`` (where BILL wants later v2 calls sent); v3 has
-    no such field and leaves it ``None``. ``trusted`` is v3's MFA-trusted flag (always
-    ``False`` on v2, whose login answer has no such flag).
+    ``trusted`` is v3's MFA-trusted flag (always ``False`` on v2, whose login answer has no
+    such flag). Nothing reads it yet: it is kept for the upcoming MFA feature, which needs to
+    know whether a login gave an MFA-trusted session
+    (https://developer.bill.com/reference/login).
+
+    ``api_endpoint`` is v2's ``apiEndPoint``, where BILL says later v2 calls should go; v3 has
+    no such field and leaves it ``None``. It is information only: the client never sends a
+    request there (the calls go to the configured environment's v2 base URL; the reasons are
+    in ``client/__init__.py``, "Choices"). A missing or malformed value is ``None``, never an
+    error: a login must not fail over a field the app does not use.
     """
 
     session_id: str = field(repr=False)
@@ -29,7 +36,12 @@ class LoginResult:
 
 @dataclass(frozen=True)
 class SessionInfo:
-    """What BILL says about a live session (v3 ``GET /v3/login/session``, v2 ``GetSessionInfo``)."""
+    """What BILL says about a live session (v3 ``GET /v3/login/session``, v2 ``GetSessionInfo``).
+
+    ``mfa_status`` is v3's ``mfaStatus`` (``"DISABLED"``: the organization has MFA off; other
+    values are UNCONFIRMED; https://developer.bill.com/changelog/2024-11-22-mfa-status-improvements-get-api-session-details);
+    ``None`` on v2. Nothing reads it yet: it is kept for the upcoming MFA feature.
+    """
 
     organization_id: str
     user_id: str

@@ -52,6 +52,12 @@ def raise_for_answer(response: requests.Response) -> Any:
     raise unexpected(f"'response_status' is {outcome!r} with HTTP {status}.", http_status=status)
 
 
+def _api_endpoint(body: Any) -> str | None:
+    """``apiEndPoint`` if it is a non-empty string; information only (``LoginResult``)."""
+    value = body.get("apiEndPoint") if isinstance(body, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
 class V2Api:
     """The v2 dialect; stateless, used by :class:`bill_integration.client.BillClient`."""
 
@@ -77,9 +83,7 @@ class V2Api:
             organization_id=require_str(body, "orgId", http_status=status, what="Login"),
             user_id=require_str(body, "usersId", http_status=status, what="Login"),
             trusted=False,
-            api_endpoint=require_str(
-                body, "apiEndPoint", http_status=status, what="Login", optional=True
-            ),
+            api_endpoint=_api_endpoint(body),
         )
 
     def session_info(self, http: HttpClient, *, session_id: str, dev_key: str) -> SessionInfo:

@@ -63,6 +63,7 @@ class EmulatorHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "BillEmulator/" + EMULATOR_VERSION
     server: _EmulatorHTTPServer
+    _drip: dict[str, Any] | None = None  # set by a "drip" fault for the current request
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -94,6 +95,7 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def _dispatch(self) -> None:
+        self._drip = None
         url = urlsplit(self.path)
         self.url_path = url.path
         self.query = {k: v[0] for k, v in parse_qs(url.query).items()}
@@ -116,6 +118,9 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             raw = payload.encode() if isinstance(payload, str) else payload
         else:
             raw = b"" if payload is None else json.dumps(payload).encode()
+        if self._drip is not None:
+            self._send_dripping(status, raw, content_type, self._drip)
+            return
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(raw)))
@@ -123,6 +128,36 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         # client's delayed ACK and cost 40 ms per request.
         self._headers_buffer.append(b"\r\n" + raw)
         self.flush_headers()
+
+    def _send_dripping(
+        self, status: int, raw: bytes, content_type: str, params: dict[str, Any]
+    ) -> None:
+        """The "drip" fault: the same answer, one byte at a time (a slow link or proxy).
+
+        Leading blanks stretch the body to last ``seconds``; JSON allows them, so a client
+        patient enough still gets a valid answer. A reset of the state stops the drip.
+        """
+        interval = float(params.get("interval", 1.0))
+        seconds = float(params.get("seconds", 30.0))
+        body = b" " * max(0, int(seconds / interval) - len(raw)) + raw
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        head = b"".join(self._headers_buffer) + b"\r\n"
+        self._headers_buffer = []
+        if params.get("headers"):
+            slow = head + body
+        else:
+            self.wfile.write(head)
+            slow = body
+        wake = self.state.wake
+        try:
+            for position in range(len(slow)):
+                if wake.wait(interval):
+                    self._drop(reset=False)
+                self.wfile.write(slow[position : position + 1])
+        except OSError:  # the client hung up (its deadline passed): stop dripping
+            self.close_connection = True
 
     def _drop(self, *, reset: bool) -> None:
         """Close the connection without an answer (TCP RST if ``reset``)."""
@@ -160,6 +195,8 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         elif fault.kind == "error":
             code = params.get("code", "BDC_1001")
             raise EmulatedError(code, params.get("message"), status=params.get("status"))
+        elif fault.kind == "drip":
+            self._drip = params  # _send() answers slowly
 
     # --- v3 and Spend ------------------------------------------------------------------------
 

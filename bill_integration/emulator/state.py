@@ -11,7 +11,7 @@ BILL (bill-api.md §3, §7) live here:
 * Per developer key and clock hour: 200 logins, 20,000 calls (both ``BDC_1144``, reset at the
   top of the emulator's hour). Per developer key and organization: 3 requests in flight; the
   4th is refused with ``BDC_1322``.
-* Faults (latency, 5xx status, hang, reset, drop, forced error code) for one account (by
+* Faults (latency, 5xx status, hang, reset, drop, forced error code, a slow drip) for one account (by
   organization id and/or developer key) or for everyone.
 
 The public methods are also served over HTTP under ``/_emulator/`` and mirrored by
@@ -48,6 +48,11 @@ FAULT_KINDS = {
     "reset": "close the connection at once with a TCP reset, no answer",
     "drop": "close the connection at once (an orderly close), no answer",
     "error": "answer BILL error `code` (default BDC_1001) in the API's own error shape",
+    "drip": (
+        "answer normally but one byte every `interval` seconds (default 1), the body padded "
+        "with leading blanks to last at least `seconds` (default 30); `headers=True` drips "
+        "the status line and headers too, else only the body"
+    ),
 }
 
 COUNTER_NAMES = (
