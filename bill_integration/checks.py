@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections, router, transaction
 from django.utils.module_loading import import_string
 
+from .client.checks import E010_CALL_DEADLINE, check_call_deadline
 from .conf import (
     DEFAULTS,
     DEPRECATED_SETTINGS,
@@ -347,3 +348,8 @@ def check_key_decrypts_stored_secrets_on_deploy(
     from .models import BillConnection
 
     return wrong_key_errors([router.db_for_read(BillConnection)])
+
+
+# E010 (CALL_DEADLINE below CONCURRENCY_LEASE) lives beside the client that enforces the deadline.
+register()(check_call_deadline)
+__all__ = ["E010_CALL_DEADLINE"]

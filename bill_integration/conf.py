@@ -77,6 +77,10 @@ DEFAULTS: dict[str, Any] = {
     "CONNECT_TIMEOUT": timedelta(seconds=5),
     # How long to wait for BILL's answer once connected.
     "READ_TIMEOUT": timedelta(seconds=30),
+    # Longest a whole BILL call may take, from connecting to the answer's last byte
+    # (READ_TIMEOUT bounds each read only). None: CONNECT_TIMEOUT + READ_TIMEOUT (35 s).
+    # Must stay below CONCURRENCY_LEASE (check bill_integration.E010).
+    "CALL_DEADLINE": None,
     # get_session() treats a session as gone this long before BILL's 35-minute idle limit.
     "SESSION_SAFETY_MARGIN": timedelta(minutes=3),
     # The sweep keeps alive sessions idle this long; None derives it (keepalive_after_idle()).
@@ -104,7 +108,7 @@ DEFAULTS: dict[str, Any] = {
     "SINGLE_FLIGHT_WAIT": timedelta(seconds=30),
     # How long a call waits for one of BILL's 3 concurrent slots, then RateLimited.
     "CONCURRENCY_WAIT": timedelta(seconds=30),
-    # A slot a killed worker never released frees itself after this (> CONNECT + READ_TIMEOUT).
+    # A slot a killed worker never released frees itself after this (must exceed CALL_DEADLINE).
     "CONCURRENCY_LEASE": timedelta(seconds=60),
     # Link attempts (PUT /connection/) allowed per tenant and per user.
     "LINK_THROTTLE_RATES": {"tenant": "10/hour", "user": "20/hour"},

@@ -16,8 +16,12 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "bill_integration"
 #: Where BILL calls and the limits' own machinery live.
 ALLOWED = ("client/", "limits", "services/gateway.py", "emulator/")
-#: What any module may import from the client: pure tables and types, no calls.
-PURE_CLIENT_MODULES = {"bill_integration.client.errors", "bill_integration.client.types"}
+#: What any module may import from the client: pure tables, types and checks, no calls.
+PURE_CLIENT_MODULES = {
+    "bill_integration.client.errors",
+    "bill_integration.client.types",
+    "bill_integration.client.checks",
+}
 
 
 def _modules() -> list[Path]:

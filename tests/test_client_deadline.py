@@ -15,7 +15,7 @@ import pytest
 from django.core.checks import Error
 
 from bill_integration.client import BillClient, SpendClient, get_client, get_spend_client
-from bill_integration.client.checks import E009_CALL_DEADLINE, check_call_deadline
+from bill_integration.client.checks import E010_CALL_DEADLINE, check_call_deadline
 from bill_integration.exceptions import (
     ConfigurationError,
     TransientError,
@@ -247,11 +247,11 @@ def test_check_refuses_a_deadline_the_lease_does_not_outlive(settings, changes, 
         **changes,
     }
     (error,) = check_call_deadline()
-    assert isinstance(error, Error) and error.id == E009_CALL_DEADLINE
+    assert isinstance(error, Error) and error.id == E010_CALL_DEADLINE
     assert says in error.msg and "CONCURRENCY_LEASE" in error.msg
 
 
 def test_check_reports_a_value_of_the_wrong_type(settings):
     settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "CALL_DEADLINE": "35 seconds"}
     (error,) = check_call_deadline()
-    assert error.id == E009_CALL_DEADLINE and "timedelta" in error.msg
+    assert error.id == E010_CALL_DEADLINE and "timedelta" in error.msg

@@ -20,7 +20,7 @@ from ..conf import SETTINGS_NAME
 from ..exceptions import ConfigurationError
 from .deadline import as_seconds, configured_call_deadline, configured_timeouts
 
-E009_CALL_DEADLINE = "bill_integration.E009"
+E010_CALL_DEADLINE = "bill_integration.E010"
 
 CALL_DEADLINE_HINT = (
     "Lower CALL_DEADLINE (a timedelta; unset, it is CONNECT_TIMEOUT + READ_TIMEOUT) or raise "
@@ -29,7 +29,7 @@ CALL_DEADLINE_HINT = (
 
 
 def check_call_deadline(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """E009: ``CALL_DEADLINE`` (given or derived) must be shorter than ``CONCURRENCY_LEASE``."""
+    """E010: ``CALL_DEADLINE`` (given or derived) must be shorter than ``CONCURRENCY_LEASE``."""
     from ..conf import bill_settings
 
     user = getattr(settings, SETTINGS_NAME, {}) or {}
@@ -40,7 +40,7 @@ def check_call_deadline(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         deadline = configured_call_deadline(connect, read)
         lease = as_seconds(bill_settings.CONCURRENCY_LEASE, "CONCURRENCY_LEASE")
     except ConfigurationError as exc:
-        return [Error(str(exc), hint=CALL_DEADLINE_HINT, id=E009_CALL_DEADLINE)]
+        return [Error(str(exc), hint=CALL_DEADLINE_HINT, id=E010_CALL_DEADLINE)]
     if deadline < lease:
         return []
     source = "given" if user.get("CALL_DEADLINE") is not None else "CONNECT_TIMEOUT + READ_TIMEOUT"
@@ -50,6 +50,6 @@ def check_call_deadline(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             f"CONCURRENCY_LEASE ({lease:g} s): otherwise a slow call outlives its concurrency "
             "slot and BILL sees more requests in flight for an organization than it allows.",
             hint=CALL_DEADLINE_HINT,
-            id=E009_CALL_DEADLINE,
+            id=E010_CALL_DEADLINE,
         )
     ]
