@@ -239,6 +239,21 @@ class TransientError(BillAPIError):
     )
 
 
+class CallDeadlineExceeded(TransientError):
+    """BILL did not finish answering within ``CALL_DEADLINE``; the app closed the connection.
+
+    BILL may still count the request as running for a moment: the organization's
+    concurrency slot is held a little longer before it is given back (see ``limits``).
+    """
+
+    code = "bill_too_slow"
+    default_message = _("BILL did not finish answering in time; the app will try again.")
+    customer_text = _(
+        "BILL is answering too slowly right now. Nothing was changed; the app tries again on "
+        "its own."
+    )
+
+
 class LimiterUnavailable(TransientError):
     """The store that shares BILL's limits across workers (Redis) cannot be reached.
 

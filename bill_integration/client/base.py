@@ -21,6 +21,7 @@ from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError
 from ..exceptions import (
     BillAPIError,
     BillIntegrationError,
+    CallDeadlineExceeded,
     ConfigurationError,
     InvalidApiToken,
     InvalidDevKey,
@@ -214,8 +215,8 @@ class HttpClient:
             if deadline.fired:  # the watchdog cut the answer short at the very end
                 raise _DeadlinePassed
         except _DeadlinePassed:
-            raise TransientError(
-                f"{TransientError.default_message} BILL did not finish answering {what} "
+            raise CallDeadlineExceeded(
+                f"{CallDeadlineExceeded.default_message} BILL did not finish answering {what} "
                 f"within {self.call_deadline:g} s (CALL_DEADLINE)."
             ) from None
         finally:

@@ -55,7 +55,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 
 from ..client.errors import start_of_next_hour
 from ..conf import bill_settings, now
-from ..exceptions import LoginBudgetExhausted, RateLimited
+from ..exceptions import CallDeadlineExceeded, LoginBudgetExhausted, RateLimited
 from .base import LOGIN_WINDOW, REDIS_PREFIX, LimiterBackend, LimitStatus
 from .postgresql import PostgreSQLLimiter
 from .sqlite import SQLiteLimiter
@@ -81,6 +81,9 @@ logger = logging.getLogger("bill_integration.limits")
 
 #: How long the slot poll sleeps between tries (seconds; grows to 0.25).
 SLOT_POLL_INTERVAL = 0.02
+#: Seconds a slot stays taken after the app cut a call at its deadline (BILL may still be
+#: writing the answer to a closed connection for a moment).
+SLOT_GRACE_AFTER_DEADLINE = 2.0
 
 
 _backends: dict[tuple[str | None, str], LimiterBackend] = {}
@@ -233,7 +236,23 @@ def request_slot(fingerprint: str, organization_id: str) -> Iterator[None]:
         delay = min(delay * 1.5, 0.25)
     try:
         yield
-    finally:
+    except CallDeadlineExceeded:
+        # We closed the connection, but BILL may count the request as running until it
+        # notices: give the slot back a moment later, so a fourth request cannot reach BILL
+        # while it still counts three (BDC_1322). The lease bounds it if this process dies.
+        release = threading.Timer(
+            SLOT_GRACE_AFTER_DEADLINE,
+            _release,
+            (limiter, key, answer),
+            {"lease_seconds": lease.total_seconds()},
+        )
+        release.daemon = True
+        release.start()
+        raise
+    except BaseException:
+        _release(limiter, key, answer, lease_seconds=lease.total_seconds())
+        raise
+    else:
         _release(limiter, key, answer, lease_seconds=lease.total_seconds())
 
 
