@@ -316,20 +316,25 @@ def _notify_one(connection_id: int, at: datetime) -> str | None:
     return outcome
 
 
-def expiring_or_expired_ids(at: datetime | None = None) -> dict[str, list[int]]:
-    """Connection ids whose trust is expiring or expired at ``at`` (``bill_status``)."""
+def expiring_or_expired(at: datetime | None = None, *, limit: int = 50) -> list[dict[str, Any]]:
+    """Connections whose trust is expiring or expired at ``at`` (``bill_status``), soonest first.
+
+    Plain columns only: nothing is decrypted.
+    """
     at = at or now()
     soon = at + bill_settings.MFA_EXPIRY_WARNING
-    rows = BillConnection.objects.filter(mfa_trust_expires_at__isnull=False).order_by("pk")
-    return {
-        EXPIRED: list(
-            rows.filter(
-                Q(mfa_trust_expires_at__lte=at) | Q(mfa_trust_notice=NOTICE_EXPIRED)
-            ).values_list("pk", flat=True)
-        ),
-        EXPIRING: list(
-            rows.filter(mfa_trust_expires_at__gt=at, mfa_trust_expires_at__lte=soon)
-            .exclude(mfa_trust_notice=NOTICE_EXPIRED)
-            .values_list("pk", flat=True)
-        ),
-    }
+    rows = (
+        BillConnection.objects.without_secrets()
+        .filter(Q(mfa_trust_expires_at__lte=soon) | Q(mfa_trust_notice=NOTICE_EXPIRED))
+        .order_by("mfa_trust_expires_at", "pk")[:limit]
+    )
+    return [
+        {
+            "connection_id": row.pk,
+            "tenant_id": str(row.tenant_id),
+            "organization_id": row.organization_id,
+            "trust": trust_state(row, at),
+            "expires_at": row.mfa_trust_expires_at.isoformat(),
+        }
+        for row in rows
+    ]
