@@ -109,3 +109,19 @@ def test_the_change_page_shows_the_trust_never_the_id(admin_client, connections,
                 assert "not set up" in html
         assert CANARY_ID not in admin_client.get(LIST_URL).content.decode()
     assert BillConnection.objects.get(pk=connections["trusted"].pk).mfa_remember_id == CANARY_ID
+
+
+def test_the_demo_says_where_to_read_the_code(settings, tmp_path):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.STATE_DIR = tmp_path
+    settings.EMULATOR_PORT = 8111
+    out = StringIO()
+    call_command("bill_demo_setup", stdout=out)
+    text = out.getvalue()
+    assert "Trust this app for payments" in text
+    assert "http://127.0.0.1:8111/_emulator/mfa/code?username=ap@demo-co.example" in text
+    accounts = json.loads((tmp_path / "bill-accounts.json").read_text())["accounts"]
+    assert accounts[0]["mfa_phones"][0]["primary"] is True
