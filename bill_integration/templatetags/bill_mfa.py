@@ -20,7 +20,7 @@ register = template.Library()
 TENANT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 LABELS = {
-    "start": _("Trust this app for payments"),
+    "start": _("Get a code from BILL"),
     "renew": _("Renew trust now"),
     "primary": _("Primary phone"),
     "backup": _("Backup phone"),

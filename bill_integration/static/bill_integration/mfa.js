@@ -25,6 +25,7 @@
   var messageBox = document.getElementById("bill-mfa-message");
   var challengeId = null;
   var chosenPhone = null;
+  var canChange = false;
 
   function tenant() {
     if (config.tenant) { return config.tenant; }
@@ -68,6 +69,7 @@
   function showForms(send, code) {
     sendForm.hidden = !send;
     codeForm.hidden = !code;
+    actions.hidden = send || code || !canChange;  // one step at a time
   }
 
   function render(state) {
@@ -78,7 +80,8 @@
     stateLine.setAttribute("data-state", mfa.state);
     stateLine.className = "bill-mfa-state is-" + mfa.state;
     var trusted = mfa.state === "trusted" || mfa.state === "expiring";
-    actions.hidden = !state.can_change;
+    canChange = state.can_change;
+    actions.hidden = !canChange || !sendForm.hidden || !codeForm.hidden;
     startButton.textContent = trusted ? labels.renew : labels.start;
     forgetButton.hidden = !trusted;
     if (!state.can_change) { showForms(false, false); }
