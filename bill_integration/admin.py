@@ -4,7 +4,8 @@
   secret, only "stored" or "not stored", and when the credentials were last set (the newest
   *linked* or *relinked* audit event). The list never decrypts anything (``without_secrets()``);
   it shows the organization with its environment, status as a coloured badge, the session's
-  age and the last error, narrow enough for a 1280-pixel screen.
+  age and the last error, narrow enough for a 1280-pixel screen. Trust for payments (BILL's
+  MFA) has a list filter and read-only fields (``admin_trust.py``), never the remember-me id.
 * The form links through :func:`bill_integration.services.link`, so BILL checks every change
   before it is stored. Secret inputs are password widgets that never render a stored value;
   leaving one blank keeps the stored value. Saving an unchanged form calls nothing ("No
@@ -40,6 +41,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from . import services, tasks
 from .admin_forms import SECRET_INPUTS, BillConnectionForm
+from .admin_trust import TRUST_FIELDSET, TRUST_READONLY, TrustAdminMixin, TrustListFilter
 from .api.throttling import TenantRefreshCounter, UserRefreshCounter
 from .conf import bill_settings, now
 from .exceptions import BillIntegrationError, customer_message
@@ -92,10 +94,10 @@ class AuditEventInline(admin.TabularInline):
 
 
 @admin.register(BillConnection)
-class BillConnectionAdmin(admin.ModelAdmin):
+class BillConnectionAdmin(TrustAdminMixin, admin.ModelAdmin):
     form = BillConnectionForm
     list_display = LIST_DISPLAY
-    list_filter = ("status", "environment", "api_version")
+    list_filter = ("status", TrustListFilter, "environment", "api_version")
     search_fields = ("organization_id", "username", "user_id")
     list_select_related = ("tenant",)
     ordering = ("-updated_at",)
@@ -114,6 +116,7 @@ class BillConnectionAdmin(admin.ModelAdmin):
         "version",
         "created_at",
         "updated_at",
+        *TRUST_READONLY,
     )
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[Any]:
@@ -145,6 +148,7 @@ class BillConnectionAdmin(admin.ModelAdmin):
                     ]
                 },
             ),
+            TRUST_FIELDSET,
         ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:

@@ -118,6 +118,12 @@ DEFAULTS: dict[str, Any] = {
     "TASK_EXPIRES": timedelta(minutes=10),
     # Celery queue of the refresh tasks (None: the default queue).
     "TASK_QUEUE": None,
+    # Warn (signal connection_mfa_expiring) this long before BILL's 30-day MFA trust ends.
+    "MFA_EXPIRY_WARNING": timedelta(days=5),
+    # Device name BILL's MFA trust is given to (None: derived from the site's domain).
+    "MFA_DEVICE_NAME": None,
+    # MFA phone lists, codes asked for and codes entered, per tenant and per user.
+    "MFA_THROTTLE_RATES": {"tenant": "20/hour", "user": "20/hour"},
 }
 
 IMPORT_STRINGS = ("TENANT_RESOLVER", "ACCESS_POLICY", "CLIENT_CLASS")

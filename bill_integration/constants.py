@@ -31,3 +31,13 @@ MAX_LOGINS_PER_HOUR = 200
 #: and "all subsequent API requests must wait until the beginning of the next hour".
 #: https://developer.bill.com/docs/api-rate-limits
 MAX_CALLS_PER_HOUR = 20_000
+
+#: How long BILL trusts a device after a confirmed MFA code with "remember me": the
+#: ``rememberMeId`` (v2 ``mfaId``) "expires in 30 days".
+#: https://developer.bill.com/reference/login
+#: https://developer.bill.com/changelog/2024-08-02-v3-api-mfa-related-improvements
+MFA_TRUST_LIFETIME = timedelta(days=30)
+
+#: Text messages (MFA challenges) BILL sends per minute; past it BILL refuses.
+#: https://developer.bill.com/docs/api-rate-limits
+MAX_TEXTS_PER_MINUTE = 5

@@ -25,7 +25,11 @@ BDC_1101                      InvalidCredentials                    needs_relink
 BDC_1102                      InvalidDevKey (an InvalidCredentials) needs_relink
 BDC_1109, HTTP 401 on v3      SessionInvalid                        log in again once, replay
 BDC_1144, BDC_1322            RateLimited                           back off, not broken
-BDC_1361                      UntrustedSession                      report MFA needed, no loop
+BDC_1361                      UntrustedSession                      step-up once, else trust needed
+BDC_1354                      MfaPhoneMissing                       add a phone in BILL
+BDC_1356, BDC_1374, others    MfaCodeRejected (validate only)       ask for a new code
+BDC_1358                      MfaTooManyAttempts                    wait, then a new code
+BDC_1144 on a text message    MfaTextLimited                        wait a minute
 5xx, timeout, reset           TransientError                        retry with backoff
 anything else                 UnexpectedResponse                    fail loudly, keep state
 ============================  ====================================  ============================
@@ -221,11 +225,80 @@ class UntrustedSession(BillAPIError):
     """BILL requires an MFA-trusted session for this operation (BDC_1361). Never re-login."""
 
     code = "mfa_required"
-    default_message = _("BILL requires multi-factor authentication for this operation.")
-    customer_text = _(
-        "BILL requires multi-factor authentication for this account's session. Ask your BILL "
-        "administrator, then link again."
+    api_status = 409
+    default_message = _(
+        "BILL requires an MFA-trusted session for this operation (payments, bank accounts, "
+        "vendor invites, autopay); establish trust with services.mfa first."
     )
+    customer_text = _(
+        "BILL asks you to confirm this app before it pays bills. On the BILL connection page, "
+        "choose “Trust this app for payments” and enter the code BILL texts to your "
+        "phone."
+    )
+
+
+class MfaTrustExpired(UntrustedSession):
+    """BILL no longer trusts this app's device (the 30 days ran out, or step-up said false)."""
+
+    code = "mfa_trust_expired"
+    default_message = _("BILL's MFA trust for this connection expired; establish it again.")
+    customer_text = _(
+        "Trust for payments expired (BILL trusts this app for 30 days at a time). On the BILL "
+        "connection page, choose “Trust this app for payments” and enter the new code "
+        "BILL texts to your phone."
+    )
+
+
+class MfaPhoneMissing(BillAPIError):
+    """The BILL user has no phone set up for 2-step verification (BDC_1354)."""
+
+    code = "mfa_no_phone"
+    api_status = 409
+    default_message = _("The BILL user has no phone for 2-step verification (BDC_1354).")
+    customer_text = _(
+        "Your BILL user has no phone for 2-step verification. Sign in to BILL, add a mobile "
+        "phone in your profile's security settings (2-step verification), then try again."
+    )
+
+
+class MfaCodeRejected(BillAPIError):
+    """BILL did not accept the code: wrong, expired, or its challenge is used up."""
+
+    code = "mfa_code_invalid"
+    api_status = 400
+    default_message = _("BILL did not accept the MFA code.")
+    customer_text = _(
+        "BILL did not accept this code: it is wrong or has expired (codes last a few minutes). "
+        "Enter the 6 digits of the latest text message, or ask for a new code."
+    )
+
+
+class MfaTooManyAttempts(RateLimited):
+    """Too many wrong codes (BDC_1358): BILL refuses more for a while."""
+
+    code = "mfa_too_many_attempts"
+    default_message = _("Too many wrong MFA codes; BILL refuses more for a while (BDC_1358).")
+    customer_text = _(
+        "Too many wrong codes, so BILL refuses more for a while. Ask for a new code%(when)s."
+    )
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("scope", "mfa_attempts")
+        super().__init__(message, **kwargs)
+
+
+class MfaTextLimited(RateLimited):
+    """Too many text messages a minute (BILL allows 5; the app stops earlier)."""
+
+    code = "mfa_text_limited"
+    default_message = _("Too many MFA text messages were asked for in the last minute.")
+    customer_text = _(
+        "Too many codes were texted in the last minute. Ask for a new code%(when)s."
+    )
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("scope", "mfa_texts")
+        super().__init__(message, **kwargs)
 
 
 class TransientError(BillAPIError):

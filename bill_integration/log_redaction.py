@@ -7,7 +7,8 @@ into a message, its arguments, ``extra`` fields or a traceback prints as ``[REDA
 What it redacts:
 
 * the value of any **secret-named key**: ``password``, ``dev_key``/``devKey``,
-  ``api_token``/``apiToken``, ``session_id``/``sessionId``, ``secret``, ``token`` (any case,
+  ``api_token``/``apiToken``, ``session_id``/``sessionId``, ``secret``, ``token``,
+  ``rememberMeId``/``mfa_remember_id``, ``mfaId`` (any case,
   ``_``/``-`` ignored), in dict arguments, ``extra`` fields, nested dicts and lists, and in
   text such as ``password=…``, ``"devKey": "…"`` or ``sessionId: …`` (JSON, form bodies,
   query strings, headers);
@@ -49,14 +50,25 @@ REGISTRY_SIZE = 2048
 #: Shorter values are not registered: redacting "abc" everywhere would garble logs.
 MIN_SECRET_LENGTH = 6
 
-_SECRET_WORDS = ("password", "passwd", "devkey", "apitoken", "sessionid", "secret", "token")
+_SECRET_WORDS = (
+    "password",
+    "passwd",
+    "devkey",
+    "apitoken",
+    "sessionid",
+    "secret",
+    "token",
+    "remember",  # BILL's MFA rememberMeId / our mfa_remember_id
+    "mfaid",
+)
 _NOT_SECRET_SUFFIXES = ("fingerprint", "expires", "expiresat", "type", "count", "name", "url")
 
 # key=value / "key": "value" / key: value, for the secret names above (and their prefixed
 # variants such as X-Session-Id, new_password, csrftoken).
 _KEYED_VALUE = re.compile(
     r"""(?P<key>[A-Za-z0-9_\-]*(?:pass(?:word|wd)|dev[_\-]?key|api[_\-]?token|session[_\-]?id
-                                |secret|token)[A-Za-z0-9_\-]*)
+                                |secret|token|remember(?:[_\-]?me)?[_\-]?id|mfa[_\-]?id)
+                                [A-Za-z0-9_\-]*)
         (?P<sep>["']?\s*[:=]\s*(?:b?["'])?)
         (?P<value>[^\s"'&,;}\]\)<>]+)""",
     re.IGNORECASE | re.VERBOSE,

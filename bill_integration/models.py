@@ -1,7 +1,7 @@
 """Models: one :class:`BillConnection` per tenant, and an :class:`AuditEvent` trail.
 
 Only ``bill_integration.services`` changes a connection. Secrets (password, dev_key,
-api_token, session_id) are :class:`~bill_integration.fields.EncryptedSecretField`: they can
+api_token, session_id, mfa_remember_id) are :class:`~bill_integration.fields.EncryptedSecretField`: they can
 never be filtered, ordered or searched, are saved one row at a time with
 ``save(update_fields=...)``, and never appear in ``repr()`` or ``str()``.
 """
@@ -18,9 +18,25 @@ from .conf import get_tenant_model_string
 from .fields import EncryptedSecretField, TenantOneToOneField
 
 #: Fields that hold secrets. Views, admin and logs never show them.
-SECRET_FIELDS = ("password", "dev_key", "api_token", "session_id")
+SECRET_FIELDS = ("password", "dev_key", "api_token", "session_id", "mfa_remember_id")
 #: What a refresh may write.
-SESSION_FIELDS = ("session_id", "user_id", "session_obtained_at", "session_last_used_at")
+SESSION_FIELDS = (
+    "session_id",
+    "user_id",
+    "session_obtained_at",
+    "session_last_used_at",
+    "session_trusted",
+)
+#: BILL's MFA trust of this app's device (``services/trust.py`` writes them).
+TRUST_FIELDS = (
+    "mfa_remember_id",
+    "mfa_device",
+    "mfa_trusted_at",
+    "mfa_trust_expires_at",
+    "mfa_trust_notice",
+    "mfa_trust_needed_at",
+    "session_trusted",
+)
 #: What a failed refresh may write (status only, never credentials or the session).
 STATUS_FIELDS = (
     "status",
@@ -102,6 +118,36 @@ class BillConnection(models.Model):
     version = models.PositiveBigIntegerField(
         _("version"), default=1, help_text=_("Incremented on every write that fences others.")
     )
+    # --- BILL's MFA trust (services/trust.py): payments need an MFA-trusted session ----------
+    #: v3 ``rememberMeId`` / v2 ``mfaId``: logins that send it (with the device) are trusted.
+    mfa_remember_id = EncryptedSecretField(_("MFA remember-me ID"))
+    mfa_device = models.CharField(
+        _("MFA device name"),
+        max_length=100,
+        blank=True,
+        help_text=_("The device name BILL's trust was given to (sent with the remember-me ID)."),
+    )
+    mfa_trusted_at = models.DateTimeField(_("trusted for payments since"), null=True, blank=True)
+    mfa_trust_expires_at = models.DateTimeField(
+        _("trusted for payments until"), null=True, blank=True, db_index=True
+    )
+    #: Which expiry notice was sent for the current trust: "", "expiring" or "expired".
+    mfa_trust_notice = models.CharField(_("trust notice sent"), max_length=16, blank=True)
+    #: When BILL last refused an operation for want of trust, while none was set up.
+    mfa_trust_needed_at = models.DateTimeField(
+        _("trust for payments needed since"), null=True, blank=True
+    )
+    session_trusted = models.BooleanField(
+        _("session trusted for payments"),
+        default=False,
+        help_text=_("Whether BILL said the current session is MFA-trusted (login or step-up)."),
+    )
+    mfa_status = models.CharField(
+        _("BILL MFA status"), max_length=32, blank=True, help_text=_("mfaStatus, last seen.")
+    )
+    mfa_bypass = models.BooleanField(
+        _("BILL MFA bypass"), null=True, blank=True, help_text=_("mfaBypass, last seen.")
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -138,6 +184,13 @@ class AuditEvent(models.Model):
         LINK_FAILED = "link_failed", _("Link failed")
         UNLINKED = "unlinked", _("Unlinked")
         SESSION_REFRESHED = "session_refreshed", _("Session refreshed")
+        MFA_TRUSTED = "mfa_trusted", _("Trusted for payments")
+        MFA_STEPPED_UP = "mfa_stepped_up", _("Session stepped up to trusted")
+        MFA_EXPIRING = "mfa_expiring", _("Trust for payments expiring")
+        MFA_EXPIRED = "mfa_expired", _("Trust for payments expired")
+        MFA_FORGOTTEN = "mfa_forgotten", _("Trust for payments forgotten")
+        MFA_NEEDED = "mfa_needed", _("Trust for payments needed")
+        MFA_FAILED = "mfa_failed", _("Trust for payments refused")
         KEPT_ALIVE = "kept_alive", _("Session kept alive")
         STATUS_CHANGED = "status_changed", _("Status changed")
         KEYS_ROTATED = "keys_rotated", _("Secrets re-encrypted")

@@ -26,6 +26,24 @@ connection_recovered = Signal()
 #: BILL refused the stored credentials; automatic logins stop. kwargs: tenant, connection, error.
 connection_needs_relink = Signal()
 
+# --- BILL's MFA trust (payments need an MFA-trusted session) ----------------------------------
+
+#: A person confirmed BILL's code: this app is trusted for payments for 30 days.
+#: kwargs: tenant, connection, actor, expires_at.
+connection_mfa_trusted = Signal()
+#: A live session was made MFA-trusted with the stored remember-me id. kwargs: tenant, connection.
+connection_mfa_stepped_up = Signal()
+#: Trust ends within MFA_EXPIRY_WARNING (sent once per trust). kwargs: tenant, connection,
+#: expires_at.
+connection_mfa_expiring = Signal()
+#: Trust ended (its 30 days ran out, or BILL no longer honours it); sent once per trust.
+#: kwargs: tenant, connection.
+connection_mfa_expired = Signal()
+#: A person removed the stored trust. kwargs: tenant, connection, actor.
+connection_mfa_forgotten = Signal()
+#: BILL refused an operation for want of trust, and none is set up (sent once until trust is
+#: established). kwargs: tenant, connection.
+connection_mfa_needed = Signal()
 
 #: Names of 0.1, each the same Signal object as its new name (receivers keep working); reading
 #: them warns. Removed in 0.3.

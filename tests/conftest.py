@@ -8,6 +8,7 @@ pytest_plugins = [
     "bill_integration.emulator.pytest_plugin",
     "tests.linking_support",  # fixtures of the linking tests (API, admin, page)
     "tests.session_support",  # fixtures of the session-keeping tests (linked, limiters)
+    "tests.mfa_support",  # fixtures of the MFA trust tests (signal capture)
 ]
 
 

@@ -410,10 +410,12 @@ def test_v3_untrusted_session_on_a_payment(bill_environment, bill_account):
     assert (caught.value.bill_code, caught.value.http_status) == ("BDC_1361", 403)
 
 
-def test_v3_session_info_reports_mfa_status(bill_environment, bill_account):
+def test_v3_session_info_reports_mfa_status(bill_environment, bill_account, bill_emulator):
     client = get_client(bill_environment, "v3")
-    result = login(client, bill_account)
-    assert probe(client, bill_account, result).mfa_status == "DISABLED"
+    info = probe(client, bill_account, login(client, bill_account))
+    assert (info.mfa_status, info.mfa_bypass) == ("CHALLENGE", False)  # MFA on, not trusted
+    off = bill_emulator.state.add_account(username="off@example.com", password="pw-off1", mfa_enabled=False)
+    assert probe(client, off, login(client, off)).mfa_status == "DISABLED"
 
 
 def test_v3_unknown_path_is_unexpected(bill_environment, bill_account):

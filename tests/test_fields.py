@@ -16,6 +16,7 @@ CANARIES = {
     "dev_key": "01CANARYDEVKEY000001",
     "api_token": "canary-api-token-9f2",
     "session_id": "!acanarysession0000000000000000000000000000000",
+    "mfa_remember_id": "canary-remember-me-id-0000000000000000000000000000000000000000",
 }
 
 
@@ -33,8 +34,7 @@ def stored(tenant):
 def raw_row(pk: int) -> dict[str, str]:
     with db.cursor() as cursor:
         cursor.execute(
-            "SELECT password, dev_key, api_token, session_id FROM bill_integration_billconnection "
-            "WHERE id = %s",
+            f"SELECT {', '.join(SECRET_FIELDS)} FROM bill_integration_billconnection WHERE id = %s",
             [pk],
         )
         return dict(zip(SECRET_FIELDS, cursor.fetchone()))

@@ -108,6 +108,13 @@ THROTTLED_MESSAGES = {
         "share. Wait about %(minutes)d minutes, then try again.",
         "minutes",
     ),
+    "mfa": ngettext_lazy(
+        "Too many tries at trusting this app for payments. Wait about %(minutes)d minute, then "
+        "try again.",
+        "Too many tries at trusting this app for payments. Wait about %(minutes)d minutes, "
+        "then try again.",
+        "minutes",
+    ),
     "default": ngettext_lazy(
         "Too many requests of this kind. Wait about %(minutes)d minute, then try again.",
         "Too many requests of this kind. Wait about %(minutes)d minutes, then try again.",

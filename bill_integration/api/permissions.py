@@ -49,3 +49,11 @@ class TenantConnectionAccess(BasePermission):
         if request.method in SAFE_METHODS:
             return True
         return access == "write"
+
+
+class TenantConnectionWriteAccess(TenantConnectionAccess):
+    """Writers only, whatever the method: the MFA steps act at BILL even when they read."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        super().has_permission(request, view)  # 404 for no tenant or no access
+        return resolve_access(request)[1] == "write"

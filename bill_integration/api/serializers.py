@@ -35,6 +35,7 @@ from ..exceptions import (
     error_class_for,
 )
 from ..models import ApiVersion, BillConnection, ConnectionStatus
+from ..services import trust
 
 NOT_LINKED = "not_linked"
 
@@ -188,6 +189,35 @@ class LastErrorSerializer(serializers.Serializer):
     )
 
 
+class MfaTrustSerializer(serializers.Serializer):
+    """BILL's MFA trust of this app (payments need it). Never the remember-me id."""
+
+    state = serializers.ChoiceField(
+        choices=list(trust.STATES),
+        help_text=_(
+            "not_set_up, needed (BILL refused an operation for want of trust), trusted, "
+            "expiring (within MFA_EXPIRY_WARNING), expired, or not_required (MFA is off)."
+        ),
+    )
+    message = serializers.CharField(help_text=_("What the state means and what to do, in words."))
+    trusted_since = serializers.DateTimeField(allow_null=True)
+    trusted_until = serializers.DateTimeField(
+        allow_null=True, help_text=_("When BILL's 30-day trust ends (or ended).")
+    )
+    session_trusted = serializers.BooleanField(
+        help_text=_("Whether BILL said the current session is MFA-trusted.")
+    )
+    device = serializers.CharField(
+        allow_null=True, help_text=_("The device name the trust was given to.")
+    )
+    mfa_status = serializers.CharField(
+        allow_null=True, help_text=_("BILL's mfaStatus, as last seen on a keep-alive.")
+    )
+    mfa_bypass = serializers.BooleanField(
+        allow_null=True, help_text=_("BILL's mfaBypass, as last seen on a keep-alive.")
+    )
+
+
 class ConnectionStatusSerializer(serializers.Serializer):
     """What ``GET /connection/`` answers. Never a secret; ``has_api_token`` is a yes/no."""
 
@@ -223,6 +253,9 @@ class ConnectionStatusSerializer(serializers.Serializer):
             "The server's clock when this document was made: a page subtracts it from the "
             "timestamps above to show relative times without trusting the browser's clock."
         )
+    )
+    mfa = MfaTrustSerializer(
+        allow_null=True, help_text=_("Trust for payments (BILL's MFA); null when not linked.")
     )
 
 
@@ -299,4 +332,5 @@ def connection_status(connection: BillConnection | None, *, can_change: bool) ->
         "linked_at": connection.created_at,
         "updated_at": connection.updated_at,
         "server_time": moment,
+        "mfa": trust.describe_trust(connection),
     }

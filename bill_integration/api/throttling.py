@@ -9,6 +9,10 @@ key's hourly budget that every tenant sharing the key draws on; one tenant's own
 able to spend it for all. Rates come from ``BILL_INTEGRATION["REFRESH_THROTTLE_RATES"]``
 (``{"tenant": "6/hour", "user": "12/hour"}`` by default).
 
+MFA steps (``/connection/mfa/phones|challenge|validate/``): each texts a code, checks one
+against BILL (six digits: guessable if unthrottled) or calls BILL. Rates come from
+``BILL_INTEGRATION["MFA_THROTTLE_RATES"]`` (``{"tenant": "20/hour", "user": "20/hour"}``).
+
 Rates are never read from DRF's ``DEFAULT_THROTTLE_RATES``, so they apply in a project that
 configured nothing. A refusal answers 429 with ``Retry-After``.
 
@@ -93,6 +97,18 @@ class RefreshUserThrottle(_UserThrottle):
     """Forced refreshes per signed-in user (``REFRESH_THROTTLE_RATES["user"]``)."""
 
     rates_setting, action = "REFRESH_THROTTLE_RATES", "refresh"
+
+
+class MfaTenantThrottle(_TenantThrottle):
+    """MFA steps per tenant (``MFA_THROTTLE_RATES["tenant"]``): phones, texts, codes entered."""
+
+    rates_setting, action = "MFA_THROTTLE_RATES", "mfa"
+
+
+class MfaUserThrottle(_UserThrottle):
+    """MFA steps per signed-in user (``MFA_THROTTLE_RATES["user"]``)."""
+
+    rates_setting, action = "MFA_THROTTLE_RATES", "mfa"
 
 
 # --- the admin's bulk actions draw on the same allowance -------------------------------------

@@ -39,6 +39,11 @@ Choices where BILL's behaviour is UNCONFIRMED (bill-api.md §8):
   UNCONFIRMED. Every v2 call goes to the configured environment's v2 base URL.
 * An answer larger than 10 MB (``HttpClient.max_response_bytes``) is ``UnexpectedResponse``:
   no documented answer comes near it; the connection is closed without reading the rest.
+* MFA (``errors.py``: :func:`~.errors.on_code_check`, :func:`~.errors.on_text_message`): any
+  unknown BILL code on a code check is ``MfaCodeRejected``; a BDC_1144 or bare 429 on a
+  challenge is ``MfaTextLimited`` (a minute, the key is not paused); BDC_1358 lasts 10 minutes.
+  v3 sends ``useBackup`` as a JSON boolean and the code as six digits; v2 sends ``123-456``.
+  v2 has no phone list (``mfa_phones`` is ``None``) and no step-up (``MFAStatus.json``).
 """
 
 from __future__ import annotations
@@ -52,16 +57,18 @@ from . import cache
 from .base import HttpClient
 from .deadline import configured_timeouts
 from .spend import SpendClient
-from .types import LoginResult, SessionInfo, SpendUser
+from .types import LoginResult, MfaPhone, SessionInfo, SpendUser, StepUpResult
 from .v2 import V2Api
 from .v3 import V3Api
 
 __all__ = [
     "BillClient",
     "LoginResult",
+    "MfaPhone",
     "SessionInfo",
     "SpendClient",
     "SpendUser",
+    "StepUpResult",
     "get_client",
     "get_spend_client",
 ]
@@ -92,21 +99,81 @@ class BillClient(HttpClient):
 
     @sensitive_variables()
     def login(
-        self, *, username: str, password: str, organization_id: str, dev_key: str
+        self,
+        *,
+        username: str,
+        password: str,
+        organization_id: str,
+        dev_key: str,
+        remember_me_id: str | None = None,
+        device: str | None = None,
     ) -> LoginResult:
-        """Open a new session (counts against BILL's 200 logins per hour per developer key)."""
+        """Open a new session (counts against BILL's 200 logins per hour per developer key).
+
+        With an MFA remember-me id and its device (v3 ``rememberMeId``/``device``, v2
+        ``mfaId``/``deviceId``) the session is MFA-trusted while the id holds.
+        """
         return self.api.login(
             self,
             username=username,
             password=password,
             organization_id=organization_id,
             dev_key=dev_key,
+            remember_me_id=remember_me_id,
+            device=device,
         )
 
     @sensitive_variables()
     def session_info(self, *, session_id: str, dev_key: str) -> SessionInfo:
         """Cheap authenticated probe; a successful call also resets BILL's 35-minute idle timer."""
         return self.api.session_info(self, session_id=session_id, dev_key=dev_key)
+
+    @sensitive_variables()
+    def mfa_phones(self, *, session_id: str, dev_key: str) -> list[MfaPhone] | None:
+        """The user's 2-step verification phones (last four digits); ``None`` on v2."""
+        return self.api.mfa_phones(self, session_id=session_id, dev_key=dev_key)
+
+    @sensitive_variables()
+    def mfa_challenge(self, *, session_id: str, dev_key: str, use_backup: bool = False) -> str:
+        """Have BILL text a 6-digit code to the primary (or backup) phone; the challenge id."""
+        return self.api.mfa_challenge(
+            self, session_id=session_id, dev_key=dev_key, use_backup=use_backup
+        )
+
+    @sensitive_variables()
+    def mfa_validate(
+        self,
+        *,
+        session_id: str,
+        dev_key: str,
+        challenge_id: str,
+        code: str,
+        device: str,
+        machine_name: str,
+    ) -> str:
+        """Confirm the code with "remember me": the session is trusted; the remember-me id."""
+        return self.api.mfa_validate(
+            self,
+            session_id=session_id,
+            dev_key=dev_key,
+            challenge_id=challenge_id,
+            code=code,
+            device=device,
+            machine_name=machine_name,
+        )
+
+    @sensitive_variables()
+    def mfa_step_up(
+        self, *, session_id: str, dev_key: str, remember_me_id: str, device: str
+    ) -> StepUpResult:
+        """Trust the live session with a stored remember-me id (v3), or check the id (v2)."""
+        return self.api.mfa_step_up(
+            self,
+            session_id=session_id,
+            dev_key=dev_key,
+            remember_me_id=remember_me_id,
+            device=device,
+        )
 
     @sensitive_variables()
     def logout(self, *, session_id: str, dev_key: str) -> None:

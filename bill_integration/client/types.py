@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["LoginResult", "SessionInfo", "SpendUser"]
+__all__ = ["LoginResult", "MfaPhone", "SessionInfo", "SpendUser", "StepUpResult"]
 
 
 @dataclass(frozen=True)
@@ -38,14 +38,42 @@ class LoginResult:
 class SessionInfo:
     """What BILL says about a live session (v3 ``GET /v3/login/session``, v2 ``GetSessionInfo``).
 
-    ``mfa_status`` is v3's ``mfaStatus`` (``"DISABLED"``: the organization has MFA off; other
-    values are UNCONFIRMED; https://developer.bill.com/changelog/2024-11-22-mfa-status-improvements-get-api-session-details);
-    ``None`` on v2. Nothing reads it yet: it is kept for the upcoming MFA feature.
+    ``mfa_status`` and ``mfa_bypass`` are v3's ``mfaStatus`` (``DISABLED``: MFA is off for the
+    organization; other values UNCONFIRMED) and ``mfaBypass`` (MFA off for the developer key);
+    ``None`` on v2 or when BILL leaves them out.
     """
 
     organization_id: str
     user_id: str
     mfa_status: str | None = None
+    mfa_bypass: bool | None = None
+
+
+@dataclass(frozen=True)
+class MfaPhone:
+    """A phone of the BILL user's 2-step verification (``GET /v3/mfa/phones``): never the number."""
+
+    type: str
+    last4digits: str
+    primary: bool
+
+    @property
+    def masked(self) -> str:
+        return f"•••• {self.last4digits}" if self.last4digits else "••••"
+
+
+@dataclass(frozen=True)
+class StepUpResult:
+    """What BILL said about a stored remember-me id.
+
+    v3 ``POST /v3/mfa/step-up``: ``trusted`` and, if so, the current session is now trusted
+    (``session_trusted``). v2 has no step-up: ``MFAStatus.json`` only says whether the
+    ``mfaId`` still holds (``trusted``), and a new login with it gives a trusted session
+    (``session_trusted`` is ``False``).
+    """
+
+    trusted: bool
+    session_trusted: bool
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import requests
 
 from ..exceptions import BillAPIError
 from .base import HttpClient, parse_json_body, require_str, session_credentials
-from .errors import error_for_answer, unexpected
-from .types import LoginResult, SessionInfo
+from .errors import error_for_answer, on_code_check, on_text_message, unexpected
+from .types import LoginResult, MfaPhone, SessionInfo, StepUpResult
 
 
 def raise_for_answer(response: requests.Response) -> Any:
@@ -64,18 +64,27 @@ class V2Api:
     api_version = "v2"
 
     def login(
-        self, http: HttpClient, *, username: str, password: str, organization_id: str, dev_key: str
+        self,
+        http: HttpClient,
+        *,
+        username: str,
+        password: str,
+        organization_id: str,
+        dev_key: str,
+        remember_me_id: str | None = None,
+        device: str | None = None,
     ) -> LoginResult:
-        response = http.send(
-            "POST",
-            "/Login.json",
-            data={
-                "userName": username,
-                "password": password,
-                "orgId": organization_id,
-                "devKey": dev_key,
-            },
-        )
+        form = {
+            "userName": username,
+            "password": password,
+            "orgId": organization_id,
+            "devKey": dev_key,
+        }
+        if (
+            remember_me_id and device
+        ):  # https://developer.bill.com/v2/reference/auth-mfaauthenticate
+            form.update(mfaId=remember_me_id, deviceId=device)
+        response = http.send("POST", "/Login.json", data=form)
         body = raise_for_answer(response)
         status = response.status_code
         return LoginResult(
@@ -119,3 +128,70 @@ class V2Api:
         if payload is not None:
             form["data"] = payload if isinstance(payload, str) else jsonlib.dumps(payload)
         return raise_for_answer(http.send("POST", path, data=form, params=params))
+
+    # --- MFA (https://developer.bill.com/v2/reference/auth-mfachallenge) -----------------------
+
+    def _data_call(
+        self, http: HttpClient, path: str, session_id: str, dev_key: str, data: dict[str, Any]
+    ) -> tuple[Any, int]:
+        form = session_credentials(session_id, dev_key)
+        form["data"] = jsonlib.dumps(data)
+        response = http.send("POST", path, data=form)
+        return raise_for_answer(response), response.status_code
+
+    def mfa_phones(
+        self, http: HttpClient, *, session_id: str, dev_key: str
+    ) -> list[MfaPhone] | None:
+        """v2 has no list of phones: ``None`` (the code goes to the primary or backup phone)."""
+        return None
+
+    def mfa_challenge(
+        self, http: HttpClient, *, session_id: str, dev_key: str, use_backup: bool
+    ) -> str:
+        try:
+            body, status = self._data_call(
+                http, "/MFAChallenge.json", session_id, dev_key, {"useBackup": use_backup}
+            )
+        except BillAPIError as exc:
+            raise on_text_message(exc) from None
+        return require_str(body, "challengeId", http_status=status, what="MFAChallenge")
+
+    def mfa_validate(
+        self,
+        http: HttpClient,
+        *,
+        session_id: str,
+        dev_key: str,
+        challenge_id: str,
+        code: str,
+        device: str,
+        machine_name: str,
+    ) -> str:
+        data = {
+            "challengeId": challenge_id,
+            "token": f"{code[:3]}-{code[3:]}",  # v2 takes 123-456 (BILL's own Node SDK does this)
+            "deviceId": device,
+            "machineName": machine_name,
+            "rememberMe": True,
+        }
+        try:
+            body, status = self._data_call(http, "/MFAAuthenticate.json", session_id, dev_key, data)
+        except BillAPIError as exc:
+            raise on_code_check(exc) from None
+        return require_str(body, "mfaId", http_status=status, what="MFAAuthenticate")
+
+    def mfa_step_up(
+        self, http: HttpClient, *, session_id: str, dev_key: str, remember_me_id: str, device: str
+    ) -> StepUpResult:
+        """v2 has no step-up: ``MFAStatus.json`` says whether the ``mfaId`` still holds."""
+        body, status = self._data_call(
+            http,
+            "/MFAStatus.json",
+            session_id,
+            dev_key,
+            {"mfaId": remember_me_id, "deviceId": device},
+        )
+        trusted = body.get("isTrusted") if isinstance(body, dict) else None
+        if not isinstance(trusted, bool):
+            raise unexpected("MFAStatus: field 'isTrusted' is not a boolean.", http_status=status)
+        return StepUpResult(trusted=trusted, session_trusted=False)

@@ -14,8 +14,8 @@ import requests
 
 from ..exceptions import BillAPIError
 from .base import HttpClient, parse_json_body, require_str, session_credentials
-from .errors import error_for_answer, unexpected
-from .types import LoginResult, SessionInfo
+from .errors import error_for_answer, on_code_check, on_text_message, unexpected
+from .types import LoginResult, MfaPhone, SessionInfo, StepUpResult
 
 
 def _first_error(body: Any) -> tuple[str | None, Any]:
@@ -26,6 +26,13 @@ def _first_error(body: Any) -> tuple[str | None, Any]:
             code = item.get("code")
             return (code if isinstance(code, str) and code else None), item.get("message")
     return None, None
+
+
+def _optional_bool(body: Any, key: str, *, http_status: int, what: str) -> bool | None:
+    value = body.get(key) if isinstance(body, dict) else None
+    if value is not None and not isinstance(value, bool):
+        raise unexpected(f"{what}: field {key!r} is not a boolean.", http_status=http_status)
+    return value
 
 
 def raise_for_answer(response: requests.Response, *, session_call: bool) -> Any:
@@ -49,18 +56,27 @@ class V3Api:
     api_version = "v3"
 
     def login(
-        self, http: HttpClient, *, username: str, password: str, organization_id: str, dev_key: str
+        self,
+        http: HttpClient,
+        *,
+        username: str,
+        password: str,
+        organization_id: str,
+        dev_key: str,
+        remember_me_id: str | None = None,
+        device: str | None = None,
     ) -> LoginResult:
-        response = http.send(
-            "POST",
-            "/v3/login",
-            json={
-                "username": username,
-                "password": password,
-                "organizationId": organization_id,
-                "devKey": dev_key,
-            },
-        )
+        body = {
+            "username": username,
+            "password": password,
+            "organizationId": organization_id,
+            "devKey": dev_key,
+        }
+        if (
+            remember_me_id and device
+        ):  # an MFA-trusted session (https://developer.bill.com/reference/login)
+            body.update(rememberMeId=remember_me_id, device=device)
+        response = http.send("POST", "/v3/login", json=body)
         body = raise_for_answer(response, session_call=False)
         status = response.status_code
         trusted = body.get("trusted", False) if isinstance(body, dict) else False
@@ -86,6 +102,7 @@ class V3Api:
             mfa_status=require_str(
                 body, "mfaStatus", http_status=status, what="Session", optional=True
             ),
+            mfa_bypass=_optional_bool(body, "mfaBypass", http_status=status, what="Session"),
         )
 
     def logout(self, http: HttpClient, *, session_id: str, dev_key: str) -> None:
@@ -113,3 +130,91 @@ class V3Api:
             params=params,
         )
         return raise_for_answer(response, session_call=True)
+
+    # --- MFA (https://developer.bill.com/changelog/2024-07-22-new-v3-api-endpoints-for-mfa) ----
+
+    def _session_call(
+        self,
+        http: HttpClient,
+        method: str,
+        path: str,
+        session_id: str,
+        dev_key: str,
+        body: Any = None,
+    ) -> tuple[Any, int]:
+        response = http.send(
+            method, path, headers=session_credentials(session_id, dev_key), json=body
+        )
+        return raise_for_answer(response, session_call=True), response.status_code
+
+    def mfa_phones(self, http: HttpClient, *, session_id: str, dev_key: str) -> list[MfaPhone]:
+        body, status = self._session_call(http, "GET", "/v3/mfa/phones", session_id, dev_key)
+        results = body.get("results") if isinstance(body, dict) else None
+        if not isinstance(results, list):
+            raise unexpected("MFA phones: field 'results' is not a list.", http_status=status)
+        phones = []
+        for item in results:
+            if not isinstance(item, dict) or not isinstance(item.get("primary", False), bool):
+                raise unexpected("MFA phones: an entry is not a phone.", http_status=status)
+            last4 = item.get("last4digits")
+            phones.append(
+                MfaPhone(
+                    type=str(item.get("type") or "MOBILE"),
+                    last4digits=str(last4)[-4:] if last4 else "",
+                    primary=bool(item.get("primary", False)),
+                )
+            )
+        return phones
+
+    def mfa_challenge(
+        self, http: HttpClient, *, session_id: str, dev_key: str, use_backup: bool
+    ) -> str:
+        try:
+            body, status = self._session_call(
+                http, "POST", "/v3/mfa/challenge", session_id, dev_key, {"useBackup": use_backup}
+            )
+        except BillAPIError as exc:
+            raise on_text_message(exc) from None
+        return require_str(body, "challengeId", http_status=status, what="MFA challenge")
+
+    def mfa_validate(
+        self,
+        http: HttpClient,
+        *,
+        session_id: str,
+        dev_key: str,
+        challenge_id: str,
+        code: str,
+        device: str,
+        machine_name: str,
+    ) -> str:
+        request = {
+            "challengeId": challenge_id,
+            "token": code,  # six digits
+            "device": device,
+            "machineName": machine_name,
+            "rememberMe": True,
+        }
+        try:
+            body, status = self._session_call(
+                http, "POST", "/v3/mfa/challenge/validate", session_id, dev_key, request
+            )
+        except BillAPIError as exc:
+            raise on_code_check(exc) from None
+        return require_str(body, "rememberMeId", http_status=status, what="MFA validate")
+
+    def mfa_step_up(
+        self, http: HttpClient, *, session_id: str, dev_key: str, remember_me_id: str, device: str
+    ) -> StepUpResult:
+        body, status = self._session_call(
+            http,
+            "POST",
+            "/v3/mfa/step-up",
+            session_id,
+            dev_key,
+            {"rememberMeId": remember_me_id, "device": device},
+        )
+        trusted = body.get("trusted") if isinstance(body, dict) else None
+        if not isinstance(trusted, bool):
+            raise unexpected("MFA step-up: field 'trusted' is not a boolean.", http_status=status)
+        return StepUpResult(trusted=trusted, session_trusted=trusted)

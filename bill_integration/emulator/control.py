@@ -9,6 +9,7 @@ either::
     control.advance(35 * 60)
     control.set_fault("status", organization_id=account.organization_id, status=503)
     control.counters(organization_id=account.organization_id)["logins"]
+    control.mfa_code(account.username)["code"]      # the 6 digits BILL texted
 
 Bad input raises :class:`ValueError` with the emulator's explanation, as the state does.
 """
@@ -137,6 +138,18 @@ class EmulatorControl:
 
     def set_limits(self, **limits: int) -> dict[str, int]:
         return self._call("POST", "/limits", limits)
+
+    def mfa_code(self, username: str) -> dict[str, Any]:
+        return self._call("GET", "/mfa/code", query={"username": username})
+
+    def set_mfa_phones(self, username: str, phones: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self._call("POST", "/mfa/phones", {"username": username, "phones": phones})["phones"]
+
+    def login_records(
+        self, organization_id: str | None = None, username: str | None = None
+    ) -> list[dict[str, Any]]:
+        query = {"organization_id": organization_id, "username": username}
+        return self._call("GET", "/logins", query=query)["logins"]
 
     def reset(self) -> None:
         self._call("POST", "/reset", {})

@@ -4,14 +4,16 @@ Paths (relative to ``EmulatorServer.url``):
 
 * v3 under ``/connect`` (``server.v3_base``): ``POST /v3/login``, ``GET /v3/login/session``,
   ``GET /v3/login/organizations``, ``POST /v3/logout``, ``GET /v3/health``, ``GET /v3/vendors``
-  (always empty), ``POST /v3/payments`` (always ``BDC_1361``: no session is MFA-trusted here).
+  (always empty), and MFA and payments (``mfa_routes.py``: ``/v3/mfa/...``, ``POST
+  /v3/payments``, which answers ``BDC_1361`` unless the session is MFA-trusted).
 * Spend & Expense under the same base: ``GET /v3/spend/users/current``, ``GET /v3/spend/budgets``.
 * v2 under ``/api/v2`` (``server.v2_base``): ``Login.json``, ``Logout.json``,
-  ``GetSessionInfo.json``, ``ListOrgs.json``, ``List/Vendor.json`` (always empty).
+  ``GetSessionInfo.json``, ``ListOrgs.json``, ``List/Vendor.json`` (always empty), and
+  ``MFAChallenge.json``, ``MFAAuthenticate.json``, ``MFAStatus.json``, ``PayBills.json``.
 * Control under ``/_emulator/``: ``accounts`` (GET, POST), ``accounts/password`` (POST),
   ``clock`` (GET; POST ``{"advance": s}`` or ``{"offset": s}``), ``faults`` (GET, POST, DELETE),
   ``counters`` (GET ``?organization_id=&dev_key=``), ``sessions`` (GET), ``sessions/invalidate``
-  (POST), ``limits`` (POST), ``reset`` (POST).
+  (POST), ``limits`` (POST), ``reset`` (POST); ``mfa/code``, ``mfa/phones``, ``logins``.
 
 Bodies follow bill-api.md field for field: v3 errors are a JSON array of ``{timestamp, code,
 severity, category, message}`` with HTTP 4xx/5xx; v2 always answers HTTP 200 with the
@@ -37,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
+from .mfa_routes import CONTROL_MFA_ROUTES, V2_MFA_ROUTES, V3_MFA_ROUTES
 from .state import Account, EmulatedError, EmulatorState, Fault, Session
 
 EMULATOR_VERSION = "1.0"
@@ -284,6 +287,8 @@ class EmulatorHandler(BaseHTTPRequestHandler):
                     raise EmulatedError(
                         None, f"{theirs}: must not be null", status=400, category="REQUEST"
                     )
+            # Optional: an MFA remember-me id with its device gives a trusted session.
+            fields["remember_me_id"], fields["device"] = body.get("rememberMeId"), body.get("device")
             return fields  # type: ignore[return-value]
         form = self._form()
         fields = {
@@ -291,6 +296,8 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             "password": form.get("password", ""),
             "organization_id": form.get("orgId", ""),
             "dev_key": form.get("devKey", ""),
+            "remember_me_id": form.get("mfaId"),
+            "device": form.get("deviceId"),
         }
         if not fields["dev_key"]:
             raise EmulatedError("BDC_1102", "Developer key must be specified.")
@@ -342,8 +349,8 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             {
                 "organizationId": session.account.organization_id,
                 "userId": session.account.user_id,
-                "mfaStatus": "DISABLED",
-                "mfaBypass": False,
+                "mfaStatus": self.state.mfa_status_of(session),
+                "mfaBypass": session.account.mfa_bypass,
             },
         )
 
@@ -369,11 +376,6 @@ class EmulatorHandler(BaseHTTPRequestHandler):
 
     def v3_vendors(self, session: Session) -> None:
         self._send(200, {"results": [], "nextPage": None, "prevPage": None})
-
-    def v3_payments(self, session: Session) -> None:
-        if not session.trusted:
-            raise EmulatedError("BDC_1361")
-        self._send(200, {})
 
     def spend_current_user(self, account: Account | None) -> None:
         account = self._spend_account(account)
@@ -513,9 +515,9 @@ V3_ROUTES: dict[tuple[str, str], tuple[str, Callable[..., None]]] = {
     ("GET", "/v3/login/organizations"): ("session", EmulatorHandler.v3_organizations),
     ("POST", "/v3/logout"): ("session", EmulatorHandler.v3_logout),
     ("GET", "/v3/vendors"): ("session", EmulatorHandler.v3_vendors),
-    ("POST", "/v3/payments"): ("session", EmulatorHandler.v3_payments),
     ("GET", "/v3/spend/users/current"): ("spend", EmulatorHandler.spend_current_user),
     ("GET", "/v3/spend/budgets"): ("spend", EmulatorHandler.spend_budgets),
+    **V3_MFA_ROUTES,
 }
 
 V2_ROUTES: dict[str, tuple[str, Callable[..., None]]] = {
@@ -524,6 +526,7 @@ V2_ROUTES: dict[str, tuple[str, Callable[..., None]]] = {
     "/GetSessionInfo.json": ("session", EmulatorHandler.v2_session),
     "/Logout.json": ("session", EmulatorHandler.v2_logout),
     "/List/Vendor.json": ("session", EmulatorHandler.v2_list_vendors),
+    **V2_MFA_ROUTES,
 }
 
 
@@ -589,6 +592,7 @@ CONTROL_ROUTES: dict[
     ),
     ("POST", "/limits"): lambda s, b, q: (200, s.set_limits(**b)),
     ("POST", "/reset"): _reset,
+    **CONTROL_MFA_ROUTES,
 }
 
 

@@ -13,6 +13,9 @@ BILL (bill-api.md §3, §7) live here:
   4th is refused with ``BDC_1322``.
 * Faults (latency, 5xx status, hang, reset, drop, forced error code, a slow drip) for one account (by
   organization id and/or developer key) or for everyone.
+* MFA (``mfa.py``): phones per account, challenges with 6-digit codes, remember-me ids that
+  expire after 30 days, trusted sessions; protected operations (payments) refuse an
+  untrusted session with BDC_1361 unless the account's MFA is off or bypassed.
 
 The public methods are also served over HTTP under ``/_emulator/`` and mirrored by
 :class:`bill_integration.emulator.control.EmulatorControl` with the same names and meaning.
@@ -31,6 +34,7 @@ from typing import Any
 
 from . import ids
 from .clock import EmulatorClock
+from .mfa import LoginRecord, MfaBook, default_phones
 
 #: BILL's published limits (bill-api.md §3); ``set_limits()`` may lower them for a test.
 DEFAULT_LIMITS: dict[str, int] = {
@@ -64,6 +68,8 @@ COUNTER_NAMES = (
     "spend",
     "rejected",
     "faults",
+    "mfa_texts",
+    "payments",
 )
 
 MESSAGES = {
@@ -75,6 +81,7 @@ MESSAGES = {
     "BDC_1144": "Max number of allowed requests per hour reached: 20000.",
     "BDC_1322": "Max number of concurrent requests per organization reached.",
     "BDC_1361": "Untrusted session.",
+    "BDC_1358": "2-Step Verification too many token response attempts.",
 }
 
 #: HTTP status of each error on v3 (v2 always answers 200, except 1121 → 404).
@@ -125,6 +132,12 @@ class Account:
     spend_role: str = "ADMIN"
     spend_user_id: str = field(default_factory=ids.spend_user_id)
     spend_uuid: str = field(default_factory=ids.spend_uuid)
+    #: 2-step verification phones: ``{"number", "type", "primary"}``; ``[]``: none set up.
+    mfa_phones: list[dict[str, Any]] = field(default_factory=default_phones)
+    #: False: MFA is off for the organization (``mfaStatus`` DISABLED, payments need no trust).
+    mfa_enabled: bool = True
+    #: True: MFA is bypassed at the developer-key level (``mfaBypass``).
+    mfa_bypass: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """All fields, secrets included: this is the fake service's own control plane."""
@@ -218,6 +231,7 @@ class EmulatorState:
         self._faults: list[Fault] = []
         self._counters: dict[tuple[str, str], dict[str, int]] = {}
         self.limits = dict(DEFAULT_LIMITS)
+        self.mfa = MfaBook()
         # Wakes requests held by latency/hang faults when the state is reset.
         self.wake = threading.Event()
 
@@ -402,6 +416,26 @@ class EmulatorState:
             self.limits.update({k: int(v) for k, v in limits.items()})
             return dict(self.limits)
 
+    def mfa_code(self, username: str) -> dict[str, Any]:
+        """The newest MFA challenge texted to ``username``: ``code`` (6 digits), ``challenge_id``,
+        ``phone_last4``, ``used``, ``sent_at`` (what the user would read on their phone)."""
+        return self.mfa.latest_code(username)
+
+    def set_mfa_phones(self, username: str, phones: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Replace a user's 2-step verification phones (``[]``: none, so BDC_1354)."""
+        if not isinstance(phones, list) or not all(isinstance(p, dict) for p in phones):
+            raise ValueError("phones must be a list of objects with number, type and primary.")
+        with self._lock:
+            self._account(username).mfa_phones = [dict(p) for p in phones]
+            return [dict(p) for p in phones]
+
+    def login_records(
+        self, organization_id: str | None = None, username: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every login so far (oldest first): what was sent (remember-me id, device) and
+        whether the session was trusted."""
+        return self.mfa.login_records(organization_id=organization_id, username=username)
+
     def reset(self) -> None:
         """Forget accounts, sessions, faults, counters and limits; the clock back to real time."""
         with self._lock:
@@ -521,9 +555,22 @@ class EmulatorState:
             return chosen
 
     def login(
-        self, *, api: str, username: str, password: str, organization_id: str, dev_key: str
+        self,
+        *,
+        api: str,
+        username: str,
+        password: str,
+        organization_id: str,
+        dev_key: str,
+        remember_me_id: str | None = None,
+        device: str | None = None,
     ) -> Session:
-        """Check credentials as BILL does (devKey first, then user and password, then org)."""
+        """Check credentials as BILL does (devKey first, then user and password, then org).
+
+        With a remember-me id (v3 ``rememberMeId``, v2 ``mfaId``) and its ``device`` still
+        valid for this user, the new session is trusted; otherwise it is not (no error).
+        Every login is recorded (:meth:`login_records`).
+        """
         with self._lock:
             if self._dev_keys.get(dev_key, 0) == 0:
                 self._count(dev_key, organization_id, login_failures=1)
@@ -547,10 +594,22 @@ class EmulatorState:
                 api=api,
                 created_at=now,
                 last_used=now,
+                trusted=self.mfa.trusts(account, remember_me_id, device, now),
             )
             self._sessions[session.session_id] = session
             self._count(dev_key, organization_id, logins=1)
-            return session
+        self.mfa.record_login(
+            LoginRecord(
+                at=now.isoformat(),
+                api=api,
+                username=account.username.lower(),
+                organization_id=organization_id,
+                remember_me_id=remember_me_id or None,
+                device=device or None,
+                trusted=session.trusted,
+            )
+        )
+        return session
 
     def authenticate(self, session_id: str, dev_key: str) -> Session:
         """The live session for this devKey, its idle timer reset; else BDC_1102 / BDC_1109."""
@@ -571,6 +630,21 @@ class EmulatorState:
         with self._lock:
             self._sessions.pop(session.session_id, None)
             self._count(session.dev_key, session.account.organization_id, logouts=1)
+
+    def mfa_status_of(self, session: Session) -> str:
+        """``mfaStatus`` of ``GET /v3/login/session`` (the values are UNCONFIRMED: see mfa.py)."""
+        if not session.account.mfa_enabled:
+            return "DISABLED"
+        if session.trusted:
+            return "COMPLETE"
+        return "CHALLENGE" if session.account.mfa_phones else "SETUP"
+
+    def protected(self, session: Session) -> None:
+        """An MFA-protected operation (payments): BDC_1361 unless the session may do it."""
+        account = session.account
+        if not (session.trusted or not account.mfa_enabled or account.mfa_bypass):
+            raise EmulatedError("BDC_1361")
+        self.count(session.dev_key, account.organization_id, payments=1)
 
     def orgs_for(self, username: str, password: str) -> list[Account]:
         with self._lock:

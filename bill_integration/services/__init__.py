@@ -4,7 +4,9 @@ Views, admin actions, Celery tasks and management commands call these functions;
 talk to the BILL client or write connection fields themselves. Every call to BILL goes
 through :mod:`.gateway`. See DESIGN-NOTES.md ("Map of the code") for what each module owns.
 
-The import path ``bill_integration.services`` and the names below are the public interface.
+The import path ``bill_integration.services`` and the names below are the public interface;
+``bill_integration.services.mfa`` (``phones``, ``challenge``, ``validate``, ``forget``) is the
+"trust this app for payments" flow BILL requires before it pays bills.
 """
 
 from .linking import link, unlink, verify

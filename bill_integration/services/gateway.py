@@ -20,6 +20,10 @@ No other module imports the client or calls ``limits.take_login``/``limits.reque
 (``tests/services/test_gateway.py`` checks it). The session logic (``single_flight``,
 ``lifecycle``, ``linking``) decides *when* to call BILL; this module decides *how*.
 
+MFA calls (phones, the text-message challenge, the code, step-up) hold a slot like any call;
+a challenge's rate-limit answer is BILL's 5-texts-a-minute rule (``client/errors.py``), which
+pauses nothing. Our own text-message throttle is in ``services/mfa.py``.
+
 Spend & Expense calls carry their own API token and BILL counts them separately from the
 developer key's AP/AR limits, so they take no developer-key slot.
 
@@ -38,7 +42,15 @@ from typing import Any, Protocol
 from django.views.decorators.debug import sensitive_variables
 
 from .. import limits
-from ..client import LoginResult, SessionInfo, SpendUser, get_client, get_spend_client
+from ..client import (
+    LoginResult,
+    MfaPhone,
+    SessionInfo,
+    SpendUser,
+    StepUpResult,
+    get_client,
+    get_spend_client,
+)
 from ..client.base import session_credentials
 from ..exceptions import RateLimited
 
@@ -50,6 +62,10 @@ __all__ = [
     "check_api_token",
     "login",
     "logout_quietly",
+    "mfa_challenge",
+    "mfa_phones",
+    "mfa_step_up",
+    "mfa_validate",
     "record_shortfall",
     "request",
     "session_credentials",
@@ -71,9 +87,15 @@ class Account:
     fingerprint: str = field(repr=False)
     #: The tenant's primary key, as text: its own allowance of login attempts is counted by it.
     tenant_key: str = ""
+    #: BILL's MFA remember-me id (v3 ``rememberMeId``, v2 ``mfaId``) and the device it was
+    #: given to: a login that sends both gets an MFA-trusted session (services/trust.py).
+    remember_me_id: str | None = field(default=None, repr=False)
+    device: str | None = None
 
     @classmethod
-    def of(cls, connection: Any) -> Account:
+    def of(
+        cls, connection: Any, *, remember_me_id: str | None = None, device: str | None = None
+    ) -> Account:
         """The account of a stored connection (decrypts its password and developer key)."""
         return cls(
             environment=connection.environment,
@@ -84,6 +106,8 @@ class Account:
             dev_key=connection.dev_key,
             fingerprint=connection.dev_key_fingerprint,
             tenant_key=str(connection.tenant_id),
+            remember_me_id=remember_me_id,
+            device=device,
         )
 
 
@@ -130,6 +154,8 @@ def login(account: Account, *, attempt: bool = False) -> LoginResult:
             password=account.password,
             organization_id=account.organization_id,
             dev_key=account.dev_key,
+            remember_me_id=account.remember_me_id,
+            device=account.device,
         )
 
 
@@ -162,6 +188,55 @@ def request(
             json=json,
             data=data,
             params=params,
+        )
+
+
+# --- MFA: the text-message challenge, the code, step-up (every call holds a slot) ------------
+
+
+@sensitive_variables("holder")
+def mfa_phones(holder: SessionHolder) -> list[MfaPhone] | None:
+    """The user's 2-step verification phones (last four digits only); ``None`` on v2."""
+    with _bill_call(holder.dev_key_fingerprint, holder.organization_id):
+        return get_client(holder.environment, holder.api_version).mfa_phones(
+            session_id=holder.session_id, dev_key=holder.dev_key
+        )
+
+
+@sensitive_variables("holder")
+def mfa_challenge(holder: SessionHolder, *, use_backup: bool) -> str:
+    """Have BILL text a code to the user's primary (or backup) phone; the challenge id."""
+    with _bill_call(holder.dev_key_fingerprint, holder.organization_id):
+        return get_client(holder.environment, holder.api_version).mfa_challenge(
+            session_id=holder.session_id, dev_key=holder.dev_key, use_backup=use_backup
+        )
+
+
+@sensitive_variables("holder", "code")
+def mfa_validate(
+    holder: SessionHolder, *, challenge_id: str, code: str, device: str, machine_name: str
+) -> str:
+    """Confirm the code ("remember me"): the session is trusted; returns the remember-me id."""
+    with _bill_call(holder.dev_key_fingerprint, holder.organization_id):
+        return get_client(holder.environment, holder.api_version).mfa_validate(
+            session_id=holder.session_id,
+            dev_key=holder.dev_key,
+            challenge_id=challenge_id,
+            code=code,
+            device=device,
+            machine_name=machine_name,
+        )
+
+
+@sensitive_variables("holder", "remember_me_id")
+def mfa_step_up(holder: SessionHolder, *, remember_me_id: str, device: str) -> StepUpResult:
+    """Make the live session trusted with a stored remember-me id (v3); check the id (v2)."""
+    with _bill_call(holder.dev_key_fingerprint, holder.organization_id):
+        return get_client(holder.environment, holder.api_version).mfa_step_up(
+            session_id=holder.session_id,
+            dev_key=holder.dev_key,
+            remember_me_id=remember_me_id,
+            device=device,
         )
 
 

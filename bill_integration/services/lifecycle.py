@@ -13,7 +13,7 @@ The failure policy (:func:`record_failure`), by what BILL said:
 exception                   status              next attempt
 ==========================  ==================  =============================================
 InvalidCredentials          needs_relink        none: no automatic login until a relink
-UntrustedSession (MFA)      needs_relink        none: logging in again cannot fix it
+UntrustedSession (MFA) [†]  needs_relink        none: logging in again cannot fix it
 RateLimited, BILL's 1144    rate_limited        the next clock hour (the key is paused)
 RateLimited, BDC_1322       rate_limited        backoff
 LoginBudgetExhausted        rate_limited [*]    when a login of the budget frees up
@@ -24,6 +24,8 @@ DecryptionFailed            needs_relink        recovers on its own once a key d
 
 [*] A connection already ``degraded`` stays ``degraded``: during a BILL outage its failed
 logins are what spent the budget, and the outage is what a person should read about.
+[†] BDC_1361 on the app's own login or keep-alive. On a caller's request it is not a failure
+of the connection: ``services/mfa.py`` steps up once or marks "trust needed".
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from ..exceptions import (
 )
 from ..models import SECRET_FIELDS, SESSION_FIELDS, STATUS_FIELDS, AuditEvent, BillConnection
 from ..models import ConnectionStatus as Status
-from . import gateway
+from . import gateway, trust
 from .common import log_failure, log_outcome, record
 from .freshness import BUDGET_EXHAUSTED, UNHEALTHY_STATUSES, renewal_pending
 from .locking import Effects, fenced_write, lock_without_secrets
@@ -67,9 +69,14 @@ ATTEMPT_REASONS = frozenset({"forced", "manual"})
 
 
 def login(connection: BillConnection, effects: Effects, *, reason: str) -> None:
-    """Log in with the stored credentials and store the new session (caller holds the lock)."""
+    """Log in with the stored credentials and store the new session (caller holds the lock).
+
+    While MFA trust holds, the login sends the remember-me id and its device, so the new
+    session is trusted with no person involved (:mod:`.trust`).
+    """
     started = time.monotonic()
-    account = gateway.Account.of(connection)
+    remember_me, device = trust.usable_remember_me(connection, now())
+    account = gateway.Account.of(connection, remember_me_id=remember_me, device=device)
     result = gateway.login(account, attempt=reason in ATTEMPT_REASONS)
     moment = now()
     old_status = connection.status
@@ -78,16 +85,30 @@ def login(connection: BillConnection, effects: Effects, *, reason: str) -> None:
     connection.user_id = result.user_id or connection.user_id
     connection.session_obtained_at = moment
     connection.session_last_used_at = moment
+    # v2's login answer has no "trusted": a valid mfaId sent counts (trust.py's choices).
+    sent = remember_me is not None
+    trusted = result.trusted or (sent and connection.api_version == "v2")
+    connection.session_trusted = trusted
+    lost, news = trust.lose(connection, moment) if sent and not trusted else ([], False)
     mark_healthy(connection, moment)
     try:
-        fenced_write(connection, read_version, [*SESSION_FIELDS, *STATUS_FIELDS], bump=True)
+        fields = [*SESSION_FIELDS, *STATUS_FIELDS, *lost]
+        fenced_write(connection, read_version, fields, bump=True)
     except ConflictError:
         # The row changed under us (relinked, or a writer that did not take the lock): the
         # stored session is not ours to replace. Write nothing, and do not leave the fresh
         # session open at BILL. The caller must not record a failure either (see conflicted).
         gateway.logout_quietly(account, result.session_id)
         raise
-    record(connection, AuditEvent.Kind.SESSION_REFRESHED, reason=reason, version=connection.version)
+    record(
+        connection,
+        AuditEvent.Kind.SESSION_REFRESHED,
+        reason=reason,
+        version=connection.version,
+        trusted=connection.session_trusted,
+    )
+    if news:  # BILL did not honour the remember-me id: trust ended
+        trust.report_expired(connection, effects, reason="login")
     log_outcome("login", connection, LOGGED_IN, duration=time.monotonic() - started)
     effects.add(signals.connection_session_refreshed, connection, reason=reason)
     note_recovery(connection, old_status, effects)
@@ -97,11 +118,14 @@ def keep_alive(connection: BillConnection, effects: Effects) -> str:
     """Reset BILL's idle timer with ``session_info``; log in if BILL says the session is gone."""
     started = time.monotonic()
     try:
-        gateway.session_info(connection)
+        info = gateway.session_info(connection)
     except SessionInvalid:
         login(connection, effects, reason="session_gone")
         return LOGGED_IN
     moment = now()
+    # BILL's word on MFA for this organization and developer key (mfaStatus, mfaBypass).
+    connection.mfa_status = (info.mfa_status or "")[:32]
+    connection.mfa_bypass = info.mfa_bypass
     old_status = connection.status
     pending = renewal_pending(connection)
     retry_at = connection.next_attempt_at
@@ -110,9 +134,8 @@ def keep_alive(connection: BillConnection, effects: Effects) -> str:
     if pending:  # still waiting for the login budget to renew the session: keep the mark
         connection.last_error_code = BUDGET_EXHAUSTED
         connection.next_attempt_at = retry_at
-    fenced_write(
-        connection, connection.version, ["session_last_used_at", *STATUS_FIELDS], bump=False
-    )
+    fields = ["session_last_used_at", "mfa_status", "mfa_bypass", *STATUS_FIELDS]
+    fenced_write(connection, connection.version, fields, bump=False)
     log_outcome("keep_alive", connection, KEPT_ALIVE, duration=time.monotonic() - started)
     note_recovery(connection, old_status, effects)
     return KEPT_ALIVE

@@ -43,8 +43,8 @@ from ..exceptions import (
     DecryptionFailed,
 )
 from ..log_redaction import register_secret
-from ..models import ApiVersion, AuditEvent, BillConnection, ConnectionStatus
-from . import gateway
+from ..models import TRUST_FIELDS, ApiVersion, AuditEvent, BillConnection, ConnectionStatus
+from . import gateway, trust
 from .common import dev_key_fingerprint, log_failure, log_outcome, record
 from .locking import lock_without_secrets
 
@@ -68,6 +68,7 @@ LINK_WRITE_FIELDS = [
     "last_error_message",
     "consecutive_failures",
     "next_attempt_at",
+    "session_trusted",
     "version",
     "updated_at",
 ]
@@ -233,6 +234,12 @@ def _store(
         created = connection is None
         if connection is None:
             connection = BillConnection(tenant=tenant, version=0)
+        # MFA trust belongs to a BILL user: kept across a relink of the same user (a new
+        # password), cleared when the relink names another (services/trust.py).
+        same_user = not created and _identity(connection) == _identity(account)
+        trust_fields = [] if created or same_user else list(TRUST_FIELDS)
+        if trust_fields:
+            trust.clear(connection)
         moment = now()
         connection.environment = account.environment
         connection.api_version = account.api_version
@@ -252,11 +259,12 @@ def _store(
         connection.last_error_message = ""
         connection.consecutive_failures = 0
         connection.next_attempt_at = None
+        connection.session_trusted = False  # a plain login; trust is regained by a step-up
         connection.version = (connection.version or 0) + 1
         if created:
             connection.save(force_insert=True)
         else:
-            connection.save(update_fields=LINK_WRITE_FIELDS)
+            connection.save(update_fields=list(dict.fromkeys([*LINK_WRITE_FIELDS, *trust_fields])))
         record(
             connection,
             AuditEvent.Kind.LINKED if created else AuditEvent.Kind.RELINKED,
@@ -269,6 +277,16 @@ def _store(
             version=connection.version,
         )
     return connection, created
+
+
+def _identity(holder: Any) -> tuple[str, str, str, str]:
+    """Whose BILL account this is: environment, API version, user name and organization."""
+    return (
+        holder.environment,
+        holder.api_version,
+        holder.username.strip().lower(),
+        holder.organization_id,
+    )
 
 
 @sensitive_variables("secrets", "session")

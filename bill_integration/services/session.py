@@ -22,7 +22,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from ..conf import bill_settings, now
-from ..exceptions import ConnectionNotLinked, SessionInvalid
+from ..exceptions import ConnectionNotLinked, SessionInvalid, UntrustedSession
 from ..models import BillConnection
 from . import gateway, lifecycle
 from .freshness import HOT_FIELDS, check_usable, session_is_valid
@@ -72,14 +72,37 @@ class BillSession:
         (throttled), and when BILL says the session is gone (BDC_1109) logs in again once
         (single flight: if another worker already did, its session is used) and replays once.
         A BDC_1144 pauses the developer key for every tenant sharing it until the next hour.
+        When BILL wants an MFA-trusted session (BDC_1361: payments, bank accounts, vendor
+        invites, autopay), one step-up with the stored trust is tried and the call replayed
+        once; without trust :class:`UntrustedSession` (or :class:`MfaTrustExpired`) says how
+        to establish it (:func:`bill_integration.services.mfa.regain_trust`).
         """
         session = self
+
+        def send(session: BillSession) -> Any:
+            return gateway.request(session, method, path, json=json, data=data, params=params)
+
         try:
-            result = gateway.request(session, method, path, json=json, data=data, params=params)
-        except SessionInvalid:
-            row = obtain(session.connection_id, stale_version=session.version, reason="session_invalid")
-            session = session_from(row)
-            result = gateway.request(session, method, path, json=json, data=data, params=params)
+            try:
+                result = send(session)
+            except SessionInvalid:
+                row = obtain(
+                    session.connection_id, stale_version=session.version, reason="session_invalid"
+                )
+                session = session_from(row)
+                result = send(session)
+        except UntrustedSession as exc:
+            # BDC_1361: step up once with the stored trust (or raise "trust needed"), replay once.
+            from . import mfa
+
+            session = session_from(
+                mfa.regain_trust(session.connection_id, version=session.version, error=exc)
+            )
+            try:
+                result = send(session)
+            except UntrustedSession:
+                mfa.refused_after_step_up(session.connection_id)
+                raise
         session.mark_used()
         return result
 

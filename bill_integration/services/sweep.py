@@ -15,6 +15,9 @@ task per due id, and each task runs :func:`refresh_connection`. Without Celery,
 * Connections set aside because no key decrypted their secrets are looked at too
   (:func:`lifecycle.restore_all_decryptable`, no call to BILL): a key mistake put right
   returns them to service without a relink.
+* MFA trust about to end, or ended, is noticed before it bites (:func:`trust.notify_expiry`,
+  no call to BILL): ``connection_mfa_expiring`` once ``MFA_EXPIRY_WARNING`` before BILL's 30
+  days run out, ``connection_mfa_expired`` once they have.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from ..conf import bill_settings, keepalive_after_idle, now
 from ..exceptions import BillIntegrationError, ConflictError, DecryptionFailed
 from ..models import BillConnection
 from ..models import ConnectionStatus as Status
-from . import gateway, lifecycle
+from . import gateway, lifecycle, trust
 from .freshness import (
     BUDGET_EXHAUSTED,
     KEEP_ALIVE,
@@ -146,6 +149,7 @@ def refresh_due(
         )
         return refresh_now(tenant=tenant, progress=progress)
     lifecycle.restore_all_decryptable()
+    trust.notify_expiry()
     ids = due_connection_ids()
     if dispatch is not None:
         for connection_id in ids:

@@ -2,6 +2,7 @@
 
 Shows how many connections are active, degraded, rate limited, waiting for a relink or
 disabled; the connections that need attention (with their last error code and next attempt);
+the connections whose trust for payments (BILL's 30-day MFA trust) is expiring or expired;
 and, per developer key (by fingerprint, never the key), the logins spent of the hourly budget,
 a BDC_1144 pause, and how many due logins the budget could not cover. ``--json`` prints the
 same for machines. Nothing here decrypts a secret.
@@ -19,6 +20,7 @@ from rich.table import Table
 
 from ... import limits
 from ...models import BillConnection, ConnectionStatus
+from ...services.trust import expiring_or_expired
 
 ATTENTION = (
     ConnectionStatus.DEGRADED,
@@ -58,7 +60,12 @@ def gather() -> dict[str, Any]:
         }
         for c in connections.filter(status__in=ATTENTION).order_by("status", "pk")[:50]
     ]
-    return {"by_status": by_status, "dev_keys": keys, "attention": attention}
+    return {
+        "by_status": by_status,
+        "dev_keys": keys,
+        "attention": attention,
+        "mfa_trust": expiring_or_expired(),
+    }
 
 
 class Command(BaseCommand):
@@ -118,3 +125,16 @@ class Command(BaseCommand):
                     row["next_attempt_at"] or "-",
                 )
             console.print(attention)
+        if facts["mfa_trust"]:
+            trust = Table(title="Trust for payments (BILL's MFA) expiring or expired")
+            for column in ("connection", "tenant", "organization", "trust", "expires at"):
+                trust.add_column(column)
+            for row in facts["mfa_trust"]:
+                trust.add_row(
+                    str(row["connection_id"]),
+                    row["tenant_id"],
+                    row["organization_id"],
+                    row["trust"],
+                    row["expires_at"],
+                )
+            console.print(trust)

@@ -38,6 +38,8 @@ class Command(BaseCommand):
             "dev_key": ids.dev_key(),
             "api_token": "demo-spend-" + secrets.token_urlsafe(12),
             "first_name": "Demo", "last_name": "Payables",
+            # The phone BILL "texts" MFA codes to (read them from the emulator, below).
+            "mfa_phones": [{"number": "+15550100042", "type": "MOBILE", "primary": True}],
         }]})
         account = accounts["accounts"][0]
 
@@ -66,7 +68,10 @@ class Command(BaseCommand):
             f"    Password         {account['password']}\n"
             f"    Organization ID  {account['organization_id']}\n"
             f"    Developer Key    {account['dev_key']}\n"
-            f"    API token        {account['api_token']}  (optional, Spend & Expense)\n"
+            f"    API token        {account['api_token']}  (optional, Spend & Expense)\n\n"
+            "  Paying bills needs BILL's MFA trust: on the page, \"Trust this app for payments\".\n"
+            "  The emulator does not send text messages; read the 6-digit code it \"texted\" here:\n"
+            f"    http://127.0.0.1:{emulator_port}/_emulator/mfa/code?username={account['username']}\n"
         )
 
     @staticmethod

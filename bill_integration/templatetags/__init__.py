@@ -1,0 +1,1 @@
+"""Template tags of bill_integration (``{% load bill_mfa %}``)."""
