@@ -312,8 +312,9 @@ def gen_signals() -> str:
 
 def app_tasks() -> dict[str, Any]:
     """Every Celery task the app registers, by name."""
-    import bill_integration.tasks  # noqa: F401  (registers the shared tasks)
     from celery import current_app
+
+    import bill_integration.tasks  # noqa: F401  (registers the shared tasks)
 
     return {name: task for name, task in sorted(current_app.tasks.items())
             if name.startswith("bill_integration.")
@@ -437,14 +438,42 @@ def _raises(doc: str) -> str:
     return ", ".join(f"[`{name}`](errors.md) (`{errors[name].code}`)" for name in found)
 
 
-def _signature(obj: Any, name: str) -> str:
+def _signature(obj: Any, name: str, *, method: bool = False) -> str:
     try:
-        signature = str(inspect.signature(obj))
+        found = inspect.signature(obj)
     except (TypeError, ValueError):
-        signature = "(...)"
+        return f"{name}(...)"
+    if method:  # drop self
+        found = found.replace(parameters=list(found.parameters.values())[1:])
+    if inspect.isclass(obj):
+        found = found.replace(return_annotation=inspect.Signature.empty)
+    signature = str(found)
     # Annotations are strings (``from __future__ import annotations``): drop their quotes.
     signature = re.sub(r"(: |-> )'([^']*)'", r"\1\2", signature)
-    return f"{name}{signature}"
+    return _wrap(f"{name}{signature}")
+
+
+def _wrap(signature: str, width: int = 88) -> str:
+    """A long ``name(a, b) -> c`` with one parameter per line, as black would write it."""
+    if len(signature) <= width:
+        return signature
+    opening = signature.index("(")
+    depth, start, params, close = 0, opening + 1, [], len(signature)
+    for index in range(opening, len(signature)):
+        char = signature[index]
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+            if depth == 0:
+                close = index
+                break
+        elif char == "," and depth == 1:
+            params.append(signature[start:index].strip())
+            start = index + 1
+    params.append(signature[start:close].strip())
+    body = "".join(f"    {param},\n" for param in params if param)
+    return f"{signature[:opening]}(\n{body}){signature[close + 1:]}"
 
 
 def gen_services() -> str:
@@ -466,7 +495,7 @@ def gen_services() -> str:
                 if attr.startswith("_") or not callable(member):
                     continue
                 parts += [f"#### `{name}.{attr}`\n",
-                          f"```python\ndef {_signature(member, attr).replace('(self, ', '(').replace('(self)', '()')}\n```\n",
+                          f"```python\ndef {_signature(member, attr, method=True)}\n```\n",
                           rst_to_md(inspect.getdoc(member) or ""), ""]
                 raises = _raises(inspect.getdoc(member) or "")
                 if raises:
@@ -483,35 +512,47 @@ def gen_errors() -> str:
     from bill_integration import exceptions
     from bill_integration.api import errors as api_errors
 
-    rows = []
+    api_rows, class_rows = [], []
     with translation.override("en"):
         for code in dict.fromkeys(api_errors.ERROR_CODES):
             cls = exceptions.error_class_for(code)
             if code in api_errors.API_ERROR_CODES and (cls is None or cls.code != code):
                 status = api_errors.API_ERROR_CODES[code]
                 meaning = API_CODE_MEANINGS.get(code) or http.HTTPStatus(status).phrase + "."
-                rows.append([f"`{code}`", status, "the REST API", meaning, ""])
+                api_rows.append([f"`{code}`", status, meaning])
                 continue
             if cls is None:
-                rows.append([f"`{code}`", "", "", missing(f"error code {code} has no class"), ""])
+                class_rows.append([f"`{code}`", "", "", missing(f"error code {code} has no class")])
                 continue
             parent = next((base.__name__ for base in cls.__mro__[1:]
                            if issubclass(base, exceptions.BillIntegrationError)), "")
-            raised = f"`{cls.__name__}`" + (f" (subclass of `{parent}`)" if parent else "")
+            raised = f"`{cls.__name__}`" + (f"<br>(a kind of `{parent}`)" if parent else "")
             meaning = first_paragraph(cls.__doc__) or missing(f"{cls.__name__} has no docstring")
             customer = cls.for_customer()  # without customer_text: the developer's message
-            rows.append([f"`{code}`", cls.api_status, raised, meaning, customer])
-    out = table(["code", "HTTP status", "raised as", "meaning", "message the API answers"], rows)
+            class_rows.append([f"`{code}`", cls.api_status, raised,
+                               f"{meaning}<br><br>*Message:* {customer}"])
+    out = [
+        "## Errors of the app and of BILL\n",
+        "Raised by the services (catch them in Python), recorded as a connection's "
+        "`last_error.code`, and answered by the REST API with the HTTP status and the message "
+        "shown.\n",
+        table(["code", "HTTP status", "exception", "meaning"], class_rows),
+        "\n## The REST API's own codes\n",
+        "Answered only by the REST API, for what happens before a service is called.\n",
+        table(["code", "HTTP status", "meaning"], api_rows),
+    ]
     try:
         from bill_integration.client.errors import BILL_ERROR_CODES
     except ImportError:  # pragma: no cover
-        return out
+        return "\n".join(out)
     bill_rows = [[f"`{bdc}`", f"`{cls.__name__}`", f"`{cls.code}`"]
                  for bdc, cls in BILL_ERROR_CODES.items()]
-    out += ("\n\n### BILL's codes\n\nWhat the client raises for each `BDC_xxxx` code BILL "
-            "answers with (`bill_integration.client.errors.BILL_ERROR_CODES`); any other code "
-            "is `UnexpectedResponse`, whatever the HTTP status.\n\n")
-    return out + table(["BILL code", "exception", "code"], bill_rows)
+    out += ["\n## BILL's codes\n",
+            "What the client raises for each `BDC_xxxx` code BILL answers with "
+            "(`bill_integration.client.errors.BILL_ERROR_CODES`); any other code is "
+            "`UnexpectedResponse`, whatever the HTTP status.\n",
+            table(["BILL code", "exception", "code"], bill_rows)]
+    return "\n".join(out)
 
 
 # --- the REST API ---------------------------------------------------------------------------------
@@ -582,7 +623,7 @@ def gen_rest_api() -> str:
                 for path, operations in schema.get("paths", {}).items()
                 for method, operation in operations.items()
                 if isinstance(operation, dict) and "responses" in operation]
-    parts = [table(["operation", "what it does"], overview), ""]
+    parts = ["## Operations\n", table(["operation", "what it does"], overview), ""]
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             if not isinstance(operation, dict) or "responses" not in operation:
