@@ -567,7 +567,8 @@ def openapi_yaml() -> str:
 
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "openapi.yaml"
-            call_command("spectacular", "--file", str(path), "--fail-on-warn")
+            # Not --fail-on-warn: a schema warning of a new endpoint is the schema tests' business.
+            call_command("spectacular", "--file", str(path))
             _SCHEMA_CACHE["yaml"] = path.read_text()
     return _SCHEMA_CACHE["yaml"]
 
