@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,25 @@ def test_dev_py_demo_uses_the_state_folder_it_is_given(monkeypatch, tmp_path):
     with pytest.raises(Stop):
         dev.cmd_demo([])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
+
+
+# --- the README as a package's long description -----------------------------------------------
+
+
+def test_the_readme_has_no_relative_links_and_cites_no_file_outside_the_repo():
+    readme = (ROOT / "README.md").read_text()
+    relative = [link for link in re.findall(r"\]\(([^)]+)\)", readme)
+                if not link.startswith(("http://", "https://", "#"))]
+    assert relative == []  # they break on a package index, where README.md is the description
+    for name in ("README.md", "dev.py"):
+        assert not re.search(r"(?<![\w-])DESIGN\.md", (ROOT / name).read_text()), name
+
+
+def test_the_readme_documents_every_demo_variable():
+    used = set()
+    for name in ("Procfile", "dev.py", "project/settings/dev.py", "project/settings/base.py"):
+        used |= set(re.findall(r"\b(BILL_(?:DEMO|EMULATOR)_[A-Z_]+)", (ROOT / name).read_text()))
+    used.discard("BILL_EMULATOR_URL")  # production's emulator switch, documented with Docker
+    assert used >= {"BILL_DEMO_STATE_DIR", "BILL_DEMO_PORT", "BILL_EMULATOR_PORT"}
+    quick_start = (ROOT / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ")[0]
+    assert {name for name in used if f"`{name}`" not in quick_start} == set()
