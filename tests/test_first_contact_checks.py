@@ -25,7 +25,8 @@ from django.core.checks import Error, Warning
 from bill_integration import checks
 from bill_integration.conf import BILL_ENVIRONMENTS, bill_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+# The checkout (whichever folder of tests/ this file is in).
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 EMULATOR = {"v3": "http://127.0.0.1:8111/connect", "v2": "http://127.0.0.1:8111/api/v2"}
 
 

@@ -45,7 +45,8 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 
-ROOT = Path(__file__).resolve().parent.parent
+# The checkout (whichever folder of tests/ this file is in).
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 PROJECT = "yourproject"  # the README's placeholder, used as the project's name
 REDIS_URL = os.environ.get("BILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/10")
