@@ -4,12 +4,19 @@
 Needs only Python 3.11+. Both commands create ``.venv`` and install the pinned requirements
 into it (again only when a requirements file changed), then:
 
-* ``demo``: migrates a SQLite database under ``.demo/``, creates a demo admin, tenant and BILL
-  emulator account (and prints them), and starts the Django server, the BILL emulator, and a
-  Celery worker with an embedded beat on a file-system broker, all under honcho (Ctrl-C stops
-  everything). Nothing else needs to be running.
+* ``demo``: migrates a SQLite database in the demo's state folder, creates a demo admin,
+  tenant and BILL emulator account (and prints them), and starts the Django server, the BILL
+  emulator, and a Celery worker with an embedded beat on a file-system broker, all under
+  honcho (Ctrl-C stops everything). Nothing else needs to be running. Environment variables:
+
+  ``BILL_DEMO_STATE_DIR``          the state folder: database, broker, logins (``.demo``)
+  ``BILL_DEMO_PORT``               the Django server's port (8000)
+  ``BILL_EMULATOR_PORT``           the BILL emulator's port (8111)
+  ``BILL_DEMO_SWEEP_SECONDS``      how often the beat sweeps (30)
+  ``BILL_DEMO_KEEPALIVE_SECONDS``  idle seconds before a session is kept alive (60)
+
 * ``test``: makes sure PostgreSQL and Redis answer on localhost (starting them with the
-  commands DESIGN.md gives when they do not), then runs the whole pytest suite. Extra
+  commands in ``SERVICES`` below when they do not), then runs the whole pytest suite. Extra
   arguments go to pytest, e.g. ``python3 dev.py test -k emulator -x``.
 """
 
@@ -83,19 +90,30 @@ def ensure_service(name: str, port: int, start: str) -> None:
     sys.exit(f"{name} did not start on 127.0.0.1:{port}; start it yourself and run again.")
 
 
+#: What the tests need on localhost: (name, port, the command that starts it on Debian).
+SERVICES = (
+    ("PostgreSQL", 5432,
+     "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"),
+    ("Redis", 6379,
+     "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' "
+     "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log"),
+)
+
+
 def cmd_test(args: list[str]) -> int:
     ensure_venv("test")
-    ensure_service(
-        "PostgreSQL", 5432,
-        "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-    )
-    ensure_service(
-        "Redis", 6379,
-        "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' "
-        "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log",
-    )
+    for name, port, start in SERVICES:
+        ensure_service(name, port, start)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.run([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=env).returncode
+
+
+def demo_state_dir(env: dict[str, str]) -> Path:
+    """The demo's state folder: ``BILL_DEMO_STATE_DIR``, else ``.demo``, from the checkout.
+
+    The rule of ``project/settings/dev.py`` and the ``Procfile``, which run in the checkout.
+    """
+    return ROOT / (env.get("BILL_DEMO_STATE_DIR") or ".demo")
 
 
 def cmd_demo(args: list[str]) -> int:
@@ -106,7 +124,7 @@ def cmd_demo(args: list[str]) -> int:
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",
     }
-    (ROOT / ".demo").mkdir(exist_ok=True)
+    demo_state_dir(env).mkdir(parents=True, exist_ok=True)
     run(PYTHON, "manage.py", "migrate", "--no-input", "-v", "0", env=env)
     run(PYTHON, "manage.py", "bill_demo_setup", env=env)
     honcho = shutil.which("honcho", path=str(BIN)) or str(BIN / "honcho")

@@ -40,7 +40,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
 
 from . import services, tasks
-from .admin_forms import SECRET_INPUTS, BillConnectionForm
+from .admin_forms import SECRET_INPUTS, BillConnectionForm, tenant_model_installed
 from .admin_trust import TRUST_FIELDSET, TRUST_READONLY, TrustAdminMixin, TrustListFilter
 from .api.throttling import TenantRefreshCounter, UserRefreshCounter
 from .conf import bill_settings, now
@@ -93,7 +93,6 @@ class AuditEventInline(admin.TabularInline):
         return super().get_queryset(request).select_related("actor")
 
 
-@admin.register(BillConnection)
 class BillConnectionAdmin(TrustAdminMixin, admin.ModelAdmin):
     form = BillConnectionForm
     list_display = LIST_DISPLAY
@@ -393,6 +392,13 @@ class BillConnectionAdmin(TrustAdminMixin, admin.ModelAdmin):
                 )
             else:
                 self.message_user(request, f"{connection}: {_('unlinked.')}", messages.SUCCESS)
+
+
+# Only once the tenant model resolves: otherwise system check E003 names the setting, and this
+# page (its tenant field and column) could not be built. Registering it anyway would crash
+# every command in django.setup(), before the check could speak.
+if tenant_model_installed():
+    admin.site.register(BillConnection, BillConnectionAdmin)
 
 
 @admin.register(AuditEvent)

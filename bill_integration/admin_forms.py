@@ -11,13 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
 from . import services, validators
-from .conf import bill_settings
+from .conf import bill_settings, get_tenant_model
 from .exceptions import BillIntegrationError, DecryptionFailed, customer_message
 from .models import BillConnection
 
@@ -27,6 +28,23 @@ UNDECRYPTABLE_MESSAGE = _(
     "The stored secrets cannot be decrypted; enter the password, developer key and API token "
     "again."
 )
+
+
+def tenant_model_installed() -> bool:
+    """Whether ``BILL_INTEGRATION_TENANT_MODEL`` names an installed model.
+
+    When it does not (a misspelled name, the tenant app missing from ``INSTALLED_APPS``),
+    system check ``bill_integration.E003`` says so. Until then no form may have a field for the
+    tenant: Django raises "Cannot create form field for 'tenant' yet" as the admin is
+    discovered, in ``django.setup()``, so every command, ``check`` included, would crash with
+    a traceback before any check runs. (Read once the models are loaded: the admin imports
+    this module while Django autodiscovers admin modules.)
+    """
+    try:
+        get_tenant_model()
+    except ImproperlyConfigured:
+        return False
+    return True
 
 
 def _secret_input(name: str, *, label: str) -> forms.CharField:
@@ -58,7 +76,14 @@ class BillConnectionForm(forms.ModelForm):
 
     class Meta:
         model = BillConnection
-        fields = ("tenant", "environment", "api_version", "username", "organization_id")
+        # Without an installed tenant model (E003) the admin registers no connection page.
+        fields = (
+            *(("tenant",) if tenant_model_installed() else ()),
+            "environment",
+            "api_version",
+            "username",
+            "organization_id",
+        )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.request: HttpRequest | None = kwargs.pop("request", None)

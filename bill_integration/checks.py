@@ -26,6 +26,7 @@ from .conf import (
     TENANT_MODEL_SETTING,
     deprecated_settings_in_use,
     get_tenant_model,
+    merge_environments,
 )
 
 logger = logging.getLogger("bill_integration.checks")
@@ -39,8 +40,21 @@ E006_IMPORT_STRING = "bill_integration.E006"
 E007_SETTINGS_TYPE = "bill_integration.E007"
 E008_KEEPALIVE_NO_ROOM = "bill_integration.E008"
 E009_KEY_DECRYPTS_NOTHING = "bill_integration.E009"
+E011_REDIS_NOT_INSTALLED = "bill_integration.E011"
 W001_UNKNOWN_SETTING = "bill_integration.W001"
 W002_DEPRECATED_SETTING = "bill_integration.W002"
+W003_NO_BILL_ENVIRONMENT = "bill_integration.W003"
+
+REDIS_HINT = (
+    'Install the redis extra: pip install "django-bill-integration[redis]" (or pip install '
+    "redis), or remove BILL_INTEGRATION['REDIS_URL'] to keep limits and locks in the database."
+)
+
+TENANT_MODEL_HINT = (
+    f"Set {TENANT_MODEL_SETTING} to 'app_label.ModelName' of your tenant model (e.g. "
+    "'accounts.Organization'), check its spelling, and list its app in INSTALLED_APPS. Until "
+    "then the admin has no BILL connections page."
+)
 
 KEY_HINT = (
     "Set FIELD_ENCRYPTION_KEY to a Fernet key (or a list of them, newest first). Generate one "
@@ -83,8 +97,7 @@ def check_tenant_model(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     try:
         get_tenant_model()
     except ImproperlyConfigured as exc:
-        return [Error(str(exc), hint=f"Set {TENANT_MODEL_SETTING} = 'app_label.Model'.",
-                      id=E003_TENANT_MODEL)]
+        return [Error(str(exc), hint=TENANT_MODEL_HINT, id=E003_TENANT_MODEL)]
     return []
 
 
@@ -102,7 +115,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
                 id=W001_UNKNOWN_SETTING,
             )
         )
-    environments = user.get("ENVIRONMENTS", DEFAULTS["ENVIRONMENTS"])
+    environments = merge_environments(user.get("ENVIRONMENTS", DEFAULTS["ENVIRONMENTS"]))
     valid_envs = isinstance(environments, dict) and environments and all(
         isinstance(urls, dict) and isinstance(urls.get("v3"), str) and isinstance(urls.get("v2"), str)
         for urls in environments.values()
@@ -116,6 +129,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
             )
         )
     else:
+        if not {"sandbox", "production"} & set(environments):
+            messages.append(
+                Warning(
+                    f"{SETTINGS_NAME}['ENVIRONMENTS'] offers neither BILL's sandbox nor its "
+                    f"production: only {', '.join(sorted(environments))}.",
+                    hint="A project's ENVIRONMENTS is merged over BILL's own; remove the "
+                    "entries that set 'sandbox' or 'production' to None unless no customer "
+                    "may link a real BILL account.",
+                    id=W003_NO_BILL_ENVIRONMENT,
+                )
+            )
         default = user.get("DEFAULT_ENVIRONMENT", DEFAULTS["DEFAULT_ENVIRONMENT"])
         if default not in environments:
             messages.append(
@@ -146,6 +170,28 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
                           id=E006_IMPORT_STRING)
                 )
     return messages
+
+
+@register()
+def check_redis_installed(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """E011: ``REDIS_URL`` is set but the ``redis`` package is not installed.
+
+    Without this, ``check`` passes and the first BILL call fails with ``ModuleNotFoundError``.
+    """
+    user = getattr(settings, SETTINGS_NAME, {}) or {}
+    if not isinstance(user, dict) or not user.get("REDIS_URL"):
+        return []
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        return [
+            Error(
+                f"{SETTINGS_NAME}['REDIS_URL'] is set, but the redis package is not installed.",
+                hint=REDIS_HINT,
+                id=E011_REDIS_NOT_INSTALLED,
+            )
+        ]
+    return []
 
 
 @register()

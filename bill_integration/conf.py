@@ -49,8 +49,9 @@ TENANT_MODEL_DEPENDENCY_SETTING = "BILL_INTEGRATION_TENANT_MODEL_MIGRATION_DEPEN
 #: BILL's published base URLs. Spend & Expense lives under the v3 base at ``/v3/spend/...``.
 #: https://developer.bill.com/docs/development-environments
 #: https://developer.bill.com/v2/changelog/2024-07-08-new-test-environment-for-the-bill-v2-api
-#: A project may add environments of its own (the example project adds ``"emulator"``) by
-#: giving the whole mapping.
+#: A project's ``BILL_INTEGRATION["ENVIRONMENTS"]`` is merged over these (see
+#: :func:`merge_environments`): it adds environments of its own (the example project adds
+#: ``"emulator"``), replaces one by giving its name, or removes one by mapping it to ``None``.
 BILL_ENVIRONMENTS: dict[str, dict[str, str]] = {
     "sandbox": {
         "v3": "https://gateway.stage.bill.com/connect",
@@ -63,7 +64,8 @@ BILL_ENVIRONMENTS: dict[str, dict[str, str]] = {
 }
 
 DEFAULTS: dict[str, Any] = {
-    # Where BILL lives: {environment name: {"v3": base URL, "v2": base URL}}.
+    # Where BILL lives: {environment name: {"v3": base URL, "v2": base URL}}; a project's
+    # mapping is merged over BILL's sandbox and production (None removes one).
     "ENVIRONMENTS": BILL_ENVIRONMENTS,
     # Environment offered first to a customer linking an account.
     "DEFAULT_ENVIRONMENT": "sandbox",
@@ -181,6 +183,19 @@ def _as_http_timeout(name: str, value: Any) -> HttpTimeout:
     return HttpTimeout(days=value.days, seconds=value.seconds, microseconds=value.microseconds)
 
 
+def merge_environments(project: Any) -> Any:
+    """BILL's environments with the project's ``ENVIRONMENTS`` merged over them.
+
+    A project's entry adds an environment or replaces BILL's entry of that name; an entry
+    mapped to ``None`` removes it (``{"sandbox": None}`` offers production only). Anything but
+    a dict is returned as given, for system check ``bill_integration.E004`` to refuse.
+    """
+    if not isinstance(project, dict):
+        return project
+    merged = {**BILL_ENVIRONMENTS, **project}
+    return {name: urls for name, urls in merged.items() if urls is not None}
+
+
 def deprecated_settings_in_use(user: dict[str, Any]) -> list[tuple[str, str]]:
     """``(key, what to do instead)`` for each deprecated key or form in the project's dict."""
     found = [(key, DEPRECATED_SETTINGS[key]) for key in DEPRECATED_SETTINGS if key in user]
@@ -216,6 +231,8 @@ class BillIntegrationSettings:
             return self._cached[name]
         default = DEFAULTS[name] if name in DEFAULTS else _DEPRECATED_DEFAULTS[name]
         value = self.user_settings.get(name, default)
+        if name == "ENVIRONMENTS":
+            value = merge_environments(value)
         if name in SECONDS_SETTINGS:
             value = _as_http_timeout(name, value)
         if name in IMPORT_STRINGS and isinstance(value, str):

@@ -155,3 +155,10 @@ def test_demo_serves_admin_links_the_demo_account_and_keeps_it_alive(demo):
     assert counters["logins"] == 2  # the direct check above, and the link
     status = browser.get(f"{web}/api/bill/connection/", timeout=10).json()
     assert status["status"] == "active" and status["last_refresh_at"], status
+
+    # The worker prints each keep-alive once (one handler: not the app's and Celery's both).
+    pattern = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}).*?(bill keep_alive .*)")
+    deadline = time.monotonic() + 10
+    while not (lines := pattern.findall(demo["log"].read_text())) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert lines and len(lines) == len(set(lines)), demo["log"].read_text()[-3000:]

@@ -18,7 +18,6 @@ the services add their own text-message throttle below BILL's 5 a minute.
 from __future__ import annotations
 
 from django.utils.translation import gettext_lazy as _
-from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -32,7 +31,16 @@ from .mfa_serializers import (
 from .permissions import TenantConnectionWriteAccess
 from .serializers import ConnectionStatusSerializer
 from .throttling import MfaTenantThrottle, MfaUserThrottle
-from .views import BILL_ERRORS, FORBIDDEN, NOT_FOUND, TENANT_HEADER, TOO_LARGE, BillAPIView, _error
+from .views import (
+    BILL_ERRORS,
+    FORBIDDEN,
+    NOT_FOUND,
+    TENANT_HEADER,
+    TOO_LARGE,
+    BillAPIView,
+    _error,
+    bill_schema,
+)
 
 THROTTLED = _error(
     "code throttled: too many MFA steps for this tenant or user; code mfa_text_limited: too "
@@ -51,7 +59,7 @@ class MfaView(BillAPIView):
 
 
 class MfaPhonesView(MfaView):
-    @extend_schema(
+    @bill_schema(
         operation_id="bill_connection_mfa_phones",
         summary=_("The BILL user's phones for 2-step verification"),
         description=_(
@@ -79,7 +87,7 @@ class MfaPhonesView(MfaView):
 
 
 class MfaChallengeView(MfaView):
-    @extend_schema(
+    @bill_schema(
         operation_id="bill_connection_mfa_challenge",
         summary=_("Have BILL text a code"),
         description=_(
@@ -108,7 +116,7 @@ class MfaChallengeView(MfaView):
 
 
 class MfaValidateView(MfaView):
-    @extend_schema(
+    @bill_schema(
         operation_id="bill_connection_mfa_validate",
         summary=_("Confirm the code: trust this app for payments"),
         description=_(
@@ -144,7 +152,7 @@ class MfaValidateView(MfaView):
 class MfaForgetView(BillAPIView):
     permission_classes = (TenantConnectionWriteAccess,)
 
-    @extend_schema(
+    @bill_schema(
         operation_id="bill_connection_mfa_forget",
         summary=_("Forget the trust for payments"),
         description=_(

@@ -1,8 +1,8 @@
 """REST views: thin wrappers that resolve the tenant, validate input and call the services.
 
-``GET|PUT|DELETE /connection/`` and ``POST /connection/refresh/``. Permission, throttle and
-parser classes are set here explicitly (never inherited from the project's defaults), and every
-error goes through :func:`bill_integration.api.errors.exception_handler`.
+``GET|PUT|DELETE /connection/`` and ``POST /connection/refresh/``. Permission, throttle,
+parser and schema classes are set here explicitly (never inherited from the project's
+defaults), and every error goes through :func:`bill_integration.api.errors.exception_handler`.
 
 Error reports: every POST parameter and every local variable under ``dispatch`` is marked
 sensitive, and each request carries :class:`~bill_integration.api.reporting.ApiReporterFilter`,
@@ -11,12 +11,14 @@ so a 500's mail or debug page shows no body, no parsed data and no secret.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -44,6 +46,8 @@ from .throttling import (
     RefreshUserThrottle,
 )
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 TENANT_HEADER = OpenApiParameter(
     name="X-Tenant-ID",
     type=OpenApiTypes.STR,
@@ -55,6 +59,22 @@ TENANT_HEADER = OpenApiParameter(
         "user with exactly one tenant gets that one."
     ),
 )
+
+
+def bill_schema(**kwargs: Any) -> Callable[[F], F]:
+    """``@extend_schema(**kwargs)`` built on drf-spectacular's ``AutoSchema``, whatever DRF's
+    ``DEFAULT_SCHEMA_CLASS`` is.
+
+    ``extend_schema`` builds a method's schema on the method's own ``schema`` if it has one,
+    else on DRF's global default, read at import time: DRF's own ``AutoSchema`` in a project
+    that never set it, which drf-spectacular cannot use (``drf_spectacular.E001``).
+    """
+
+    def decorator(method: F) -> F:
+        method.schema = AutoSchema  # type: ignore[attr-defined]
+        return extend_schema(**kwargs)(method)
+
+    return decorator
 
 
 def _error(description: str) -> OpenApiResponse:
@@ -93,6 +113,9 @@ class BillAPIView(APIView):
     permission_classes = (TenantConnectionAccess,)
     throttle_classes: tuple[type, ...] = ()
     parser_classes = (BillJSONParser, FormParser, MultiPartParser)
+    # drf-spectacular's inspector on the app's own views, so a project need not set DRF's
+    # global DEFAULT_SCHEMA_CLASS (drf_spectacular.E001 "Incompatible AutoSchema" otherwise).
+    schema = AutoSchema()
     #: Which 429 message a refusal by this view's throttles gets (errors.THROTTLED_MESSAGES).
     throttle_action = "default"
 
@@ -130,7 +153,7 @@ class ConnectionView(BillAPIView):
             return [throttle() for throttle in self.link_throttle_classes]
         return []
 
-    @extend_schema(
+    @bill_schema(
         operation_id="bill_connection_retrieve",
         summary=_("The BILL connection's status"),
         description=_(
@@ -143,7 +166,7 @@ class ConnectionView(BillAPIView):
     def get(self, request: Request) -> Response:
         return self.status_response(request)
 
-    @extend_schema(
+    @bill_schema(
         operation_id="bill_connection_link",
         summary=_("Link or relink a BILL account"),
         description=_(
@@ -208,7 +231,7 @@ class ConnectionView(BillAPIView):
             request, http_status=status.HTTP_200_OK if existed else status.HTTP_201_CREATED
         )
 
-    @extend_schema(
+    @bill_schema(
         operation_id="bill_connection_unlink",
         summary=_("Unlink the BILL account"),
         description=_("Logs the session out at BILL (best effort) and deletes the credentials."),
@@ -228,7 +251,7 @@ class ConnectionRefreshView(BillAPIView):
     throttle_classes = (RefreshTenantThrottle, RefreshUserThrottle)
     throttle_action = "refresh"
 
-    @extend_schema(
+    @bill_schema(
         operation_id="bill_connection_refresh",
         summary=_("Refresh the BILL session now"),
         description=_(

@@ -65,7 +65,9 @@ class EmulatorControl:
         return Account.from_dict(self._call("POST", "/accounts", fields))
 
     def load_accounts(self, accounts: list[dict[str, Any]]) -> list[Account]:
-        return [self.add_account(**dict(item)) for item in accounts]
+        """Add many accounts in one request (the accounts file's format)."""
+        answer = self._call("POST", "/accounts", {"accounts": list(accounts)})
+        return [Account.from_dict(item) for item in answer["accounts"]]
 
     def accounts(self) -> list[Account]:
         return [Account.from_dict(a) for a in self._call("GET", "/accounts")["accounts"]]

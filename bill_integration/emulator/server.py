@@ -10,7 +10,8 @@ Paths (relative to ``EmulatorServer.url``):
 * v2 under ``/api/v2`` (``server.v2_base``): ``Login.json``, ``Logout.json``,
   ``GetSessionInfo.json``, ``ListOrgs.json``, ``List/Vendor.json`` (always empty), and
   ``MFAChallenge.json``, ``MFAAuthenticate.json``, ``MFAStatus.json``, ``PayBills.json``.
-* Control under ``/_emulator/``: ``accounts`` (GET, POST), ``accounts/password`` (POST),
+* Control under ``/_emulator/``: ``accounts`` (GET; POST one account object, or an accounts
+  file's whole document: see the package docstring), ``accounts/password`` (POST),
   ``clock`` (GET; POST ``{"advance": s}`` or ``{"offset": s}``), ``faults`` (GET, POST, DELETE),
   ``counters`` (GET ``?organization_id=&dev_key=``), ``sessions`` (GET), ``sessions/invalidate``
   (POST), ``limits`` (POST), ``reset`` (POST); ``mfa/code``, ``mfa/phones``, ``logins``.
@@ -40,7 +41,7 @@ from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from .mfa_routes import CONTROL_MFA_ROUTES, V2_MFA_ROUTES, V3_MFA_ROUTES
-from .state import Account, EmulatedError, EmulatorState, Fault, Session
+from .state import Account, EmulatedError, EmulatorState, Fault, Session, accounts_document
 
 EMULATOR_VERSION = "1.0"
 V3_PREFIX = "/connect"
@@ -495,7 +496,10 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             return
         try:
             body = json.loads(self.body) if self.body else {}
-            if not isinstance(body, dict):
+            # A list only where an accounts file's bare list of accounts is accepted.
+            if not isinstance(body, dict) and not (
+                isinstance(body, list) and route is _add_accounts
+            ):
                 raise TypeError("The request body must be a JSON object.")
             status, payload = route(self.state, body, self.query)
         except (ValueError, TypeError) as exc:
@@ -568,6 +572,18 @@ def _reset(state: EmulatorState, body: dict[str, Any], query: dict[str, str]) ->
     return 200, {"reset": True}
 
 
+def _add_accounts(state: EmulatorState, body: Any, query: dict[str, str]) -> tuple[int, Any]:
+    """One account object (answered as that account), or an accounts file's whole document.
+
+    ``{"accounts": [...]}`` or a bare list, as ``bill_emulator --accounts FILE`` reads: the
+    answer is then ``{"accounts": [...]}`` with every account added.
+    """
+    if isinstance(body, dict) and "accounts" not in body:
+        return 201, state.add_account(**body).to_dict()
+    added = state.load_accounts(accounts_document(body, "POST /_emulator/accounts"))
+    return 201, {"accounts": [account.to_dict() for account in added]}
+
+
 def _password(state: EmulatorState, body: dict[str, Any], query: dict[str, str]) -> tuple[int, Any]:
     state.change_password(body["username"], body["password"])
     return 200, {"changed": True}
@@ -577,7 +593,7 @@ CONTROL_ROUTES: dict[
     tuple[str, str], Callable[[EmulatorState, dict[str, Any], dict[str, str]], tuple[int, Any]]
 ] = {
     ("GET", "/accounts"): lambda s, b, q: (200, {"accounts": [a.to_dict() for a in s.accounts()]}),
-    ("POST", "/accounts"): lambda s, b, q: (201, s.add_account(**b).to_dict()),
+    ("POST", "/accounts"): _add_accounts,
     ("POST", "/accounts/password"): _password,
     ("GET", "/clock"): _clock,
     ("POST", "/clock"): _clock,

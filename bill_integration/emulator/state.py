@@ -654,17 +654,26 @@ class EmulatorState:
             return [account]
 
 
-def load_accounts_file(path: str | Path) -> list[dict[str, Any]]:
-    """Read an accounts file: a JSON list of account objects, or ``{"accounts": [...]}``."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+def accounts_document(data: Any, source: str = "accounts") -> list[dict[str, Any]]:
+    """The account objects of an accounts document: ``{"accounts": [...]}`` or a bare list.
+
+    The one format of ``manage.py bill_emulator --accounts FILE``, of
+    ``POST /_emulator/accounts`` and of :func:`write_accounts_file`; each object has the fields
+    of :class:`Account` (see the package docstring). ``ValueError`` names ``source`` otherwise.
+    """
     if isinstance(data, dict):
         data = data.get("accounts")
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise ValueError(
-            f'{path}: expected a JSON list of accounts or {{"accounts": [...]}}, each an object '
+            f'{source}: expected a JSON list of accounts or {{"accounts": [...]}}, each an object '
             "with at least username and password."
         )
     return data
+
+
+def load_accounts_file(path: str | Path) -> list[dict[str, Any]]:
+    """Read an accounts file: a JSON list of account objects, or ``{"accounts": [...]}``."""
+    return accounts_document(json.loads(Path(path).read_text(encoding="utf-8")), str(path))
 
 
 def write_accounts_file(path: str | Path, accounts: list[Account]) -> None:

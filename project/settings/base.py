@@ -21,6 +21,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here (no CDN)
     "django_celery_beat",
     "bill_integration",
     "project.tenants",
@@ -82,15 +83,8 @@ FIELD_ENCRYPTION_KEY = os.environ.get(
 EMULATOR_PORT = int(os.environ.get("BILL_EMULATOR_PORT", "8111"))
 
 BILL_INTEGRATION = {
+    # Merged over BILL's own sandbox and production.
     "ENVIRONMENTS": {
-        "sandbox": {
-            "v3": "https://gateway.stage.bill.com/connect",
-            "v2": "https://api-stage.bill.com/api/v2",
-        },
-        "production": {
-            "v3": "https://gateway.prod.bill.com/connect",
-            "v2": "https://api.bill.com/api/v2",
-        },
         # The BILL emulator (python manage.py bill_emulator --port 8111).
         "emulator": {
             "v3": f"http://127.0.0.1:{EMULATOR_PORT}/connect",
@@ -103,7 +97,7 @@ BILL_INTEGRATION = {
 }
 
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # No DEFAULT_SCHEMA_CLASS: bill_integration's views bring drf-spectacular's own.
     # Session authentication only: HTTP Basic would let anyone guess Django passwords against
     # the API without the login form's protections.
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -116,6 +110,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Link a tenant's BILL (Bill.com) account and watch its session.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc from the drf-spectacular-sidecar package: /api/docs/ works offline
+    # and never loads a floating @latest from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 CELERY_TASK_ACKS_LATE = True
@@ -132,12 +131,21 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# One handler, on the root logger: the app's records propagate to it. (A handler on the
+# bill_integration logger too would print each line twice in a Celery worker, whose own
+# handler sits on the root.)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {
-        "bill_integration": {"handlers": ["console"], "level": "INFO", "propagate": True},
+    "filters": {"redact_secrets": {"()": "bill_integration.log_redaction.RedactSecretsFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_secrets"],
+        }
     },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {"bill_integration": {"level": "INFO"}},
 }
