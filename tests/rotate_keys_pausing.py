@@ -1,6 +1,6 @@
 """Test-only: run ``manage.py bill_rotate_keys`` and hold still after N rows, to be SIGKILLed there.
 
-The kill test in ``tests/test_rotation.py`` must kill the command at an exact point (30% and
+The kill test in ``tests/services/test_rotation.py`` must kill the command at an exact point (30% and
 70% of the rows). Polling the database from the test and racing the command is fragile on a
 loaded machine (the command may finish before the test process is scheduled again), so the
 child stops itself instead::

@@ -38,7 +38,7 @@ class RecordingClient(BillClient):
 def recording(bill_environment, settings):
     settings.BILL_INTEGRATION = {
         **settings.BILL_INTEGRATION,
-        "CLIENT_CLASS": "tests.test_client_v2.RecordingClient",
+        "CLIENT_CLASS": "tests.client.test_client_v2.RecordingClient",
     }
 
     def make(api_version="v2") -> RecordingClient:

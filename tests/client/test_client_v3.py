@@ -454,7 +454,7 @@ def test_get_client_is_cached_per_thread_and_dropped_on_settings_change(
 def test_client_class_setting_is_used(bill_environment, bill_account, settings):
     settings.BILL_INTEGRATION = {
         **settings.BILL_INTEGRATION,
-        "CLIENT_CLASS": "tests.test_client_v3.CountingClient",
+        "CLIENT_CLASS": "tests.client.test_client_v3.CountingClient",
     }
     client = get_client(bill_environment, "v3")
     assert isinstance(client, CountingClient)

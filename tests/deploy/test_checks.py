@@ -17,7 +17,7 @@ from django.core.management.base import SystemCheckError
 
 from bill_integration import checks
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GOOD_KEY = Fernet.generate_key().decode()
 
 

@@ -27,7 +27,7 @@ FIXED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def later_clock() -> datetime:
-    """A clock importable by dotted path (``tests.test_conf.later_clock``)."""
+    """A clock importable by dotted path (``tests.deploy.test_conf.later_clock``)."""
     return FIXED + timedelta(hours=5)
 
 
@@ -155,7 +155,7 @@ def test_override_clock_puts_the_clock_back_when_the_block_raises():
 
 def test_set_clock_takes_a_dotted_path_for_settings_modules():
     try:
-        set_clock("tests.test_conf.later_clock")
+        set_clock("tests.deploy.test_conf.later_clock")
         assert get_clock() is later_clock
         assert now() == FIXED + timedelta(hours=5)
     finally:
@@ -164,7 +164,7 @@ def test_set_clock_takes_a_dotted_path_for_settings_modules():
 
 
 def test_a_deprecated_clock_setting_still_works_and_the_hook_wins(settings):
-    project(settings, CLOCK="tests.test_conf.later_clock")
+    project(settings, CLOCK="tests.deploy.test_conf.later_clock")
     assert now() == FIXED + timedelta(hours=5)
     assert bill_settings.CLOCK is later_clock
     with override_clock(lambda: FIXED):

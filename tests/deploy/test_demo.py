@@ -21,7 +21,7 @@ import requests
 
 from bill_integration.client import BillClient
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ from bill_integration import tasks
 from bill_integration.models import BillConnection
 from tests.session_support import REDIS_URL, stored
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WORKER_CONCURRENCY = 4
 
 

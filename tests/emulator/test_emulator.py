@@ -30,7 +30,7 @@ from bill_integration.emulator import (
 )
 from bill_integration.emulator import clock as clock_module
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 V3_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}\+00:00$")
 ORG_ID = re.compile(r"^00801[A-Z]{11}[a-z0-9]{4}$")
 USER_ID = re.compile(r"^00601[A-Z]{11}[a-z0-9]{4}$")

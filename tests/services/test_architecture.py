@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "bill_integration"
+PACKAGE = Path(__file__).resolve().parents[2] / "bill_integration"
 #: Where BILL calls and the limits' own machinery live.
 ALLOWED = ("client/", "limits", "services/gateway.py", "emulator/")
 #: What any module may import from the client: pure tables, types and checks, no calls.

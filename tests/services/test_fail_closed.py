@@ -199,7 +199,7 @@ def test_admin_pages_render_without_decrypting(lost, admin_client):
 
 # --- start-up: Celery worker and beat refuse to run without a valid key -----------------------
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def celery(role: str, keys: str, workdir: Path, **extra_env: str) -> subprocess.Popen:

@@ -25,7 +25,7 @@ from bill_integration.models import BillConnection, ConnectionStatus
 from bill_integration.services import get_session
 from tests.session_support import counters, make_tenant, stored
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXPIRE = 36 * 60  # past BILL's 35-minute idle limit
 
 

@@ -25,7 +25,7 @@ from bill_integration import key_rotation as rotation
 from bill_integration.exceptions import DecryptionFailed
 from bill_integration.models import SECRET_FIELDS, BillConnection
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OLD_KEY = Fernet.generate_key().decode()
 NEW_KEY = Fernet.generate_key().decode()
 LOST_KEY = Fernet.generate_key().decode()
