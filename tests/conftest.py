@@ -13,6 +13,14 @@ pytest_plugins = [
 
 
 @pytest.fixture
+def bill_tenant_factory():
+    """Tenants of ``bill_connection()`` are the example project's, named "Tenant <n>"."""
+    from tests.session_support import make_tenant
+
+    return make_tenant
+
+
+@pytest.fixture
 def tenant(db):
     from project.tenants.models import Tenant
 

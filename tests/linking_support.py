@@ -59,8 +59,6 @@ def owner_api(owner):
 
 
 @pytest.fixture
-def linked(tenant, owner, bill_account, bill_environment):
-    """``tenant`` linked to ``bill_account`` on the emulator through the service."""
-    from bill_integration import services
-
-    return services.link(tenant, actor=owner, **credentials(bill_account))
+def linked(tenant, owner, bill_account, bill_connection):
+    """``tenant`` linked to ``bill_account`` on the emulator through the service, by ``owner``."""
+    return bill_connection(tenant=tenant, account=bill_account, link=True, actor=owner)

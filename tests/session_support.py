@@ -1,8 +1,10 @@
-"""Fixtures for the session-keeping tests: linked connections on the emulator, limiter backends.
+"""Fixtures and helpers of the session-keeping tests: the emulator on a shared clock, another
+worker's row lock, the cadence the older scenarios are spaced for.
 
-Loaded as a plugin by ``tests/conftest.py``; the helpers (``counters``, ``stored``) are imported.
-A linked connection is made the way ``services.link`` leaves one (credentials, fingerprint, a
-session BILL gave at login), written directly so tests can make hundreds of them quickly,
+Loaded as a plugin by ``tests/conftest.py``; the helpers (``counters``, ``stored``,
+``row_locked_elsewhere``) are imported. Linked connections come from the emulator plugin's
+``bill_connection`` factory (``make_connection`` is the same factory on ``bill_app``): made the
+way ``services.link`` leaves one, written directly so tests can make hundreds of them quickly,
 including ones sharing one developer key, without spending that key's logins.
 """
 
@@ -10,16 +12,18 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connections as db_connections
+from django.db import transaction
 
 from bill_integration import limits
-from bill_integration.client import get_client
-from bill_integration.conf import now
 from bill_integration.models import BillConnection
-from bill_integration.services.common import dev_key_fingerprint
 
 REDIS_URL = os.environ.get("BILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -31,23 +35,10 @@ def idle_limit_seconds() -> float:
 
 
 @pytest.fixture
-def bill_app(bill_environment: str, bill_clock: Any, settings: Any) -> Any:
-    """The emulator environment and a shared clock, with the app's session settings."""
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION}
+def bill_app(bill_environment: str, bill_clock: Any) -> Any:
+    """The emulator environment and the shared clock, with the limits forgotten."""
     limits.get_limiter().reset()
     return bill_clock
-
-
-@pytest.fixture(params=["database", "redis"])
-def limiter_backend(request: Any, settings: Any, bill_app: Any) -> str:
-    """Run the test once with the database limiter and once with Redis."""
-    if request.param == "redis":
-        settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "REDIS_URL": REDIS_URL}
-    else:
-        settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "REDIS_URL": None}
-    limits.get_limiter().reset()
-    yield request.param
-    limits.get_limiter().reset()
 
 
 def make_tenant(name: str | None = None) -> Any:
@@ -58,61 +49,51 @@ def make_tenant(name: str | None = None) -> Any:
 
 
 @pytest.fixture
-def make_connection(bill_emulator: Any, bill_app: Any) -> Any:
-    """make_connection(**options) -> a BillConnection for a new tenant and emulator account.
+def make_connection(bill_app: Any, bill_connection: Any) -> Any:
+    """The plugin's ``bill_connection`` factory, on the clock and limits of ``bill_app``."""
+    return bill_connection
 
-    Options: ``account`` (an emulator Account), ``dev_key`` (share a developer key),
-    ``login`` (False: store an already-dead session id and no BILL call), ``idle`` (seconds
-    since the session was last used, in the app's records), ``api_version``.
+
+@contextmanager
+def row_locked_elsewhere(
+    connection: BillConnection, *, then: Callable[[], Any] | None = None
+) -> Iterator[None]:
+    """While the block runs, another worker holds the connection's row lock.
+
+    A thread of its own (its own database connection) takes ``SELECT ... FOR UPDATE`` on the
+    row, as a worker in the middle of a login or keep-alive does, runs ``then()`` inside that
+    transaction if given (to write what such a worker writes), and keeps the lock until the
+    block ends; then it commits. Needs ``django_db(transaction=True)``.
     """
+    held, release = threading.Event(), threading.Event()
+    failure: list[BaseException] = []
 
-    def make(
-        *,
-        account: Any = None,
-        dev_key: str | None = None,
-        login: bool = True,
-        idle: float = 0,
-        api_version: str = "v3",
-        tenant: Any = None,
-    ) -> BillConnection:
-        n = next(_numbers)
-        if account is None:
-            account = bill_emulator.state.add_account(
-                username=f"sessions-{n}-{os.getpid()}@example.com",
-                password=f"pw-{n}-canary-password",
-                dev_key=dev_key,
-            )
-        moment = now()
-        if login:
-            result = get_client("emulator", api_version).login(
-                username=account.username,
-                password=account.password,
-                organization_id=account.organization_id,
-                dev_key=account.dev_key,
-            )
-            session_id, user_id = result.session_id, result.user_id
-        else:
-            session_id, user_id = f"!dead-session-{n}", "00601000000000000000"
-        connection = BillConnection(
-            tenant=tenant or make_tenant(),
-            environment="emulator",
-            api_version=api_version,
-            username=account.username,
-            organization_id=account.organization_id,
-            password=account.password,
-            dev_key=account.dev_key,
-            dev_key_fingerprint=dev_key_fingerprint(account.dev_key),
-            session_id=session_id,
-            user_id=user_id,
-            session_obtained_at=moment - timedelta(seconds=idle),
-            session_last_used_at=moment - timedelta(seconds=idle),
-            last_refresh_at=moment,
-        )
-        connection.save(force_insert=True)
-        connection.account = account  # type: ignore[attr-defined]  # for the test's own use
-        return connection
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                BillConnection.objects.select_for_update().get(pk=connection.pk)
+                if then is not None:
+                    then()
+                held.set()
+                release.wait(30)
+        except BaseException as exc:  # reported to the test below
+            failure.append(exc)
+        finally:
+            held.set()
+            db_connections.close_all()
 
-    return make
+    holder = threading.Thread(target=hold, name=f"row-lock-{connection.pk}")
+    holder.start()
+    try:
+        assert held.wait(10), "the other worker never took the row lock"
+        if failure:
+            raise failure[0]
+        yield
+    finally:
+        release.set()
+        holder.join(30)
+    if failure:
+        raise failure[0]
 
 
 def counters(emulator: Any, connection: BillConnection) -> dict[str, int]:
@@ -137,5 +118,5 @@ CLASSIC_CADENCE = {
 
 
 @pytest.fixture
-def classic_cadence(settings: Any) -> None:
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, **CLASSIC_CADENCE}
+def classic_cadence(bill_settings: Any) -> None:
+    bill_settings.update(CLASSIC_CADENCE)

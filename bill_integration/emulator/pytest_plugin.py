@@ -12,14 +12,24 @@ Fixtures:
 * ``bill_account`` — a fresh fake BILL account on it (realistic ids, a Spend token).
 * ``bill_environment`` — points ``BILL_INTEGRATION`` at the emulator as environment
   ``"emulator"`` (and makes it the default); returns ``"emulator"``. Needs pytest-django.
-* ``bill_clock`` — moves the emulator's clock and the app's clock (``conf.now()``) together:
-  ``bill_clock.advance(seconds)`` (through ``conf.override_clock``, for the test's length).
+* ``bill_clock`` — the emulator's clock made the app's clock too (``conf.now()``, through
+  ``conf.override_clock`` for the test's length): ``bill_clock.advance(seconds)`` ages
+  sessions in BILL and in the app alike. One clock, so the two never drift apart.
+* ``bill_settings`` — overrides keys of ``settings.BILL_INTEGRATION`` for the test:
+  ``bill_settings(LOGIN_BUDGET_PER_HOUR=2)``, ``bill_settings.update({...})``,
+  ``bill_settings.remove("KEY")``. Needs pytest-django.
+* ``bill_connection`` — a factory of linked connections on the emulator:
+  ``bill_connection()``, ``bill_connection(tenant=t, account=bill_account, link=True)``,
+  ``bill_connection(dev_key=shared, idle=25 * 60)``; see :class:`.testing.ConnectionFactory`.
+  Needs the database.
+* ``bill_tenant_factory`` — what ``bill_connection`` makes a tenant with (a callable of no
+  arguments); override it in your ``conftest.py`` if your tenant model needs more than text.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +38,7 @@ import pytest
 from .control import EmulatorControl
 from .server import EmulatorServer
 from .state import Account, EmulatorState
+from .testing import ConnectionFactory, create_tenant
 
 _usernames = itertools.count(1)
 
@@ -67,40 +78,76 @@ def _current_settings(settings: Any) -> dict[str, Any]:
     return dict(getattr(settings, "BILL_INTEGRATION", None) or {})
 
 
+class BillSettings:
+    """Keys of ``settings.BILL_INTEGRATION`` overridden for one test (pytest-django's
+    ``settings`` puts the whole dict back afterwards, and the app reloads its settings)."""
+
+    def __init__(self, settings: Any) -> None:
+        self._settings = settings
+
+    def current(self) -> dict[str, Any]:
+        """A copy of the ``BILL_INTEGRATION`` dict in force."""
+        return _current_settings(self._settings)
+
+    def update(self, values: dict[str, Any] | None = None, /, **more: Any) -> dict[str, Any]:
+        """Set these keys, keep the others; returns the new dict."""
+        merged = {**self.current(), **(values or {}), **more}
+        self._settings.BILL_INTEGRATION = merged
+        return merged
+
+    __call__ = update
+
+    def remove(self, *keys: str) -> dict[str, Any]:
+        """Drop these keys (the app's defaults apply again); returns the new dict."""
+        remaining = {k: v for k, v in self.current().items() if k not in keys}
+        self._settings.BILL_INTEGRATION = remaining
+        return remaining
+
+    def __getitem__(self, key: str) -> Any:
+        return self.current()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.current()
+
+
 @pytest.fixture
-def bill_environment(bill_emulator: EmulatorServer, settings: Any) -> str:
+def bill_settings(settings: Any) -> BillSettings:
+    """``bill_settings(LOGIN_BUDGET_PER_HOUR=2)`` for this test only."""
+    return BillSettings(settings)
+
+
+@pytest.fixture
+def bill_environment(bill_emulator: EmulatorServer, bill_settings: BillSettings) -> str:
     """Environment ``"emulator"`` pointed at the running emulator; returns its name."""
     from ..conf import BILL_ENVIRONMENTS
 
-    current = _current_settings(settings)
     environments = {
-        **current.get("ENVIRONMENTS", BILL_ENVIRONMENTS),
+        **bill_settings.current().get("ENVIRONMENTS", BILL_ENVIRONMENTS),
         "emulator": {"v3": bill_emulator.v3_base, "v2": bill_emulator.v2_base},
     }
-    settings.BILL_INTEGRATION = {
-        **current,
-        "ENVIRONMENTS": environments,
-        "DEFAULT_ENVIRONMENT": "emulator",
-    }
+    bill_settings(ENVIRONMENTS=environments, DEFAULT_ENVIRONMENT="emulator")
     return "emulator"
 
 
 class BillClock:
-    """Shifts the emulator's clock and the app's clock (``conf.now()``) by the same amount."""
+    """The emulator's clock (:class:`~.clock.EmulatorClock`), made the app's clock as well."""
 
     def __init__(self, state: EmulatorState) -> None:
         self.state = state
-        self.offset = timedelta(0)
+
+    @property
+    def offset(self) -> timedelta:
+        """How far both clocks are ahead of real time."""
+        return timedelta(seconds=self.state.clock.offset)
 
     def now(self) -> datetime:
-        from django.utils import timezone
-
-        return timezone.now() + self.offset
+        return self.state.now()
 
     def advance(self, seconds: float) -> datetime:
-        self.offset += timedelta(seconds=seconds)
-        self.state.advance(seconds)
-        return self.now()
+        return self.state.advance(seconds)
+
+    def set_offset(self, seconds: float) -> datetime:
+        return self.state.set_offset(seconds)
 
     def __call__(self) -> datetime:
         return self.now()
@@ -114,3 +161,22 @@ def bill_clock(bill_emulator: EmulatorServer) -> Iterator[BillClock]:
     clock = BillClock(bill_emulator.state)
     with override_clock(clock.now):
         yield clock
+
+
+@pytest.fixture
+def bill_tenant_factory() -> Callable[[], Any]:
+    """Makes the tenant of a ``bill_connection()`` called without one; override it if needed."""
+    return create_tenant
+
+
+@pytest.fixture
+def bill_connection(
+    db: None,
+    bill_emulator: EmulatorServer,
+    bill_environment: str,
+    bill_tenant_factory: Callable[[], Any],
+) -> ConnectionFactory:
+    """``bill_connection(**options)`` -> a linked ``BillConnection`` (see ``ConnectionFactory``)."""
+    return ConnectionFactory(
+        bill_emulator.state, environment=bill_environment, make_tenant=bill_tenant_factory
+    )
