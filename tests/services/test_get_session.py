@@ -23,7 +23,7 @@ from bill_integration.exceptions import (
 )
 from bill_integration.models import BillConnection, ConnectionStatus
 from bill_integration.services import get_session
-from tests.session_support import counters, make_tenant, stored
+from tests.session_support import counters, make_tenant, row_locked_elsewhere, stored
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPIRE = 36 * 60  # past BILL's 35-minute idle limit
@@ -273,8 +273,6 @@ def test_fifty_concurrent_callers_threads_and_processes_cause_one_login(
 
 @pytest.mark.django_db(transaction=True)
 def test_waiting_for_a_stuck_login_is_bounded(make_connection, bill_emulator, bill_app, settings):
-    from django.db import transaction
-
     from bill_integration.exceptions import SessionUnavailable
 
     settings.BILL_INTEGRATION = {
@@ -283,24 +281,8 @@ def test_waiting_for_a_stuck_login_is_bounded(make_connection, bill_emulator, bi
     }
     connection = make_connection()
     bill_app.advance(EXPIRE)
-    held, release = threading.Event(), threading.Event()
-
-    def stuck_login() -> None:  # another worker holds the row, as during a slow login
-        with transaction.atomic():
-            BillConnection.objects.select_for_update().get(pk=connection.pk)
-            held.set()
-            release.wait(10)
-        connections.close_all()
-
-    holder = threading.Thread(target=stuck_login)
-    holder.start()
-    held.wait(10)
-    try:
-        with pytest.raises(SessionUnavailable):
-            get_session(connection.tenant)
-    finally:
-        release.set()
-        holder.join()
+    with row_locked_elsewhere(connection), pytest.raises(SessionUnavailable):
+        get_session(connection.tenant)  # another worker holds the row, as during a slow login
     assert counters(bill_emulator, connection)["logins"] == 1  # nobody logged in meanwhile
     assert get_session(connection.tenant).session_id == stored(connection).session_id
     assert counters(bill_emulator, connection)["logins"] == 2
@@ -310,30 +292,13 @@ def test_waiting_for_a_stuck_login_is_bounded(make_connection, bill_emulator, bi
 def test_recording_a_use_never_waits_for_another_workers_row_lock(make_connection, bill_app):
     import time
 
-    from django.db import transaction
-
     connection = make_connection()
     bill_app.advance(5 * 60)
     session = get_session(connection.tenant)
-    held, release = threading.Event(), threading.Event()
-
-    def keep_alive_in_progress() -> None:
-        with transaction.atomic():
-            BillConnection.objects.select_for_update().get(pk=connection.pk)
-            held.set()
-            release.wait(10)
-        connections.close_all()
-
-    holder = threading.Thread(target=keep_alive_in_progress)
-    holder.start()
-    held.wait(10)
-    try:
+    with row_locked_elsewhere(connection):  # a keep-alive in progress
         started = time.monotonic()
         session.mark_used()  # skipped, not queued behind the lock
         waited = time.monotonic() - started
-    finally:
-        release.set()
-        holder.join()
     assert waited < 2
     assert stored(connection).session_last_used_at == connection.session_last_used_at
     bill_app.advance(61)
@@ -348,22 +313,15 @@ def test_waiters_reread_without_queueing_on_the_exclusive_row_lock(
     """While another worker holds the row, a caller polls plain reads: no FOR UPDATE queue."""
     import time
 
-    from django.db import transaction
     from django.test.utils import CaptureQueriesContext
 
     from bill_integration.conf import now
 
     connection = make_connection()
     bill_app.advance(33 * 60)  # the app no longer trusts it (32 min), BILL still would (35)
-    held, release = threading.Event(), threading.Event()
 
-    def holder() -> None:  # a worker in the middle of refreshing this session
-        with transaction.atomic():
-            BillConnection.objects.select_for_update().get(pk=connection.pk)
-            BillConnection.objects.filter(pk=connection.pk).update(session_last_used_at=now())
-            held.set()
-            release.wait(10)
-        connections.close_all()
+    def keep_alive_written() -> None:  # what a worker refreshing this session writes
+        BillConnection.objects.filter(pk=connection.pk).update(session_last_used_at=now())
 
     results: dict = {}
 
@@ -374,16 +332,12 @@ def test_waiters_reread_without_queueing_on_the_exclusive_row_lock(
         results["left"] = time.monotonic()
         connections.close_all()
 
-    holding = threading.Thread(target=holder)
-    holding.start()
-    held.wait(10)
-    waiting = threading.Thread(target=waiter)
-    waiting.start()
-    time.sleep(0.3)
-    assert "session" not in results  # still waiting for the holder's commit
-    committed = time.monotonic()
-    release.set()
-    holding.join()
+    with row_locked_elsewhere(connection, then=keep_alive_written):
+        waiting = threading.Thread(target=waiter)
+        waiting.start()
+        time.sleep(0.3)
+        assert "session" not in results  # still waiting for the holder's commit
+        committed = time.monotonic()
     waiting.join(10)
     assert results["session"].session_id == stored(connection).session_id
     # Released by the commit, not by a lock timeout (SINGLE_FLIGHT_WAIT is 30 s); generous, so

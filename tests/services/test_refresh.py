@@ -17,7 +17,7 @@ from bill_integration.services.sweep import (
     due_connection_ids,
     refresh_connection,
 )
-from tests.session_support import counters, stored
+from tests.session_support import counters, row_locked_elsewhere, stored
 
 pytestmark = pytest.mark.django_db
 
@@ -154,29 +154,10 @@ def test_missing_connection_is_reported(db, bill_app):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_row_another_worker_holds_is_skipped(make_connection, bill_emulator, bill_app):
-    import threading
-
-    from django.db import connections, transaction
-
     connection = make_connection()
     bill_app.advance(25 * 60)
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with transaction.atomic():
-            BillConnection.objects.select_for_update().get(pk=connection.pk)
-            held.set()
-            release.wait(10)
-        connections.close_all()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    held.wait(10)
-    try:
+    with row_locked_elsewhere(connection):
         assert refresh_connection(connection.pk) == BUSY
-    finally:
-        release.set()
-        holder.join()
     assert counters(bill_emulator, connection)["session_info"] == 0
     assert refresh_connection(connection.pk) == KEPT_ALIVE
 
