@@ -346,14 +346,14 @@ def test_actions_queue_several_rows(admin_client, linked, make_connection, worke
     assert any(m.startswith("3 queued") for m in _messages(response))
 
 
-def _rates(settings, **rates):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "REFRESH_THROTTLE_RATES": rates}
+def _rates(bill_settings, **rates):
+    bill_settings(REFRESH_THROTTLE_RATES=rates)
 
 
 def test_actions_skip_rows_over_their_tenants_refresh_rate(
-    admin_client, settings, linked, make_connection, worker
+    admin_client, bill_settings, linked, make_connection, worker
 ):
-    _rates(settings, tenant="2/hour", user="100/hour")
+    _rates(bill_settings, tenant="2/hour", user="100/hour")
     other = make_connection()
     _action(admin_client, "refresh_now", linked.pk)
     _action(admin_client, "verify_credentials", linked.pk)  # the same allowance
@@ -367,11 +367,11 @@ def test_actions_skip_rows_over_their_tenants_refresh_rate(
 
 
 def test_the_tenant_rate_is_shared_with_the_rest_endpoint(
-    admin_client, settings, linked, owner_api, worker
+    admin_client, bill_settings, linked, owner_api, worker
 ):
     from tests.linking_support import REFRESH_URL
 
-    _rates(settings, tenant="1/hour", user="100/hour")
+    _rates(bill_settings, tenant="1/hour", user="100/hour")
     assert owner_api.post(REFRESH_URL).status_code == 200
     response = _action(admin_client, "verify_credentials", linked.pk)
     assert worker.sent == []
@@ -379,9 +379,9 @@ def test_the_tenant_rate_is_shared_with_the_rest_endpoint(
 
 
 def test_actions_skip_rows_over_the_users_refresh_rate_without_counting_them(
-    admin_client, settings, linked, make_connection, worker
+    admin_client, bill_settings, linked, make_connection, worker
 ):
-    _rates(settings, tenant="1/hour", user="2/hour")
+    _rates(bill_settings, tenant="1/hour", user="2/hour")
     rows = sorted([linked.pk, make_connection().pk, make_connection().pk])
     response = admin_client.post(
         LIST_URL, {"action": "refresh_now", "_selected_action": rows}, follow=True
@@ -389,7 +389,7 @@ def test_actions_skip_rows_over_the_users_refresh_rate_without_counting_them(
     assert [args for _, args, _ in worker.sent] == [(rows[0],), (rows[1],)]
     assert "1 skipped: you reached your refresh limit (2/hour)." in _messages(response)
     # The skipped row did not use up its tenant's single refresh.
-    _rates(settings, tenant="1/hour", user="100/hour")
+    _rates(bill_settings, tenant="1/hour", user="100/hour")
     _action(admin_client, "refresh_now", rows[2])
     assert [args for _, args, _ in worker.sent][-1] == (rows[2],)
 

@@ -13,11 +13,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def rates(settings, bill_environment):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "LINK_THROTTLE_RATES": {"tenant": "3/hour", "user": "5/hour"},
-    }
+def rates(bill_settings, bill_environment):
+    bill_settings(LINK_THROTTLE_RATES={"tenant": "3/hour", "user": "5/hour"})
 
 
 def put(client, data):
@@ -98,11 +95,8 @@ def logins(emulator, account) -> int:
 
 
 @pytest.fixture
-def refresh_rates(settings, bill_environment):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "REFRESH_THROTTLE_RATES": {"tenant": "2/hour", "user": "3/hour"},
-    }
+def refresh_rates(bill_settings, bill_environment):
+    bill_settings(REFRESH_THROTTLE_RATES={"tenant": "2/hour", "user": "3/hour"})
 
 
 def test_refresh_is_throttled_per_tenant_before_reaching_bill(
@@ -181,11 +175,8 @@ def test_link_refusal_speaks_of_linking(rates, tenant, make_user, bill_account):
     assert "link a BILL account" in body["message"] and "refresh" not in body["message"]
 
 
-def test_a_wait_of_one_minute_is_singular(settings, tenant, make_user, linked):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "REFRESH_THROTTLE_RATES": {"tenant": "1/min", "user": None},
-    }
+def test_a_wait_of_one_minute_is_singular(bill_settings, tenant, make_user, linked):
+    bill_settings(REFRESH_THROTTLE_RATES={"tenant": "1/min", "user": None})
     owner = make_user(tenant, "owner")
     assert api_as(owner).post(REFRESH_URL).status_code == 200
     response = api_as(owner).post(REFRESH_URL)

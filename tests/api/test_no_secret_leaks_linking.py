@@ -44,13 +44,10 @@ def test_no_canary_anywhere(
     bill_emulator,
     bill_environment,
     caplog,
-    settings,
+    bill_settings,
 ):
     caplog.set_level(logging.DEBUG)
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "LINK_THROTTLE_RATES": {"tenant": "100/hour", "user": None},
-    }
+    bill_settings(LINK_THROTTLE_RATES={"tenant": "100/hour", "user": None})
     bodies: list[str] = []
     sessions: set[str] = set()
 

@@ -49,19 +49,17 @@ def in_process_wsgi():
 
 @pytest.fixture
 def owner_basic_auth(
-    in_process_wsgi, db, tenant, django_user_model, settings, bill_environment, bill_account
+    in_process_wsgi, db, tenant, django_user_model, bill_settings, bill_environment, bill_account
 ):
     """An owner of a linked tenant, as an Authorization header; link throttles out of the way."""
     from bill_integration import services
     from project.tenants.models import Membership
 
-    emulator = settings.BILL_INTEGRATION["ENVIRONMENTS"]["emulator"]
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        # Every environment is the emulator here: no test ever reaches the real BILL.
-        "ENVIRONMENTS": {name: emulator for name in settings.BILL_INTEGRATION["ENVIRONMENTS"]},
-        "LINK_THROTTLE_RATES": {"tenant": "100000/hour", "user": "100000/hour"},
-    }
+    emulator = bill_settings["ENVIRONMENTS"]["emulator"]
+    bill_settings(
+        ENVIRONMENTS={name: emulator for name in bill_settings["ENVIRONMENTS"]},
+        LINK_THROTTLE_RATES={"tenant": "100000/hour", "user": "100000/hour"},
+    )
     user = django_user_model.objects.create_user(username="schema-owner", password="pw-schema")
     Membership.objects.create(user=user, tenant=tenant, role="owner")
     services.link(tenant, **credentials(bill_account))

@@ -35,11 +35,8 @@ class RecordingClient(BillClient):
 
 
 @pytest.fixture
-def recording(bill_environment, settings):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "CLIENT_CLASS": "tests.client.test_client_v2.RecordingClient",
-    }
+def recording(bill_environment, bill_settings):
+    bill_settings(CLIENT_CLASS="tests.client.test_client_v2.RecordingClient")
 
     def make(api_version="v2") -> RecordingClient:
         return get_client(bill_environment, api_version)

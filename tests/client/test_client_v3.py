@@ -255,9 +255,9 @@ def test_injected_5xx_is_transient(client, bill_account, bill_emulator, body):
 
 
 def test_hang_past_the_read_timeout_is_transient(
-    bill_environment, api_version, bill_account, bill_emulator, settings
+    bill_environment, api_version, bill_account, bill_emulator, bill_settings
 ):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "READ_TIMEOUT": timedelta(seconds=0.3)}
+    bill_settings(READ_TIMEOUT=timedelta(seconds=0.3))
     client = get_client(bill_environment, api_version)
     assert client.timeout[1] == 0.3
     result = login(client, bill_account)
@@ -429,7 +429,7 @@ def test_v3_unknown_path_is_unexpected(bill_environment, bill_account):
 
 
 def test_get_client_is_cached_per_thread_and_dropped_on_settings_change(
-    bill_environment, bill_emulator, settings
+    bill_environment, bill_emulator, bill_settings
 ):
     first = get_client(bill_environment, "v3")
     assert get_client(bill_environment, "v3") is first
@@ -440,22 +440,18 @@ def test_get_client_is_cached_per_thread_and_dropped_on_settings_change(
     thread.join()
     assert elsewhere[0] is not first and elsewhere[0].base_url == first.base_url
 
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "ENVIRONMENTS": {
-            **settings.BILL_INTEGRATION["ENVIRONMENTS"],
+    bill_settings(
+        ENVIRONMENTS={
+            **bill_settings["ENVIRONMENTS"],
             "emulator": {"v3": bill_emulator.url + "/elsewhere", "v2": bill_emulator.v2_base},
         },
-    }
+    )
     moved = get_client(bill_environment, "v3")
     assert moved is not first and moved.base_url == bill_emulator.url + "/elsewhere"
 
 
-def test_client_class_setting_is_used(bill_environment, bill_account, settings):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "CLIENT_CLASS": "tests.client.test_client_v3.CountingClient",
-    }
+def test_client_class_setting_is_used(bill_environment, bill_account, bill_settings):
+    bill_settings(CLIENT_CLASS="tests.client.test_client_v3.CountingClient")
     client = get_client(bill_environment, "v3")
     assert isinstance(client, CountingClient)
     login(client, bill_account)

@@ -72,8 +72,8 @@ def test_e003_bad_tenant_model(settings, value):
     assert "BILL_INTEGRATION_TENANT_MODEL" in messages[0].msg + messages[0].hint
 
 
-def test_e005_unknown_default_environment(settings):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "DEFAULT_ENVIRONMENT": "staging"}
+def test_e005_unknown_default_environment(bill_settings):
+    bill_settings(DEFAULT_ENVIRONMENT="staging")
     messages = checks.check_settings()
     assert ids(messages) == [checks.E005_DEFAULT_ENVIRONMENT]
     assert "'staging'" in messages[0].msg and "sandbox" in messages[0].msg
@@ -87,28 +87,24 @@ def test_e004_environments_shape(settings):
 @pytest.mark.parametrize(
     "value", ["no.such.module.resolve", "project.tenants.access.no_such_function", "nodots"]
 )
-def test_e006_resolver_path_that_does_not_import(settings, value):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "TENANT_RESOLVER": value}
+def test_e006_resolver_path_that_does_not_import(bill_settings, value):
+    bill_settings(TENANT_RESOLVER=value)
     messages = checks.check_settings()
     assert ids(messages) == [checks.E006_IMPORT_STRING]
     assert "TENANT_RESOLVER" in messages[0].msg and value in messages[0].msg
 
 
-def test_e006_resolver_module_that_fails_while_importing(settings, tmp_path, monkeypatch):
+def test_e006_resolver_module_that_fails_while_importing(bill_settings, tmp_path, monkeypatch):
     (tmp_path / "broken_resolver.py").write_text("raise RuntimeError('boom at import')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION, "TENANT_RESOLVER": "broken_resolver.resolve",
-    }
+    bill_settings(TENANT_RESOLVER="broken_resolver.resolve")
     messages = checks.check_settings()
     assert ids(messages) == [checks.E006_IMPORT_STRING]
     assert "boom at import" in messages[0].msg
 
 
-def test_e006_not_callable(settings):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION, "TENANT_RESOLVER": "bill_integration.checks.E001_KEY_MISSING",
-    }
+def test_e006_not_callable(bill_settings):
+    bill_settings(TENANT_RESOLVER="bill_integration.checks.E001_KEY_MISSING")
     messages = checks.check_settings()
     assert ids(messages) == [checks.E006_IMPORT_STRING] and "not callable" in messages[0].msg
 
@@ -118,8 +114,8 @@ def test_e007_settings_must_be_a_dict(settings):
     assert ids(checks.check_settings()) == [checks.E007_SETTINGS_TYPE]
 
 
-def test_w001_unknown_setting(settings):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "SESSION_TIMEOUT": 10}
+def test_w001_unknown_setting(bill_settings):
+    bill_settings(SESSION_TIMEOUT=10)
     messages = checks.check_settings()
     assert ids(messages) == [checks.W001_UNKNOWN_SETTING]
     assert "'SESSION_TIMEOUT'" in messages[0].msg and "SESSION_SAFETY_MARGIN" in messages[0].hint
@@ -129,15 +125,14 @@ def test_no_deprecation_warning_for_a_current_configuration(settings):
     assert checks.check_deprecated_settings() == []
 
 
-def test_w002_names_each_deprecated_key_the_project_sets_and_what_to_use(settings):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "SESSION_IDLE_TIMEOUT": timedelta(minutes=35),
-        "MAX_CONCURRENT_PER_ORGANIZATION": 3,
-        "CLOCK": "django.utils.timezone.now",
-        "CONNECT_TIMEOUT": 5,
-        "READ_TIMEOUT": 30.0,
-    }
+def test_w002_names_each_deprecated_key_the_project_sets_and_what_to_use(bill_settings):
+    bill_settings(
+        SESSION_IDLE_TIMEOUT=timedelta(minutes=35),
+        MAX_CONCURRENT_PER_ORGANIZATION=3,
+        CLOCK="django.utils.timezone.now",
+        CONNECT_TIMEOUT=5,
+        READ_TIMEOUT=30.0,
+    )
     messages = checks.check_deprecated_settings()
     assert ids(messages) == [checks.W002_DEPRECATED_SETTING] * 5
     assert all(isinstance(message, Warning) for message in messages)
@@ -152,46 +147,38 @@ def test_w002_names_each_deprecated_key_the_project_sets_and_what_to_use(setting
     assert ids(run_checks()).count(checks.W002_DEPRECATED_SETTING) == 5  # registered
 
 
-def test_timeouts_given_as_timedeltas_raise_no_warning(settings):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "CONNECT_TIMEOUT": timedelta(seconds=5),
-        "READ_TIMEOUT": timedelta(seconds=30),
-    }
+def test_timeouts_given_as_timedeltas_raise_no_warning(bill_settings):
+    bill_settings(CONNECT_TIMEOUT=timedelta(seconds=5), READ_TIMEOUT=timedelta(seconds=30))
     assert checks.check_deprecated_settings() == []
 
 
-def test_e006_a_deprecated_clock_that_does_not_import(settings):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "CLOCK": "no.such.clock"}
+def test_e006_a_deprecated_clock_that_does_not_import(bill_settings):
+    bill_settings(CLOCK="no.such.clock")
     messages = checks.check_settings()
     assert ids(messages) == [checks.E006_IMPORT_STRING] and "CLOCK" in messages[0].msg
 
 
-def test_keepalive_defaults_are_derived_and_reach_the_capacity_targets(settings):
-    from bill_integration.conf import bill_settings, keepalive_after_idle
+def test_keepalive_defaults_are_derived_and_reach_the_capacity_targets(bill_settings):
+    from bill_integration import conf
+    from bill_integration.conf import keepalive_after_idle
 
-    settings.BILL_INTEGRATION = {
-        key: value
-        for key, value in settings.BILL_INTEGRATION.items()
-        if key not in ("KEEPALIVE_AFTER_IDLE", "SWEEP_INTERVAL", "SESSION_SAFETY_MARGIN",
-                       "MAX_SESSION_AGE")
-    }
-    assert bill_settings.MAX_SESSION_AGE == timedelta(days=7)
-    assert bill_settings.SWEEP_INTERVAL == timedelta(minutes=1)
-    assert bill_settings.SESSION_SAFETY_MARGIN == timedelta(minutes=3)
-    assert bill_settings.KEEPALIVE_AFTER_IDLE is None
+    bill_settings.remove(
+        "KEEPALIVE_AFTER_IDLE", "SWEEP_INTERVAL", "SESSION_SAFETY_MARGIN", "MAX_SESSION_AGE"
+    )
+    assert conf.bill_settings.MAX_SESSION_AGE == timedelta(days=7)
+    assert conf.bill_settings.SWEEP_INTERVAL == timedelta(minutes=1)
+    assert conf.bill_settings.SESSION_SAFETY_MARGIN == timedelta(minutes=3)
+    assert conf.bill_settings.KEEPALIVE_AFTER_IDLE is None
     # 35 min idle timeout - 3 min margin - 1 min sweep - 30 s queue slack
     assert keepalive_after_idle() == timedelta(minutes=30, seconds=30)
     assert checks.check_keepalive_timing() == []
     # A project that sweeps every 5 minutes stays safe without touching KEEPALIVE_AFTER_IDLE.
     every_5_minutes = {"SWEEP_INTERVAL": timedelta(minutes=5)}
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, **every_5_minutes}
+    bill_settings.update(every_5_minutes)
     assert keepalive_after_idle() == timedelta(minutes=26, seconds=30)
     assert checks.check_keepalive_timing() == []
     # An explicit value wins.
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION, "KEEPALIVE_AFTER_IDLE": timedelta(minutes=20)
-    }
+    bill_settings(KEEPALIVE_AFTER_IDLE=timedelta(minutes=20))
     assert keepalive_after_idle() == timedelta(minutes=20)
 
 
@@ -203,21 +190,19 @@ def test_keepalive_defaults_are_derived_and_reach_the_capacity_targets(settings)
         ({"KEEPALIVE_AFTER_IDLE": None, "SWEEP_INTERVAL": 40}, "derived"),  # negative
     ],
 )
-def test_e008_keepalive_that_leaves_no_room_for_a_sweep(settings, overrides, source):
+def test_e008_keepalive_that_leaves_no_room_for_a_sweep(bill_settings, overrides, source):
     minutes = {
         key: None if value is None else timedelta(minutes=value) for key, value in overrides.items()
     }
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION, "SESSION_SAFETY_MARGIN": timedelta(minutes=3), **minutes
-    }
+    bill_settings(SESSION_SAFETY_MARGIN=timedelta(minutes=3), **minutes)
     messages = checks.check_keepalive_timing()
     assert ids(messages) == [checks.E008_KEEPALIVE_NO_ROOM]
     assert f"KEEPALIVE_AFTER_IDLE ({source}:" in messages[0].msg
     assert "SWEEP_INTERVAL" in messages[0].hint and "None" in messages[0].hint
 
 
-def test_e008_names_the_settings_when_one_is_not_a_duration(settings):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "SWEEP_INTERVAL": 60}
+def test_e008_names_the_settings_when_one_is_not_a_duration(bill_settings):
+    bill_settings(SWEEP_INTERVAL=60)
     messages = checks.check_keepalive_timing()
     assert ids(messages) == [checks.E008_KEEPALIVE_NO_ROOM]
     assert "timedelta" in messages[0].msg

@@ -31,14 +31,11 @@ def later_clock() -> datetime:
     return FIXED + timedelta(hours=5)
 
 
-def project(settings, **overrides):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, **overrides}
-
-
-def without(settings, *keys):
-    settings.BILL_INTEGRATION = {
-        k: v for k, v in settings.BILL_INTEGRATION.items() if k not in keys
-    }
+@pytest.fixture
+def project(bill_settings):
+    """The project's ``BILL_INTEGRATION`` for this test: ``project(KEY=value)``,
+    ``project.remove(KEY)`` (the plugin's ``bill_settings``, named apart from the app's)."""
+    return bill_settings
 
 
 # --- BILL's facts are constants, not settings ----------------------------------------------------
@@ -66,17 +63,16 @@ def test_every_duration_default_is_a_timedelta():
 # --- removed keys still read right for one release ----------------------------------------------
 
 
-def test_removed_keys_read_as_bills_constants_when_the_project_does_not_set_them(settings):
-    without(settings, *DEPRECATED_SETTINGS)
+def test_removed_keys_read_as_bills_constants_when_the_project_does_not_set_them(project):
+    project.remove(*DEPRECATED_SETTINGS)
     assert bill_settings.SESSION_IDLE_TIMEOUT == constants.SESSION_IDLE_TIMEOUT
     assert bill_settings.MAX_CONCURRENT_PER_ORGANIZATION == constants.MAX_CONCURRENT_PER_ORGANIZATION
     assert bill_settings.CLOCK is timezone.now
 
 
-def test_removed_keys_a_project_still_sets_keep_their_value(settings):
-    without(settings, "KEEPALIVE_AFTER_IDLE")
+def test_removed_keys_a_project_still_sets_keep_their_value(project):
+    project.remove("KEEPALIVE_AFTER_IDLE")
     project(
-        settings,
         SESSION_IDLE_TIMEOUT=timedelta(minutes=30),
         MAX_CONCURRENT_PER_ORGANIZATION=2,
         SESSION_SAFETY_MARGIN=timedelta(minutes=3),
@@ -96,8 +92,8 @@ def test_unknown_names_still_raise():
 # --- HTTP timeouts are timedeltas; numbers are converted for one release -------------------------
 
 
-def test_timeouts_default_to_timedeltas_with_seconds_accessors(settings):
-    without(settings, "CONNECT_TIMEOUT", "READ_TIMEOUT")
+def test_timeouts_default_to_timedeltas_with_seconds_accessors(project):
+    project.remove("CONNECT_TIMEOUT", "READ_TIMEOUT")
     assert bill_settings.CONNECT_TIMEOUT == timedelta(seconds=5)
     assert bill_settings.READ_TIMEOUT == timedelta(seconds=30)
     assert isinstance(bill_settings.READ_TIMEOUT, timedelta)
@@ -106,8 +102,8 @@ def test_timeouts_default_to_timedeltas_with_seconds_accessors(settings):
 
 
 @pytest.mark.parametrize("given", [0.25, timedelta(milliseconds=250)], ids=["float", "timedelta"])
-def test_a_number_of_seconds_or_a_timedelta_reach_the_http_client_alike(settings, given):
-    project(settings, CONNECT_TIMEOUT=given, READ_TIMEOUT=given)
+def test_a_number_of_seconds_or_a_timedelta_reach_the_http_client_alike(project, given):
+    project(CONNECT_TIMEOUT=given, READ_TIMEOUT=given)
     assert bill_settings.READ_TIMEOUT == timedelta(milliseconds=250)
     assert bill_settings.read_timeout_seconds() == 0.25
     # Code written for float settings (float(bill_settings.READ_TIMEOUT)) keeps working.
@@ -116,14 +112,14 @@ def test_a_number_of_seconds_or_a_timedelta_reach_the_http_client_alike(settings
     assert get_client("sandbox", "v3").timeout == (0.25, 0.25)
 
 
-def test_an_integer_number_of_seconds_is_converted(settings):
-    project(settings, READ_TIMEOUT=12)
+def test_an_integer_number_of_seconds_is_converted(project):
+    project(READ_TIMEOUT=12)
     assert bill_settings.READ_TIMEOUT == timedelta(seconds=12)
 
 
 @pytest.mark.parametrize("given", ["30", timedelta(0), -1.0, None])
-def test_a_timeout_that_is_not_a_positive_duration_is_refused(settings, given):
-    project(settings, READ_TIMEOUT=given)
+def test_a_timeout_that_is_not_a_positive_duration_is_refused(project, given):
+    project(READ_TIMEOUT=given)
     with pytest.raises(ImproperlyConfigured, match="READ_TIMEOUT"):
         bill_settings.READ_TIMEOUT  # noqa: B018
 
@@ -131,8 +127,8 @@ def test_a_timeout_that_is_not_a_positive_duration_is_refused(settings, given):
 # --- the clock is a test hook --------------------------------------------------------------------
 
 
-def test_now_is_real_time_by_default(settings):
-    without(settings, "CLOCK")
+def test_now_is_real_time_by_default(project):
+    project.remove("CLOCK")
     before = timezone.now()
     assert before <= now() <= timezone.now()
     assert now().tzinfo is not None
@@ -163,8 +159,8 @@ def test_set_clock_takes_a_dotted_path_for_settings_modules():
     assert now() != FIXED + timedelta(hours=5)
 
 
-def test_a_deprecated_clock_setting_still_works_and_the_hook_wins(settings):
-    project(settings, CLOCK="tests.deploy.test_conf.later_clock")
+def test_a_deprecated_clock_setting_still_works_and_the_hook_wins(project):
+    project(CLOCK="tests.deploy.test_conf.later_clock")
     assert now() == FIXED + timedelta(hours=5)
     assert bill_settings.CLOCK is later_clock
     with override_clock(lambda: FIXED):

@@ -106,14 +106,10 @@ class Worker:
 
 
 @pytest.fixture
-def worker_queue(settings, bill_app):
+def worker_queue(bill_settings, bill_app):
     """A queue of this test's own, the Redis limiter, and the settings a producer needs."""
     queue = f"bill-sessions-test-{uuid.uuid4().hex[:8]}"
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "TASK_QUEUE": queue,
-        "REDIS_URL": REDIS_URL,
-    }
+    bill_settings(TASK_QUEUE=queue, REDIS_URL=REDIS_URL)
     yield queue
     client = redis.Redis.from_url(REDIS_URL)
     client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")

@@ -72,15 +72,17 @@ def test_session_is_renewed_only_after_the_idle_window_minus_margin(
 
 
 @pytest.mark.django_db
-def test_max_session_age_forces_a_new_login(make_connection, bill_emulator, bill_app, settings):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "MAX_SESSION_AGE": None}
+def test_max_session_age_forces_a_new_login(
+    make_connection, bill_emulator, bill_app, bill_settings
+):
+    bill_settings(MAX_SESSION_AGE=None)
     connection = make_connection()
     first = get_session(connection.tenant)
     for _ in range(3):  # used every 20 minutes for an hour: alive, never renewed
         bill_app.advance(20 * 60)
         get_session(connection.tenant).request("GET", "/v3/vendors")
     assert get_session(connection.tenant).session_id == first.session_id
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "MAX_SESSION_AGE": timedelta(hours=1)}
+    bill_settings(MAX_SESSION_AGE=timedelta(hours=1))
     assert get_session(connection.tenant).session_id != first.session_id
 
 
@@ -272,13 +274,12 @@ def test_fifty_concurrent_callers_threads_and_processes_cause_one_login(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_waiting_for_a_stuck_login_is_bounded(make_connection, bill_emulator, bill_app, settings):
+def test_waiting_for_a_stuck_login_is_bounded(
+    make_connection, bill_emulator, bill_app, bill_settings
+):
     from bill_integration.exceptions import SessionUnavailable
 
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "SINGLE_FLIGHT_WAIT": timedelta(seconds=0.5),
-    }
+    bill_settings(SINGLE_FLIGHT_WAIT=timedelta(seconds=0.5))
     connection = make_connection()
     bill_app.advance(EXPIRE)
     with row_locked_elsewhere(connection), pytest.raises(SessionUnavailable):

@@ -70,12 +70,8 @@ def sweep_until_next_attempt(bill_app, connection: BillConnection) -> str:
 
 
 @pytest.fixture
-def fast_timeouts(settings, bill_app):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "READ_TIMEOUT": timedelta(seconds=0.5),
-        "CONNECT_TIMEOUT": timedelta(seconds=0.5),
-    }
+def fast_timeouts(bill_settings, bill_app):
+    bill_settings(READ_TIMEOUT=timedelta(seconds=0.5), CONNECT_TIMEOUT=timedelta(seconds=0.5))
 
 
 @pytest.mark.parametrize(
@@ -125,12 +121,8 @@ def test_transient_faults_back_off_then_recover_with_credentials_unchanged(
     assert counters(bill_emulator, connection)["logins"] == 1
 
 
-def test_backoff_grows_exponentially_with_jitter_and_a_cap(settings):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "BACKOFF_BASE": timedelta(seconds=30),
-        "BACKOFF_MAX": timedelta(minutes=10),
-    }
+def test_backoff_grows_exponentially_with_jitter_and_a_cap(bill_settings):
+    bill_settings(BACKOFF_BASE=timedelta(seconds=30), BACKOFF_MAX=timedelta(minutes=10))
     for failures, cap in [(1, 30), (2, 60), (3, 120), (5, 480), (12, 600)]:
         delays = {backoff_delay(failures).total_seconds() for _ in range(50)}
         assert all(30 <= d <= cap for d in delays)
@@ -324,10 +316,10 @@ def test_mfa_demanded_on_a_call_is_raised_to_the_caller_without_a_login(
 
 
 def test_a_bill_outage_shows_degraded_even_when_the_failed_logins_spent_the_budget(
-    make_connection, bill_emulator, bill_app, settings, sent
+    make_connection, bill_emulator, bill_app, bill_settings, sent
 ):
     """During an outage the failing logins are what spent the budget: say "degraded"."""
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "LOGIN_BUDGET_PER_HOUR": 1}
+    bill_settings(LOGIN_BUDGET_PER_HOUR=1)
     connection = make_connection()
     bill_app.advance(40 * 60)  # the session is surely gone: the sweep must log in
     bill_emulator.state.set_fault("status", status=503, organization_id=connection.organization_id)

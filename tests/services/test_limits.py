@@ -21,24 +21,14 @@ from bill_integration.services.freshness import BUDGET_EXHAUSTED
 from bill_integration.services.sweep import due_connection_ids
 from tests.session_support import REDIS_URL
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def cadence(settings):
-    """The sweeps here are spaced for a keep-alive after 20 idle minutes (5-minute margin)."""
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "KEEPALIVE_AFTER_IDLE": timedelta(minutes=20),
-        "SESSION_SAFETY_MARGIN": timedelta(minutes=5),
-        "SWEEP_INTERVAL": timedelta(minutes=5),
-    }
+#: The sweeps here are spaced for a keep-alive after 20 idle minutes (5-minute margin).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("classic_cadence")]
 
 
 @pytest.fixture
-def budget(settings, limiter_backend):
+def budget(bill_settings, limiter_backend):
     def set_budget(n: int) -> None:
-        settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "LOGIN_BUDGET_PER_HOUR": n}
+        bill_settings(LOGIN_BUDGET_PER_HOUR=n)
 
     return set_budget
 
@@ -107,11 +97,8 @@ def test_pause_stops_calls_until_it_ends(limiter_backend, bill_app):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_slots_cap_concurrency_per_organization(limiter_backend, bill_app, settings):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "CONCURRENCY_WAIT": timedelta(seconds=0.3),
-    }
+def test_slots_cap_concurrency_per_organization(limiter_backend, bill_app, bill_settings):
+    bill_settings(CONCURRENCY_WAIT=timedelta(seconds=0.3))
     fingerprint, org = "fp-slots", "00801000000000000001"
     held = [limits.request_slot(fingerprint, org) for _ in range(3)]
     for slot in held:
@@ -218,8 +205,8 @@ def test_500_tenants_on_one_dev_key_stay_within_the_budget_every_hour(
     assert any("login budget exhausted" in r.getMessage() for r in caplog.records)
 
 
-def test_redis_keys_expire_on_their_own(settings, bill_app):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "REDIS_URL": REDIS_URL}
+def test_redis_keys_expire_on_their_own(bill_settings, bill_app):
+    bill_settings(REDIS_URL=REDIS_URL)
     fingerprint = "fp-ttl"
     limits.get_limiter().reset()
     limits.take_login(fingerprint)
@@ -251,8 +238,8 @@ def closed_port() -> int:
         return probe.getsockname()[1]
 
 
-def use_redis(settings, url: str = REDIS_URL, **more) -> None:
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "REDIS_URL": url, **more}
+def use_redis(bill_settings, url: str = REDIS_URL, **more) -> None:
+    bill_settings(REDIS_URL=url, **more)
 
 
 def forget_redis_keys() -> None:
@@ -266,8 +253,8 @@ def forget_redis_keys() -> None:
         client.delete(key)
 
 
-def test_unreachable_redis_raises_transient_error_without_the_password(settings, bill_app):
-    use_redis(settings, f"redis://:hunter2-limiter@127.0.0.1:{closed_port()}/1")
+def test_unreachable_redis_raises_transient_error_without_the_password(bill_settings, bill_app):
+    use_redis(bill_settings, f"redis://:hunter2-limiter@127.0.0.1:{closed_port()}/1")
     calls = {
         "take_login": lambda: limits.take_login("fp-down"),
         "request_slot": lambda: limits.request_slot("fp-down", "00801000000000000001").__enter__(),
@@ -286,8 +273,10 @@ def test_unreachable_redis_raises_transient_error_without_the_password(settings,
         assert "127.0.0.1" in text, name
 
 
-def test_a_failed_slot_release_keeps_the_callers_result(settings, bill_app, monkeypatch, caplog):
-    use_redis(settings)
+def test_a_failed_slot_release_keeps_the_callers_result(
+    bill_settings, bill_app, monkeypatch, caplog
+):
+    use_redis(bill_settings)
     limiter = limits.get_limiter()
     gone = redis.Redis.from_url(f"redis://127.0.0.1:{closed_port()}/1")
     answers = []
@@ -309,8 +298,8 @@ def test_a_failed_slot_release_keeps_the_callers_result(settings, bill_app, monk
     limits.reset()
 
 
-def test_the_login_budget_survives_redis_losing_its_keys(settings, bill_app):
-    use_redis(settings, LOGIN_BUDGET_PER_HOUR=5)
+def test_the_login_budget_survives_redis_losing_its_keys(bill_settings, bill_app):
+    use_redis(bill_settings, LOGIN_BUDGET_PER_HOUR=5)
     limits.reset()
     fingerprint = "fp-restart"
     for _ in range(3):
@@ -331,8 +320,8 @@ def test_the_login_budget_survives_redis_losing_its_keys(settings, bill_app):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_workers_racing_after_redis_lost_its_keys_stay_within_the_budget(settings, bill_app):
-    use_redis(settings, LOGIN_BUDGET_PER_HOUR=20)
+def test_workers_racing_after_redis_lost_its_keys_stay_within_the_budget(bill_settings, bill_app):
+    use_redis(bill_settings, LOGIN_BUDGET_PER_HOUR=20)
     limits.reset()
     fingerprint = "fp-restart-race"
     for _ in range(8):
@@ -359,7 +348,7 @@ def test_workers_racing_after_redis_lost_its_keys_stay_within_the_budget(setting
 
 
 def test_tenants_failing_to_link_cannot_starve_the_healthy_ones(
-    limiter_backend, make_connection, bill_emulator, bill_app, settings
+    limiter_backend, make_connection, bill_emulator, bill_app, bill_settings
 ):
     """20 tenants keep linking with wrong passwords on the key 3 healthy tenants share.
 
@@ -371,12 +360,11 @@ def test_tenants_failing_to_link_cannot_starve_the_healthy_ones(
     from bill_integration.exceptions import InvalidCredentials
     from tests.session_support import make_tenant
 
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "LOGIN_BUDGET_PER_HOUR": 40,
-        "LOGIN_RESERVE_FOR_RENEWALS": 0.5,  # 20 logins only renewals may use
-        "LOGIN_ATTEMPTS_PER_TENANT": 5,
-    }
+    bill_settings(
+        LOGIN_BUDGET_PER_HOUR=40,
+        LOGIN_RESERVE_FOR_RENEWALS=0.5,
+        LOGIN_ATTEMPTS_PER_TENANT=5,
+    )
     first = make_connection()  # set up with a direct login, outside the budget
     dev_key = first.account.dev_key
     healthy = [first, *(make_connection(dev_key=dev_key) for _ in range(2))]

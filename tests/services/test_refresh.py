@@ -17,23 +17,12 @@ from bill_integration.services.sweep import (
     due_connection_ids,
     refresh_connection,
 )
-from tests.session_support import counters, row_locked_elsewhere, stored
-
-pytestmark = pytest.mark.django_db
+from tests.session_support import CLASSIC_CADENCE, counters, row_locked_elsewhere, stored
 
 #: Most tests here are about one cadence, given explicitly (not the defaults, which
 #: test_sweep_with_the_default_cadence... covers): keep alive after 20 idle minutes,
 #: a 5-minute safety margin, a sweep every 5 minutes.
-CADENCE = {
-    "KEEPALIVE_AFTER_IDLE": timedelta(minutes=20),
-    "SESSION_SAFETY_MARGIN": timedelta(minutes=5),
-    "SWEEP_INTERVAL": timedelta(minutes=5),
-}
-
-
-@pytest.fixture(autouse=True)
-def cadence(settings):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, **CADENCE}
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("classic_cadence")]
 
 
 def alive_at_bill(emulator, connection: BillConnection) -> bool:
@@ -118,9 +107,9 @@ def test_session_bill_ended_is_detected_by_the_keepalive_and_renewed(
 
 
 def test_max_session_age_is_renewed_by_the_sweep(
-    make_connection, bill_emulator, bill_app, settings
+    make_connection, bill_emulator, bill_app, bill_settings
 ):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "MAX_SESSION_AGE": timedelta(hours=1)}
+    bill_settings(MAX_SESSION_AGE=timedelta(hours=1))
     connection = make_connection()
     for _ in range(2):
         bill_app.advance(20 * 60)
@@ -192,10 +181,9 @@ def test_v2_sessions_are_kept_alive_with_get_session_info(make_connection, bill_
 
 
 def test_sweep_with_the_default_cadence_keeps_sessions_alive_with_one_call_per_half_hour(
-    make_connection, bill_emulator, bill_app, settings
+    make_connection, bill_emulator, bill_app, bill_settings
 ):
-    defaults = {k: v for k, v in settings.BILL_INTEGRATION.items() if k not in CADENCE}
-    settings.BILL_INTEGRATION = defaults  # KEEPALIVE_AFTER_IDLE derived: 30.5 min
+    bill_settings.remove(*CLASSIC_CADENCE)  # KEEPALIVE_AFTER_IDLE derived: 30.5 min
     connections = [make_connection() for _ in range(3)]
     for _ in range(120):  # two hours, a sweep every minute (SWEEP_INTERVAL's default)
         bill_app.advance(60)
@@ -284,16 +272,12 @@ def test_a_broken_row_does_not_stop_the_sweep_for_other_tenants(
 
 
 def test_a_renewal_the_budget_refuses_keeps_the_live_session_in_use(
-    make_connection, bill_emulator, bill_app, settings, caplog
+    make_connection, bill_emulator, bill_app, bill_settings, caplog
 ):
     from bill_integration import limits
     from bill_integration.services.lifecycle import RENEWAL_DEFERRED
 
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "MAX_SESSION_AGE": timedelta(hours=1),
-        "LOGIN_BUDGET_PER_HOUR": 1,
-    }
+    bill_settings(MAX_SESSION_AGE=timedelta(hours=1), LOGIN_BUDGET_PER_HOUR=1)
     connection = make_connection()
     first = stored(connection).session_id
     for _ in range(2):
@@ -325,15 +309,11 @@ def test_a_renewal_the_budget_refuses_keeps_the_live_session_in_use(
 
 
 def test_get_session_keeps_a_live_session_when_the_budget_refuses_its_renewal(
-    make_connection, bill_emulator, bill_app, settings
+    make_connection, bill_emulator, bill_app, bill_settings
 ):
     from bill_integration import limits
 
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "MAX_SESSION_AGE": timedelta(hours=1),
-        "LOGIN_BUDGET_PER_HOUR": 1,
-    }
+    bill_settings(MAX_SESSION_AGE=timedelta(hours=1), LOGIN_BUDGET_PER_HOUR=1)
     connection = make_connection()
     first = stored(connection).session_id
     for _ in range(2):

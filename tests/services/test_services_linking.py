@@ -358,15 +358,11 @@ def test_bdc_1144_at_link_pauses_the_developer_key(
 
 
 def test_link_spends_the_login_budget(
-    tenant, settings, bill_emulator, bill_account, bill_environment
+    tenant, bill_settings, bill_emulator, bill_account, bill_environment
 ):
     from bill_integration.exceptions import RateLimited
 
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "LOGIN_BUDGET_PER_HOUR": 2,
-        "LOGIN_RESERVE_FOR_RENEWALS": 0,
-    }
+    bill_settings(LOGIN_BUDGET_PER_HOUR=2, LOGIN_RESERVE_FOR_RENEWALS=0)
     services.link(tenant, **credentials(bill_account))
     services.link(tenant, **credentials(bill_account))
     with pytest.raises(RateLimited) as info:
