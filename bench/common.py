@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bill_integration.emulator.clock import EmulatorClock
+
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 SETTINGS_MODULE = "bench.settings"
@@ -53,16 +55,12 @@ def set_sim_time(state: Any, moment: datetime) -> datetime:
     return state.now()
 
 
-class OffsetClock:
-    """Real time plus an offset, for an emulator in another process (advanced together)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> datetime:
-        from datetime import timedelta
-
-        return datetime.now(UTC) + timedelta(seconds=self.offset)
+def clock_beside_remote_emulator() -> EmulatorClock:
+    """A clock of the emulator's own kind made the app's clock, at real time, for an emulator
+    in another process: advance it together with the emulator (its control API)."""
+    own = EmulatorClock()
+    set_clock(own.now)
+    return own
 
 
 # --- Django ---------------------------------------------------------------------------------
@@ -319,10 +317,12 @@ def create_connections(
 ) -> list[int]:
     """One Tenant and one BillConnection per account, inserted in bulk; returns tenant ids.
 
-    Rows are built as the linking service would leave them (encrypted fields encrypt as usual);
-    bulk inserts are harness set-up only, never how the app writes credentials.
+    Rows are built by the test fixtures' builder (``emulator.testing.build_connection``, as the
+    linking service would leave them; encrypted fields encrypt as usual); bulk inserts are
+    harness set-up only, never how the app writes credentials.
     """
-    from bill_integration.models import BillConnection, ConnectionStatus
+    from bill_integration.emulator.testing import build_connection
+    from bill_integration.models import BillConnection
     from bill_integration.services.common import dev_key_fingerprint
     from project.tenants.models import Tenant
 
@@ -332,20 +332,13 @@ def create_connections(
     )
     fingerprints = {key: dev_key_fingerprint(key) for key in {a.dev_key for a in accounts}}
     rows = [
-        BillConnection(
+        build_connection(
+            a,
             tenant=tenant,
-            environment="emulator",
-            api_version="v3",
-            username=a.username,
-            organization_id=a.organization_id,
-            password=a.password,
-            dev_key=a.dev_key,
             session_id=session_id,
+            obtained_at=obtained,
+            last_used_at=last_used,
             dev_key_fingerprint=fingerprints[a.dev_key],
-            user_id=a.user_id,
-            status=ConnectionStatus.ACTIVE,
-            session_obtained_at=obtained,
-            session_last_used_at=last_used,
         )
         for tenant, a, session_id, obtained, last_used in zip(
             tenants, accounts, session_ids, obtained_at, last_used_at, strict=True

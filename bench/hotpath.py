@@ -35,7 +35,7 @@ def run(*, rounds: int = ROUNDS, quiet: bool = False) -> dict[str, Any]:
     from bill_integration.services import get_session
     from project.tenants.models import Membership
 
-    common.set_clock(common.OffsetClock())
+    common.clock_beside_remote_emulator()
     common.configure("http://127.0.0.1:9")  # no BILL call is made on this path
     common.reset_app_state()
     now = common.clock()

@@ -42,7 +42,7 @@ def run(*, callers: int = CALLERS, quiet: bool = False) -> dict[str, Any]:
     from bill_integration.emulator import EmulatorControl, ids
     from bill_integration.services import get_session
 
-    common.set_clock(common.OffsetClock())
+    own_clock = common.clock_beside_remote_emulator()
     accounts = common.make_credentials(2, [ids.dev_key()], "stampede")
     with tempfile.TemporaryDirectory() as workdir:
         emulator = common.EmulatorProcess(accounts, Path(workdir)).start()
@@ -79,9 +79,7 @@ def run(*, callers: int = CALLERS, quiet: bool = False) -> dict[str, Any]:
             dev_key=target.dev_key,
         )
         control.advance(36 * 60)
-        clock = common._clock_source
-        assert isinstance(clock, common.OffsetClock)
-        clock.offset += 36 * 60
+        own_clock.advance(36 * 60)
         now = common.clock()
         tenant_id = common.create_connections(
             [target],
@@ -125,7 +123,7 @@ def run(*, callers: int = CALLERS, quiet: bool = False) -> dict[str, Any]:
         logins = control.counters(organization_id=target.organization_id)["logins"] - before
     finally:
         emulator.stop()
-        common.set_clock(common.OffsetClock())
+        common.clock_beside_remote_emulator()
     distinct = Counter(s for s in sessions if s)
     return {
         "callers": callers,

@@ -80,7 +80,7 @@ def run(
     from bill_integration.models import BillConnection
     from bill_integration.services import due_connection_ids, refresh_connection
 
-    common.set_clock(common.OffsetClock())
+    common.clock_beside_remote_emulator()
     keys = [ids.dev_key() for _ in range(DEV_KEYS)]
     accounts = common.make_credentials(tenants, keys, "sweep")
     with tempfile.TemporaryDirectory() as workdir:
@@ -171,7 +171,7 @@ def run(
         workers.close()
     finally:
         emulator.stop()
-        common.set_clock(common.OffsetClock())
+        common.clock_beside_remote_emulator()
     return {
         "tenants": tenants,
         "threads": threads,

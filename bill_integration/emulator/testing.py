@@ -64,7 +64,7 @@ def build_connection(
         user_id=user_id or getattr(account, "user_id", "") or "",
         status=ConnectionStatus.ACTIVE,
         session_obtained_at=obtained_at,
-        session_last_used_at=last_used_at if last_used_at is not None else obtained_at,
+        session_last_used_at=last_used_at,
     )
 
 
@@ -188,6 +188,7 @@ class ConnectionFactory:
                 session_id=session_id,
                 user_id=user_id,
                 obtained_at=moment - timedelta(seconds=idle),
+                last_used_at=moment - timedelta(seconds=idle),
                 environment=self.environment,
                 api_version=api_version,
             )
