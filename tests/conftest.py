@@ -1,6 +1,15 @@
-"""Shared fixtures: tenants, users with roles, and the BILL emulator (the app's own plugin)."""
+"""Shared fixtures: tenants, users with roles, and the BILL emulator (the app's own plugin).
+
+Also the ``slow`` mark's rules: browser and worker tests are slow, and so is every test that
+starts a process (a test that does without the mark fails, naming the command), so that
+``pytest -m "not slow"`` is the quick run and starts no process.
+"""
 
 from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -44,3 +53,58 @@ def make_user(db, django_user_model):
         return user
 
     return make
+
+
+#: Marks that make a test slow by themselves.
+SLOW_MARKS = ("browser", "worker")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(name) for name in SLOW_MARKS):
+            item.add_marker(pytest.mark.slow)
+
+
+@contextmanager
+def _processes_recorded(item) -> Iterator[list[str]]:
+    """Note every process started while a test not marked ``slow`` sets up or runs."""
+    started: list[str] = []
+    if item.get_closest_marker("slow"):
+        yield started
+        return
+    original = subprocess.Popen.__init__
+
+    def noting(self, args, *more, **options):
+        started.append(args if isinstance(args, str) else " ".join(map(str, args)))
+        original(self, args, *more, **options)
+
+    subprocess.Popen.__init__ = noting
+    try:
+        yield started
+    finally:
+        subprocess.Popen.__init__ = original
+
+
+def _refuse(item, started: list[str]) -> None:
+    if started:
+        pytest.fail(
+            f"{item.nodeid} starts a process ({started[0][:120]}): mark it slow "
+            "(@pytest.mark.slow), so that pytest -m 'not slow' stays quick.",
+            pytrace=False,
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    with _processes_recorded(item) as started:
+        result = yield
+    _refuse(item, started)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    with _processes_recorded(item) as started:
+        result = yield
+    _refuse(item, started)
+    return result

@@ -214,6 +214,7 @@ def test_manage_check_fails_with_a_malformed_key(settings):
         call_command("check")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["", "malformed-key-value"], ids=["missing", "malformed"])
 def test_manage_py_check_refuses_in_a_fresh_process(key):
     """The real command line, with the key from the environment (no test-suite settings)."""

@@ -45,12 +45,14 @@ def resolved() -> dict:
     return yaml.safe_load(result.stdout)
 
 
+@pytest.mark.slow
 def test_compose_file_validates_with_docker_compose():
     result = compose("config", "--quiet")
     assert result.returncode == 0, result.stderr
     assert "ERROR" not in result.stderr and "Invalid" not in result.stderr
 
 
+@pytest.mark.slow
 def test_default_services_and_emulator_profile(resolved):
     listed = compose("config", "--services")
     assert listed.returncode == 0, listed.stderr
@@ -61,6 +63,7 @@ def test_default_services_and_emulator_profile(resolved):
         assert "profiles" not in resolved["services"][name], name
 
 
+@pytest.mark.slow
 def test_every_service_has_a_health_check(resolved):
     for name in ALL_SERVICES:
         service = resolved["services"][name]
@@ -68,6 +71,7 @@ def test_every_service_has_a_health_check(resolved):
         assert service.get("restart") == "unless-stopped", name
 
 
+@pytest.mark.slow
 def test_app_services_wait_for_healthy_postgres_and_redis(resolved):
     for name in APP_SERVICES:
         service = resolved["services"][name]
@@ -116,6 +120,7 @@ def test_dockerfile_slim_base_non_root_gunicorn():
         assert "checks" in block, role
 
 
+@pytest.mark.slow
 def test_entrypoint_and_healthcheck_scripts_parse():
     sh = subprocess.run(
         ["sh", "-n", str(DOCKER / "entrypoint.sh")], capture_output=True, text=True, check=False

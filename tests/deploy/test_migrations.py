@@ -29,6 +29,7 @@ def test_no_missing_migrations_under_test_settings():
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
 
 
+@pytest.mark.slow
 def test_no_missing_migrations_with_another_tenant_model_and_auto_field(tmp_path):
     result = manage(
         "makemigrations", "--check", "--dry-run", settings="tests.settings_swapped",
@@ -38,6 +39,7 @@ def test_no_missing_migrations_with_another_tenant_model_and_auto_field(tmp_path
     assert "No changes detected" in result.stdout
 
 
+@pytest.mark.slow
 def test_migrate_from_scratch_with_another_tenant_model(tmp_path):
     env = {"BILL_SWAPPED_DB": str(tmp_path / "db.sqlite3")}
     result = manage("migrate", "--no-input", settings="tests.settings_swapped", env=env)

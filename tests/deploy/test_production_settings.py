@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+pytestmark = pytest.mark.slow  # every test starts manage.py, gunicorn or Celery
+
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON_BIN = str(Path(sys.executable).parent)
 

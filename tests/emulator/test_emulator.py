@@ -730,6 +730,7 @@ def test_accounts_file_round_trip_and_example(tmp_path):
         load_accounts_file(tmp_path / "bad.json")
 
 
+@pytest.mark.slow
 def test_standalone_server_without_django(tmp_path):
     script = (
         "import sys, json, urllib.request\n"
@@ -751,6 +752,7 @@ def test_standalone_server_without_django(tmp_path):
     assert json.loads(result.stdout) == []
 
 
+@pytest.mark.slow
 def test_manage_py_bill_emulator_prints_where_it_listens_and_its_accounts(tmp_path):
     accounts = tmp_path / "accounts.json"
     accounts.write_text(
@@ -807,6 +809,7 @@ def test_manage_py_bill_emulator_prints_where_it_listens_and_its_accounts(tmp_pa
         process.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_manage_py_bill_emulator_explains_a_missing_accounts_file(tmp_path):
     result = subprocess.run(  # the return code is asserted below
         [

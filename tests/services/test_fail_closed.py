@@ -219,6 +219,7 @@ def celery(role: str, keys: str, workdir: Path, **extra_env: str) -> subprocess.
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ["worker", "beat"])
 @pytest.mark.parametrize(
     "keys,check_id", [("", "bill_integration.E001"), ("not-a-key", "bill_integration.E002")],
@@ -236,6 +237,7 @@ def test_celery_refuses_to_start_without_a_valid_key(role, keys, check_id, tmp_p
     assert "not-a-key" not in output.split("refuses to start")[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role,ready", [("worker", "ready."), ("beat", "beat: Starting...")])
 def test_celery_starts_with_a_valid_key(role, ready, tmp_path):
     proc = celery(role, Fernet.generate_key().decode(), tmp_path)
@@ -318,6 +320,7 @@ def test_celery_refuses_to_start_with_a_key_that_is_not_the_datas(role, tenant, 
     assert data_key not in output and "gAAAA" not in output
 
 
+@pytest.mark.slow
 def test_the_guard_lets_start_and_warns_when_the_database_cannot_be_read():
     """No data to compare the key with (database down): start, and say the key is unverified."""
     code = (

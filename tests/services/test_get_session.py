@@ -212,6 +212,7 @@ def child_env(bill_emulator, tenant_id: int, threads: int) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_fifty_concurrent_callers_threads_and_processes_cause_one_login(
     make_connection, bill_emulator, bill_app
