@@ -108,8 +108,9 @@ class ConnectionFactory:
     ``Account``; else a new one, on ``dev_key`` if given, to share a developer key),
     ``api_version``, and either
 
-    * ``link=True`` (with ``actor``): through ``services.link``, as a person links: a BILL
-      login through the gateway (it spends the login budget), an audit record, the signal;
+    * ``link=True`` (with ``actor``, and ``api_token`` to store a Spend token): through
+      ``services.link``, as a person links: a BILL login through the gateway (it spends the
+      login budget), an audit record, the signal;
     * or (the default) written directly, fast and without spending the developer key's
       logins: ``login=True`` stores a session BILL gave at login (one client call),
       ``login=False`` a dead session id and no call; ``idle`` is the seconds since the
@@ -146,6 +147,7 @@ class ConnectionFactory:
         api_version: str = "v3",
         link: bool = False,
         actor: Any = None,
+        api_token: str | None = None,
         login: bool = True,
         idle: float = 0,
     ) -> Any:
@@ -153,13 +155,15 @@ class ConnectionFactory:
         from ..client import get_client
         from ..conf import now
 
+        if link and (not login or idle):
+            raise TypeError("link=True logs in now: login=False and idle do not apply.")
+        if api_token is not None and not link:
+            raise TypeError("api_token is stored by link=True only.")
         if account is None:
             account = self.new_account(dev_key=dev_key)
         if tenant is None:
             tenant = self.make_tenant()
         if link:
-            if not login or idle:
-                raise TypeError("link=True logs in now: login=False and idle do not apply.")
             connection = services.link(
                 tenant,
                 actor=actor,
@@ -167,6 +171,7 @@ class ConnectionFactory:
                 password=account.password,
                 organization_id=account.organization_id,
                 dev_key=account.dev_key,
+                api_token=api_token,
                 environment=self.environment,
                 api_version=api_version,
             )

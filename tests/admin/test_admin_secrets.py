@@ -13,7 +13,6 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from bill_integration import services
 from bill_integration.models import AuditEvent, BillConnection
 
 pytestmark = pytest.mark.django_db
@@ -37,24 +36,14 @@ def _staff(django_user_model, name: str, *codenames: str):
 
 
 @pytest.fixture
-def canary_connection(tenant, bill_emulator, bill_environment):
+def canary_connection(tenant, bill_emulator, bill_connection):
     account = bill_emulator.state.add_account(
         username="admin-canary@example.com",
         password=CANARY_PASSWORD,
         dev_key=CANARY_DEV_KEY,
         api_token=CANARY_TOKEN,
     )
-    connection = services.link(
-        tenant,
-        username=account.username,
-        password=CANARY_PASSWORD,
-        organization_id=account.organization_id,
-        dev_key=CANARY_DEV_KEY,
-        api_token=CANARY_TOKEN,
-        environment=bill_environment,
-    )
-    connection.account = account
-    return connection
+    return bill_connection(tenant=tenant, account=account, link=True, api_token=CANARY_TOKEN)
 
 
 @pytest.fixture

@@ -49,8 +49,8 @@ def assert_one(records, *, action, outcome, connection_id, tenant_id, bill_code=
 
 
 @pytest.fixture
-def linked(tenant, bill_emulator, bill_account, bill_environment, outcomes):
-    connection = services.link(tenant, **credentials(bill_account, bill_environment))
+def linked(tenant, bill_account, bill_connection, outcomes):
+    connection = bill_connection(tenant=tenant, account=bill_account, link=True)
     records = outcomes()
     return connection, records
 
