@@ -30,11 +30,8 @@ STOPPED_WELL_BEFORE_THE_DRIP_ENDS = 6.0
 
 
 @pytest.fixture
-def one_second_deadline(bill_environment, settings):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "CALL_DEADLINE": timedelta(seconds=1),
-    }
+def one_second_deadline(bill_environment, bill_settings):
+    bill_settings(CALL_DEADLINE=timedelta(seconds=1))
     return bill_environment
 
 
@@ -125,13 +122,12 @@ def test_a_slow_answer_within_the_deadline_is_read_whole(bill_environment, bill_
     assert result.organization_id == bill_account.organization_id
 
 
-def test_a_finished_call_never_cuts_a_later_one_short(bill_environment, bill_account, bill_emulator, settings):
+def test_a_finished_call_never_cuts_a_later_one_short(
+    bill_environment, bill_account, bill_emulator, bill_settings
+):
     # Call A finishes at once; its deadline (3 s) passes while call B, on the same pooled
     # connection, waits 2 s for its answer (B's own deadline is 1.5 s + 3 s).
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "CALL_DEADLINE": timedelta(seconds=3),
-    }
+    bill_settings(CALL_DEADLINE=timedelta(seconds=3))
     client = get_client(bill_environment, "v3")
     result = client.login(**credentials(bill_account))
     time.sleep(1.5)
@@ -176,24 +172,15 @@ def test_the_default_cap_is_ten_megabytes():
 # --- settings -------------------------------------------------------------------------------
 
 
-def test_timeouts_may_be_timedeltas_or_seconds(bill_environment, bill_account, settings):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "CONNECT_TIMEOUT": timedelta(seconds=4),
-        "READ_TIMEOUT": timedelta(seconds=20),
-    }
+def test_timeouts_may_be_timedeltas_or_seconds(bill_environment, bill_account, bill_settings):
+    bill_settings(CONNECT_TIMEOUT=timedelta(seconds=4), READ_TIMEOUT=timedelta(seconds=20))
     client = get_client(bill_environment, "v3")
     assert client.timeout == (4.0, 20.0)
     assert client.call_deadline == 24.0  # derived: CONNECT_TIMEOUT + READ_TIMEOUT
     assert client.login(**credentials(bill_account)).user_id == bill_account.user_id
     assert get_spend_client(bill_environment).timeout == (4.0, 20.0)
 
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "CONNECT_TIMEOUT": 2,
-        "READ_TIMEOUT": 7.5,
-        "CALL_DEADLINE": timedelta(seconds=9),
-    }
+    bill_settings(CONNECT_TIMEOUT=2, READ_TIMEOUT=7.5, CALL_DEADLINE=timedelta(seconds=9))
     client = get_client(bill_environment, "v2")
     assert (client.timeout, client.call_deadline) == ((2.0, 7.5), 9.0)
 
@@ -208,8 +195,8 @@ def test_the_default_deadline_is_connect_plus_read_timeout(settings):
 
 
 @pytest.mark.parametrize("value", ["35", 0, -1, True, timedelta(0)])
-def test_a_bad_timing_value_is_a_configuration_error(settings, value):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "CALL_DEADLINE": value}
+def test_a_bad_timing_value_is_a_configuration_error(bill_settings, value):
+    bill_settings(CALL_DEADLINE=value)
     with pytest.raises(ConfigurationError, match="CALL_DEADLINE"):
         BillClient("http://bill.invalid/connect", "v3")
     with pytest.raises(ConfigurationError, match="READ_TIMEOUT"):
@@ -219,12 +206,8 @@ def test_a_bad_timing_value_is_a_configuration_error(settings, value):
 # --- system check -----------------------------------------------------------------------------
 
 
-def test_check_accepts_the_defaults(settings):
-    settings.BILL_INTEGRATION = {
-        k: v
-        for k, v in settings.BILL_INTEGRATION.items()
-        if k not in ("CONNECT_TIMEOUT", "READ_TIMEOUT", "CALL_DEADLINE", "CONCURRENCY_LEASE")
-    }
+def test_check_accepts_the_defaults(bill_settings):
+    bill_settings.remove("CONNECT_TIMEOUT", "READ_TIMEOUT", "CALL_DEADLINE", "CONCURRENCY_LEASE")
     assert check_call_deadline() == []
 
 
@@ -240,18 +223,14 @@ def test_check_accepts_the_defaults(settings):
         ({"CALL_DEADLINE": timedelta(seconds=20), "CONCURRENCY_LEASE": timedelta(seconds=15)}, "given: 20 s"),
     ],
 )
-def test_check_refuses_a_deadline_the_lease_does_not_outlive(settings, changes, says):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "CONCURRENCY_LEASE": timedelta(seconds=60),
-        **changes,
-    }
+def test_check_refuses_a_deadline_the_lease_does_not_outlive(bill_settings, changes, says):
+    bill_settings(CONCURRENCY_LEASE=timedelta(seconds=60), **changes)
     (error,) = check_call_deadline()
     assert isinstance(error, Error) and error.id == E010_CALL_DEADLINE
     assert says in error.msg and "CONCURRENCY_LEASE" in error.msg
 
 
-def test_check_reports_a_value_of_the_wrong_type(settings):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "CALL_DEADLINE": "35 seconds"}
+def test_check_reports_a_value_of_the_wrong_type(bill_settings):
+    bill_settings(CALL_DEADLINE="35 seconds")
     (error,) = check_call_deadline()
     assert error.id == E010_CALL_DEADLINE and "timedelta" in error.msg

@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 
 from bill_integration.models import BillConnection, ConnectionStatus
-from tests.session_support import stored
-from tests.test_tasks_worker import (
+from tests.deploy.test_tasks_worker import (
     Worker,
     advance_everywhere,
     queue_drained,
@@ -33,7 +32,8 @@ from tests.test_tasks_worker import (
     sweep_until,
     wait_for,
 )
-from tests.test_tasks_worker import worker_queue as worker_queue_fixture
+from tests.deploy.test_tasks_worker import worker_queue as worker_queue_fixture
+from tests.session_support import stored
 
 pytestmark = [pytest.mark.usefixtures("classic_cadence")]
 worker_queue = worker_queue_fixture
@@ -95,7 +95,7 @@ def limiter_redis(tmp_path):
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_redis_kill_mid_sweep_loses_no_session_and_no_budget(
-    make_connection, bill_emulator, bill_app, worker_queue, limiter_redis, settings, tmp_path
+    make_connection, bill_emulator, bill_app, worker_queue, limiter_redis, bill_settings, tmp_path
 ):
     import os
 
@@ -103,7 +103,7 @@ def test_a_redis_kill_mid_sweep_loses_no_session_and_no_budget(
 
     from tests.session_support import REDIS_URL
 
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "REDIS_URL": limiter_redis.url}
+    bill_settings(REDIS_URL=limiter_redis.url)
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.session_worker_settings",
@@ -114,7 +114,7 @@ def test_a_redis_kill_mid_sweep_loses_no_session_and_no_budget(
         "BILL_EMULATOR_PORT": bill_emulator.url.rsplit(":", 1)[1],
         "BILL_SESSIONS_QUEUE": worker_queue,
         "BILL_VISIBILITY_TIMEOUT": "5",
-        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }
     worker = Worker(env, worker_queue, tmp_path / "worker.log")
     worker.start()

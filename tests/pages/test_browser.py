@@ -24,8 +24,8 @@ from bill_integration import services
 from bill_integration.exceptions import InvalidCredentials, TransientError
 from bill_integration.models import AuditEvent, BillConnection, ConnectionStatus
 
-ROOT = Path(__file__).resolve().parent.parent
-AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
+ROOT = Path(__file__).resolve().parents[2]
+AXE = Path(__file__).resolve().parents[1] / "vendor" / "axe.min.js"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM = Path(os.environ.get("BILL_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

@@ -103,14 +103,13 @@ def test_environments_have_human_names(name, label):
     assert environment_label(name) == label
 
 
-def test_the_form_and_the_script_name_environments_alike(client, tenant, make_user, settings):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "ENVIRONMENTS": {
-            **settings.BILL_INTEGRATION.get("ENVIRONMENTS", {}),
+def test_the_form_and_the_script_name_environments_alike(client, tenant, make_user, bill_settings):
+    bill_settings(
+        ENVIRONMENTS={
+            **bill_settings.current().get("ENVIRONMENTS", {}),
             "eu_staging": {"v3": "https://eu.invalid/connect", "v2": "https://eu.invalid/v2"},
         },
-    }
+    )
     client.force_login(make_user(tenant, "owner"))
     html = client.get("/connect/bill/").content.decode()
     assert '<option value="sandbox">BILL sandbox (test)</option>' in html

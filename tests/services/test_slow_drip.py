@@ -26,14 +26,13 @@ DRIP_SECONDS = 10
 
 
 def test_a_dripping_bill_never_sees_more_than_three_requests_of_one_organization(
-    make_connection, bill_emulator, settings
+    make_connection, bill_emulator, bill_settings
 ):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "CALL_DEADLINE": timedelta(seconds=1),
-        "CONCURRENCY_LEASE": timedelta(seconds=20),
-        "CONCURRENCY_WAIT": timedelta(seconds=60),
-    }
+    bill_settings(
+        CALL_DEADLINE=timedelta(seconds=1),
+        CONCURRENCY_LEASE=timedelta(seconds=20),
+        CONCURRENCY_WAIT=timedelta(seconds=60),
+    )
     connection = make_connection()
     tenant = connection.tenant
     bill_emulator.state.set_fault(
