@@ -189,11 +189,8 @@ def test_only_owners_and_admins_may_take_the_steps(linked_api, tenant, make_user
     assert member.get(CONNECTION_URL).json()["mfa"]["state"] == "not_set_up"
 
 
-def test_the_steps_are_throttled_per_tenant(linked_api, settings):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "MFA_THROTTLE_RATES": {"tenant": "2/hour", "user": None},
-    }
+def test_the_steps_are_throttled_per_tenant(linked_api, bill_settings):
+    bill_settings(MFA_THROTTLE_RATES={"tenant": "2/hour", "user": None})
     assert linked_api.get(PHONES_URL).status_code == 200
     assert post(linked_api, CHALLENGE_URL).status_code == 200
     throttled = post(linked_api, CHALLENGE_URL)

@@ -46,13 +46,11 @@ def test_no_remember_me_id_or_code_anywhere(
     bill_account,
     caplog,
     settings,
+    bill_settings,
     monkeypatch,
 ):
     caplog.set_level(logging.DEBUG)
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "MFA_THROTTLE_RATES": {"tenant": None, "user": None},
-    }
+    bill_settings(MFA_THROTTLE_RATES={"tenant": None, "user": None})
     api = owner_api
     bodies: list[str] = []
     codes: set[str] = set()

@@ -185,12 +185,8 @@ def test_timeouts_may_be_timedeltas_or_seconds(bill_environment, bill_account, b
     assert (client.timeout, client.call_deadline) == ((2.0, 7.5), 9.0)
 
 
-def test_the_default_deadline_is_connect_plus_read_timeout(settings):
-    settings.BILL_INTEGRATION = {
-        k: v
-        for k, v in settings.BILL_INTEGRATION.items()
-        if k not in ("CONNECT_TIMEOUT", "READ_TIMEOUT", "CALL_DEADLINE")
-    }
+def test_the_default_deadline_is_connect_plus_read_timeout(bill_settings):
+    bill_settings.remove("CONNECT_TIMEOUT", "READ_TIMEOUT", "CALL_DEADLINE")
     assert BillClient("http://bill.invalid/connect", "v3").call_deadline == 35.0
 
 

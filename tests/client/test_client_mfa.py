@@ -16,7 +16,7 @@ from bill_integration.exceptions import (
     RateLimited,
     UnexpectedResponse,
 )
-from tests.test_client_parsing import CannedClient, answer, envelope_error, v3_error
+from tests.client.test_client_parsing import CannedClient, answer, envelope_error, v3_error
 
 MOMENT = datetime(2026, 12, 4, 10, 30, tzinfo=UTC)
 

@@ -13,7 +13,13 @@ import pytest
 import requests
 
 from bill_integration.emulator import EmulatorControl
-from tests.test_emulator import assert_v2_error, assert_v3_error, v2_login, v3_headers, v3_login
+from tests.emulator.test_emulator import (
+    assert_v2_error,
+    assert_v3_error,
+    v2_login,
+    v3_headers,
+    v3_login,
+)
 
 DAY = 24 * 3600
 

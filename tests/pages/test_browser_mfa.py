@@ -12,7 +12,7 @@ from bill_integration import services
 from bill_integration.models import BillConnection
 from tests.linking_support import credentials
 from tests.mfa_support import code_for, pay
-from tests.test_browser import browser, people, sign_in  # noqa: F401  (fixtures)
+from tests.pages.test_browser import browser, people, sign_in  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

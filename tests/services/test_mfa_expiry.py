@@ -71,11 +71,8 @@ def test_expiring_once_then_expired_once_and_the_id_is_dropped(trusted, bill_app
     ) == ["mfa_expiring", "mfa_expired"]
 
 
-def test_the_warning_follows_mfa_expiry_warning(trusted, bill_app, settings, mfa_sent):
-    settings.BILL_INTEGRATION = {
-        **settings.BILL_INTEGRATION,
-        "MFA_EXPIRY_WARNING": timedelta(days=2),
-    }
+def test_the_warning_follows_mfa_expiry_warning(trusted, bill_app, bill_settings, mfa_sent):
+    bill_settings(MFA_EXPIRY_WARNING=timedelta(days=2))
     bill_app.advance(27 * DAY)
     assert notify_expiry() == (0, 0)
     bill_app.advance(DAY + 60)

@@ -91,9 +91,9 @@ def test_a_payment_is_refused_until_trust_is_established_then_it_is_accepted(
 
 
 def test_a_renewal_login_while_trust_holds_sends_the_id_and_is_trusted(
-    trusted_v3, bill_app, bill_emulator, bill_account, settings
+    trusted_v3, bill_app, bill_emulator, bill_account, bill_settings
 ):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "MFA_DEVICE_NAME": "Acme Payables"}
+    bill_settings(MFA_DEVICE_NAME="Acme Payables")
     tenant = trusted_v3
     stored = row(tenant)
     bill_app.advance(2 * 3600)  # the session idled out at BILL: the sweep logs in again
