@@ -220,7 +220,7 @@ def test_check_accepts_the_defaults(bill_settings):
     ],
 )
 def test_check_refuses_a_deadline_the_lease_does_not_outlive(bill_settings, changes, says):
-    bill_settings(CONCURRENCY_LEASE=timedelta(seconds=60), **changes)
+    bill_settings.update({"CONCURRENCY_LEASE": timedelta(seconds=60), **changes})
     (error,) = check_call_deadline()
     assert isinstance(error, Error) and error.id == E010_CALL_DEADLINE
     assert says in error.msg and "CONCURRENCY_LEASE" in error.msg

@@ -53,8 +53,7 @@ def trust_now(emulator, tenant, account, actor=None) -> BillConnection:
 
 
 @pytest.fixture
-def trusted_v3(bill_app, bill_emulator, bill_account, tenant, owner):
-    link(tenant, actor=owner, **credentials(bill_account))
+def trusted_v3(bill_app, bill_emulator, bill_account, tenant, owner, linked):
     trust_now(bill_emulator, tenant, bill_account, actor=owner)
     return tenant
 
