@@ -31,13 +31,6 @@ def later_clock() -> datetime:
     return FIXED + timedelta(hours=5)
 
 
-@pytest.fixture
-def project(bill_settings):
-    """The project's ``BILL_INTEGRATION`` for this test: ``project(KEY=value)``,
-    ``project.remove(KEY)`` (the plugin's ``bill_settings``, named apart from the app's)."""
-    return bill_settings
-
-
 # --- BILL's facts are constants, not settings ----------------------------------------------------
 
 

@@ -45,6 +45,7 @@ BROKEN_TENANT_SETTINGS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BROKEN_TENANT_SETTINGS))
 @pytest.mark.parametrize("command", [["check"], ["migrate", "--plan"]])
 def test_a_tenant_model_that_does_not_resolve_is_a_system_check_not_a_traceback(
@@ -83,8 +84,8 @@ def test_the_admin_registers_the_connection_page_only_for_a_tenant_model_that_re
 # --- E011: REDIS_URL needs the redis package ---------------------------------------------------
 
 
-def test_e010_redis_url_without_the_redis_package(settings, monkeypatch):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "REDIS_URL": "redis://127.0.0.1/0"}
+def test_e010_redis_url_without_the_redis_package(project, monkeypatch):
+    project(REDIS_URL="redis://127.0.0.1/0")
     monkeypatch.setitem(sys.modules, "redis", None)  # `import redis` now raises ImportError
     messages = checks.check_redis_installed()
     assert ids(messages) == [checks.E011_REDIS_NOT_INSTALLED]
@@ -92,11 +93,11 @@ def test_e010_redis_url_without_the_redis_package(settings, monkeypatch):
     assert 'pip install "django-bill-integration[redis]"' in messages[0].hint
 
 
-def test_no_e010_when_redis_is_installed_or_not_used(settings, monkeypatch):
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "REDIS_URL": "redis://127.0.0.1/0"}
+def test_no_e010_when_redis_is_installed_or_not_used(project, monkeypatch):
+    project(REDIS_URL="redis://127.0.0.1/0")
     assert importlib.util.find_spec("redis") is not None
     assert checks.check_redis_installed() == []
-    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "REDIS_URL": None}
+    project(REDIS_URL=None)
     monkeypatch.setitem(sys.modules, "redis", None)
     assert checks.check_redis_installed() == []
 
