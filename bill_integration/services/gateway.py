@@ -17,7 +17,7 @@ here is the sequence written out that BILL's limits demand:
    caller backs off.
 
 No other module imports the client or calls ``limits.take_login``/``limits.request_slot``
-(``tests/services/test_gateway.py`` checks it). The session logic (``single_flight``,
+(``tests/services/test_architecture.py`` checks it). The session logic (``single_flight``,
 ``lifecycle``, ``linking``) decides *when* to call BILL; this module decides *how*.
 
 MFA calls (phones, the text-message challenge, the code, step-up) hold a slot like any call;
