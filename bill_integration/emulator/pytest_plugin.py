@@ -75,7 +75,11 @@ def bill_environment(bill_emulator: EmulatorServer, settings: Any) -> str:
     current = _current_settings(settings)
     environments = {
         **current.get("ENVIRONMENTS", BILL_ENVIRONMENTS),
-        "emulator": {"v3": bill_emulator.v3_base, "v2": bill_emulator.v2_base},
+        "emulator": {
+            "v3": bill_emulator.v3_base,
+            "v2": bill_emulator.v2_base,
+            "oauth": bill_emulator.url,  # POST /authx/token
+        },
     }
     settings.BILL_INTEGRATION = {
         **current,
