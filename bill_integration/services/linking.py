@@ -35,7 +35,6 @@ from django.views.decorators.debug import sensitive_variables
 
 from .. import signals
 from ..auth_methods import CREDENTIAL_SECRETS, NONE, AuthMethod, rules
-from ..client import LoginResult
 from ..conf import bill_settings, now
 from ..exceptions import (
     BillIntegrationError,
@@ -225,7 +224,7 @@ def link(
     try:
         if entry.renewal == NONE:  # Spend & Expense only: no login, the token is checked
             user = gateway.check_api_token(environment, api_token or "", key=account.fingerprint)
-            session = LoginResult(session_id="", organization_id="", user_id=user.id)
+            session = gateway.LoginResult(session_id="", organization_id="", user_id=user.id)
         else:
             result = session = gateway.login(account, attempt=True)
             register_secret(result.session_id)
