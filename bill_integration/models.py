@@ -14,11 +14,20 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from .auth_methods import AuthMethod
 from .conf import get_tenant_model_string
 from .fields import EncryptedSecretField, TenantOneToOneField
 
 #: Fields that hold secrets. Views, admin and logs never show them.
-SECRET_FIELDS = ("password", "dev_key", "api_token", "session_id", "mfa_remember_id")
+SECRET_FIELDS = (
+    "password",
+    "dev_key",
+    "api_token",
+    "session_id",
+    "mfa_remember_id",
+    "console_token",
+    "oauth_client_secret",
+)
 #: What a refresh may write.
 SESSION_FIELDS = (
     "session_id",
@@ -26,6 +35,7 @@ SESSION_FIELDS = (
     "session_obtained_at",
     "session_last_used_at",
     "session_trusted",
+    "session_expires_at",
 )
 #: BILL's MFA trust of this app's device (``services/trust.py`` writes them).
 TRUST_FIELDS = (
@@ -84,16 +94,38 @@ class BillConnection(models.Model):
     api_version = models.CharField(
         _("API version"), max_length=2, choices=ApiVersion.choices, default=ApiVersion.V3
     )
+    #: How the customer signs in to BILL (``auth_methods.METHODS``: fields and session rules).
+    auth_method = models.CharField(
+        _("sign-in method"),
+        max_length=16,
+        choices=AuthMethod.choices,
+        default=AuthMethod.USER_PASSWORD,
+    )
     username = models.CharField(
-        _("user name"), max_length=254, help_text=_("The email address used to sign in to BILL.")
+        _("user name"),
+        max_length=254,
+        blank=True,
+        help_text=_("The email used to sign in to BILL (a sync token's name for sync tokens)."),
     )
     organization_id = models.CharField(
-        _("organization ID"), max_length=40, db_index=True, help_text=_("Starts with 008.")
+        _("organization ID"),
+        max_length=40,
+        db_index=True,
+        blank=True,
+        help_text=_("Starts with 008 (empty for a Spend & Expense-only connection)."),
     )
     password = EncryptedSecretField(_("password"))
     dev_key = EncryptedSecretField(_("developer key"))
     api_token = EncryptedSecretField(_("Spend & Expense API token"))
+    #: Accountant Console API token (``consoleApiToken``), console_token connections only.
+    console_token = EncryptedSecretField(_("Accountant Console API token"))
+    #: OAuth client credentials of a BILL developer app (oauth_client connections only).
+    oauth_client_id = models.CharField(_("OAuth client ID"), max_length=200, blank=True)
+    oauth_client_secret = EncryptedSecretField(_("OAuth client secret"))
+    #: The session: a BILL ``sessionId``, or an OAuth access token (``Bearer``).
     session_id = EncryptedSecretField(_("session ID"))
+    #: When an OAuth access token runs out (``expires_in``); ``None`` for BILL sessions.
+    session_expires_at = models.DateTimeField(_("session expires at"), null=True, blank=True)
     #: A hash of the developer key, so limits can be shared per key without decrypting it.
     dev_key_fingerprint = models.CharField(
         _("developer key fingerprint"), max_length=64, db_index=True, editable=False

@@ -24,6 +24,11 @@ MAX_LENGTHS: dict[str, int] = {
     "organization_id": 40,  # BillConnection.organization_id max_length
     "dev_key": 64,
     "api_token": 1024,
+    "token_name": 254,  # a sync token's name, BILL's username for it
+    "sync_token": 256,
+    "console_token": 1024,
+    "client_id": 200,  # BillConnection.oauth_client_id max_length
+    "client_secret": 1024,
 }
 
 #: One line of help per field, saying where the customer finds the value.
@@ -38,6 +43,17 @@ HELP_TEXTS = {
     ),
     "api_token": _(
         "Optional. Spend & Expense API token (Settings → API tokens in BILL Spend & Expense)."
+    ),
+    "token_name": _(
+        "The name you gave the sync token in BILL (Settings → Sync & Integrations → Tokens)."
+    ),
+    "sync_token": _("The AP & AR sync token BILL generated. Stored encrypted, never shown again."),
+    "console_token": _(
+        "Your Accountant Console API token; BILL signs you in with it instead of a password."
+    ),
+    "client_id": _("The client ID of the developer app you created in BILL."),
+    "client_secret": _(
+        "The client secret of that developer app. Stored encrypted and never shown again."
     ),
     "environment": _(
         "Sandbox credentials only work against sandbox, production ones only against production."
@@ -85,13 +101,20 @@ FIELD_NAMES = {
     "organization_id": _("organization ID"),
     "dev_key": _("developer key"),
     "api_token": _("API token"),
+    "token_name": _("sync token name"),
+    "sync_token": _("sync token"),
+    "console_token": _("console API token"),
+    "client_id": _("client ID"),
+    "client_secret": _("client secret"),
 }
 
 #: Fields BILL receives in an HTTP header (v3 ``devKey``, Spend & Expense ``apiToken``). A
 #: header must be Latin-1 (``requests`` raises ``UnicodeEncodeError`` otherwise, after the
 #: login has already happened), and BILL issues these values as plain ASCII letters, digits and
 #: punctuation (https://developer.bill.com/docs/sign-up-process), so anything else, a space included, is a copying accident.
-HEADER_FIELDS = frozenset({"dev_key", "api_token"})
+HEADER_FIELDS = frozenset(
+    {"dev_key", "api_token", "sync_token", "console_token", "client_id", "client_secret"}
+)
 
 #: Characters that print as nothing and are not Unicode "format" (Cf) characters: the combining
 #: grapheme joiner and the Hangul fillers, which are used to hide text.

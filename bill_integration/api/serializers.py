@@ -19,6 +19,7 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from .. import validators
+from ..auth_methods import AuthMethod, all_api_fields, api_fields, rules
 from ..conf import bill_settings, now
 from ..exceptions import (
     ConnectionDisabled,
@@ -93,13 +94,27 @@ def _text(
 
 
 class LinkSerializer(serializers.Serializer):
-    """What ``PUT /connection/`` accepts: the credentials BILL's own guide names."""
+    """What ``PUT /connection/`` accepts: ``auth_method`` and exactly that method's fields.
 
-    username = _text("username")
-    password = _text("password", secret=True)
-    organization_id = _text("organization_id")
-    dev_key = _text("dev_key", secret=True)
+    ``auth_methods.METHODS`` says which fields each method needs; a missing one, or one of
+    another method, is refused naming the field (400), before BILL is called.
+    """
+
+    auth_method = serializers.ChoiceField(
+        choices=AuthMethod.choices,
+        default=AuthMethod.USER_PASSWORD,
+        help_text=_("How you sign in to BILL; it decides which other fields are needed."),
+    )
+    username = _text("username", required=False)
+    password = _text("password", secret=True, required=False)
+    organization_id = _text("organization_id", required=False)
+    dev_key = _text("dev_key", secret=True, required=False)
     api_token = _text("api_token", secret=True, required=False, allow_blank=True, allow_null=True)
+    token_name = _text("token_name", required=False)
+    sync_token = _text("sync_token", secret=True, required=False)
+    console_token = _text("console_token", secret=True, required=False)
+    client_id = _text("client_id", required=False)
+    client_secret = _text("client_secret", secret=True, required=False)
     environment = serializers.ChoiceField(
         choices=[], required=False, help_text=validators.HELP_TEXTS["environment"]
     )
@@ -136,8 +151,38 @@ class LinkSerializer(serializers.Serializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs.setdefault("environment", bill_settings.DEFAULT_ENVIRONMENT)
+        method = attrs.get("auth_method") or AuthMethod.USER_PASSWORD
+        entry = rules(method)
+        errors: dict[str, list[Any]] = {}
+        for name in sorted(all_api_fields() - api_fields(method)):
+            if attrs.get(name) not in (None, ""):
+                errors[name] = [
+                    _("Not a field of the sign-in method %(method)s.") % {"method": method}
+                ]
+        for name in entry.fields:
+            if not attrs.get(name):
+                errors[name] = [_("This field is required for this sign-in method.")]
+        if method != AuthMethod.USER_PASSWORD and attrs.get("api_version") == ApiVersion.V2:
+            if method != AuthMethod.SYNC_TOKEN:
+                errors["api_version"] = [_("This sign-in method works with v3 only.")]
+        if errors:
+            raise serializers.ValidationError(errors, code="invalid")
         attrs["api_token"] = attrs.get("api_token") or None
         return attrs
+
+    def link_arguments(self) -> dict[str, Any]:
+        """The validated input as ``services.link`` keyword arguments (model column names)."""
+        data = self.validated_data
+        entry = rules(data["auth_method"])
+        arguments = {
+            column: data.get(name) for name, column in {**entry.fields, **entry.optional}.items()
+        }
+        arguments.update(
+            auth_method=entry.method,
+            environment=data["environment"],
+            api_version=data["api_version"],
+        )
+        return arguments
 
 
 #: What kind of problem a stored error is, most specific class first (see :func:`error_kind`).

@@ -213,20 +213,9 @@ class ConnectionView(BillAPIView):
     def put(self, request: Request) -> Response:
         serializer = LinkSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
         tenant = self.tenant(request)
         existed = BillConnection.objects.filter(tenant=tenant).exists()
-        services.link(
-            tenant,
-            username=data["username"],
-            password=data["password"],
-            organization_id=data["organization_id"],
-            dev_key=data["dev_key"],
-            api_token=data.get("api_token"),
-            environment=data["environment"],
-            api_version=data["api_version"],
-            actor=request.user,
-        )
+        services.link(tenant, actor=request.user, **serializer.link_arguments())
         return self.status_response(
             request, http_status=status.HTTP_200_OK if existed else status.HTTP_201_CREATED
         )

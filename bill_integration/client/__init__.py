@@ -56,6 +56,7 @@ from ..exceptions import ConfigurationError
 from . import cache
 from .base import HttpClient
 from .deadline import configured_timeouts
+from .oauth import OAuthClient, OAuthToken
 from .spend import SpendClient
 from .types import LoginResult, MfaPhone, SessionInfo, SpendUser, StepUpResult
 from .v2 import V2Api
@@ -65,11 +66,14 @@ __all__ = [
     "BillClient",
     "LoginResult",
     "MfaPhone",
+    "OAuthClient",
+    "OAuthToken",
     "SessionInfo",
     "SpendClient",
     "SpendUser",
     "StepUpResult",
     "get_client",
+    "get_oauth_client",
     "get_spend_client",
 ]
 
@@ -107,12 +111,15 @@ class BillClient(HttpClient):
         dev_key: str,
         remember_me_id: str | None = None,
         device: str | None = None,
+        console_token: str | None = None,
     ) -> LoginResult:
         """Open a new session (counts against BILL's 200 logins per hour per developer key).
 
         With an MFA remember-me id and its device (v3 ``rememberMeId``/``device``, v2
-        ``mfaId``/``deviceId``) the session is MFA-trusted while the id holds.
+        ``mfaId``/``deviceId``) the session is MFA-trusted while the id holds. With
+        ``console_token`` (v3 only) the login sends ``consoleApiToken`` and no password.
         """
+        extra = {"console_token": console_token} if console_token else {}
         return self.api.login(
             self,
             username=username,
@@ -121,12 +128,19 @@ class BillClient(HttpClient):
             dev_key=dev_key,
             remember_me_id=remember_me_id,
             device=device,
+            **extra,
         )
 
     @sensitive_variables()
-    def session_info(self, *, session_id: str, dev_key: str) -> SessionInfo:
-        """Cheap authenticated probe; a successful call also resets BILL's 35-minute idle timer."""
-        return self.api.session_info(self, session_id=session_id, dev_key=dev_key)
+    def session_info(
+        self, *, session_id: str, dev_key: str, bearer: str | None = None
+    ) -> SessionInfo:
+        """Cheap authenticated probe; a successful call also resets BILL's 35-minute idle timer.
+
+        ``bearer``: an OAuth access token sent as ``Authorization: Bearer`` instead (v3).
+        """
+        extra = {"bearer": bearer} if bearer else {}
+        return self.api.session_info(self, session_id=session_id, dev_key=dev_key, **extra)
 
     @sensitive_variables()
     def mfa_phones(self, *, session_id: str, dev_key: str) -> list[MfaPhone] | None:
@@ -191,12 +205,15 @@ class BillClient(HttpClient):
         json: Any = None,
         data: Any = None,
         params: dict[str, Any] | None = None,
+        bearer: str | None = None,
     ) -> Any:
         """Any authenticated call; returns parsed JSON (v3) or ``response_data`` (v2).
 
         ``path`` is relative to the base URL (``/v3/vendors``; ``/List/Vendor.json``). On v2 the
         payload (``data`` or ``json``) is sent as the JSON string form field ``data``.
+        ``bearer``: an OAuth access token (v3), sent instead of ``devKey``/``sessionId``.
         """
+        extra = {"bearer": bearer} if bearer else {}
         return self.api.request(
             self,
             method,
@@ -206,6 +223,7 @@ class BillClient(HttpClient):
             json=json,
             data=data,
             params=params,
+            **extra,
         )
 
 
@@ -233,4 +251,26 @@ def get_spend_client(environment: str) -> SpendClient:
     return cache.cached(
         ("spend", SpendClient, base_url, connect_timeout, read_timeout),
         lambda: SpendClient(base_url, connect_timeout=connect_timeout, read_timeout=read_timeout),
+    )
+
+
+#: BILL's OAuth token host per environment when ``ENVIRONMENTS[env]`` names no ``"oauth"`` URL.
+#: Sandbox is BILL's OpenAPI ``servers`` entry; production is UNCONFIRMED (by analogy).
+OAUTH_HOSTS = {"sandbox": "https://auth.stage.bill.com", "production": "https://auth.prod.bill.com"}
+
+
+def get_oauth_client(environment: str) -> OAuthClient:
+    """This thread's pooled client for BILL's OAuth token endpoint (``POST /authx/token``)."""
+    from ..conf import bill_settings
+
+    configured = bill_settings.ENVIRONMENTS.get(environment, {})
+    base_url = (configured.get("oauth") or OAUTH_HOSTS.get(environment) or "").rstrip("/")
+    if not base_url:
+        raise ConfigurationError(
+            f"BILL_INTEGRATION['ENVIRONMENTS'] has no 'oauth' URL for {environment!r}."
+        )
+    connect_timeout, read_timeout = configured_timeouts()
+    return cache.cached(
+        ("oauth", OAuthClient, base_url, connect_timeout, read_timeout),
+        lambda: OAuthClient(base_url, connect_timeout=connect_timeout, read_timeout=read_timeout),
     )

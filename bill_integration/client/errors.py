@@ -10,6 +10,11 @@ and Spend & Expense. The rules, in order:
    typed a wrong token. UNCONFIRMED: BILL documents 401 for an invalid ``apiToken`` and 403
    for a refused "security validation" (https://developer.bill.com/docs/webhook-api-error-responses),
    but not the body; a rate limit answered as 401/403 would also read as a refused token.
+0b. OAuth token endpoint (``POST /authx/token``): HTTP 400 or 401 is
+   :class:`InvalidCredentials` (a wrong client id or secret, revoked app), whatever the body.
+   UNCONFIRMED: BILL documents neither status nor body (RFC 6749 says 400/401 with
+   ``{"error": "invalid_client"}``). An expired or refused Bearer token on a v3 call is a 401,
+   so rule 3 makes it :class:`SessionInvalid` and the app fetches a new token.
 1. A ``BDC_xxxx`` code listed in :data:`BILL_ERROR_CODES` decides, whatever the HTTP status
    (BILL's HTTP status for rate limits on v3 is UNCONFIRMED, so we never depend on it; the
    emulator happens to use 429).
@@ -63,6 +68,8 @@ BILL_ERROR_CODES: dict[str, type[BillAPIError]] = {
 
 #: HTTP statuses that always mean "the API token is refused" on Spend & Expense (rule 0).
 SPEND_TOKEN_REFUSED = frozenset({401, 403})
+#: OAuth token endpoint statuses that mean "wrong client credentials" (rule 0b; UNCONFIRMED).
+OAUTH_CLIENT_REFUSED = frozenset({400, 401})
 
 #: ``RateLimited.scope`` for each rate-limit code.
 RATE_LIMIT_SCOPES: dict[str, str] = {"BDC_1144": "hourly", "BDC_1322": "concurrency"}
@@ -134,6 +141,8 @@ def error_for_answer(
         # BILL's text is left out: a message about a refused token is where an echo of the
         # token would be most likely.
         return InvalidApiToken(bill_code=code, http_status=http_status)
+    if api == "oauth" and http_status in OAUTH_CLIENT_REFUSED:
+        return InvalidCredentials(bill_code=code, http_status=http_status)
     if code:
         known = error_for_code(code, bill_message, http_status=http_status)
         if known is not None:
@@ -142,7 +151,7 @@ def error_for_answer(
         return TransientError(
             _compose(TransientError, bill_message), bill_code=code, http_status=http_status
         )
-    if http_status == 401 and api == "v3" and session_call:
+    if http_status == 401 and api in ("v3", "oauth") and session_call:
         return SessionInvalid(
             _compose(SessionInvalid, bill_message), bill_code=code, http_status=http_status
         )

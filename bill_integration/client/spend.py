@@ -38,9 +38,24 @@ class SpendClient(HttpClient):
 
     @sensitive_variables()
     def _get(self, path: str, *, api_token: str, params: dict[str, Any] | None = None) -> Any:
+        return self.call("GET", path, api_token=api_token, params=params)
+
+    @sensitive_variables()
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        api_token: str,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        """Any Spend & Expense call (every HTTP method); parsed JSON (``None`` when empty)."""
         if not isinstance(api_token, str) or not api_token.strip():
             raise InvalidApiToken(f"{InvalidApiToken.default_message} The API token is empty.")
-        response = self.send("GET", path, headers={"apiToken": api_token}, params=params)
+        response = self.send(
+            method.upper(), path, headers={"apiToken": api_token}, json=json, params=params
+        )
         status = response.status_code
         if 200 <= status < 300:
             return parse_json_body(response)

@@ -32,6 +32,8 @@ class LoginResult:
     user_id: str
     trusted: bool = False
     api_endpoint: str | None = None
+    #: An OAuth access token's lifetime in seconds (``expires_in``); ``None`` for BILL sessions.
+    expires_in: int | None = None
 
 
 @dataclass(frozen=True)

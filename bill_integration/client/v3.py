@@ -50,6 +50,13 @@ def raise_for_answer(response: requests.Response, *, session_call: bool) -> Any:
     )
 
 
+def auth_headers(session_id: str, dev_key: str, bearer: str | None = None) -> dict[str, str]:
+    """v3 credentials: ``devKey`` + ``sessionId``, or an OAuth ``Authorization: Bearer`` alone."""
+    if bearer:
+        return {"Authorization": f"Bearer {bearer}"}
+    return session_credentials(session_id, dev_key)
+
+
 class V3Api:
     """The v3 dialect; stateless, used by :class:`bill_integration.client.BillClient`."""
 
@@ -65,13 +72,13 @@ class V3Api:
         dev_key: str,
         remember_me_id: str | None = None,
         device: str | None = None,
+        console_token: str | None = None,
     ) -> LoginResult:
-        body = {
-            "username": username,
-            "password": password,
-            "organizationId": organization_id,
-            "devKey": dev_key,
-        }
+        body = {"username": username, "organizationId": organization_id, "devKey": dev_key}
+        if console_token:  # Accountant Console: consoleApiToken and no password (§2.3)
+            body["consoleApiToken"] = console_token
+        else:
+            body["password"] = password
         if (
             remember_me_id and device
         ):  # an MFA-trusted session (https://developer.bill.com/reference/login)
@@ -90,9 +97,11 @@ class V3Api:
             api_endpoint=None,
         )
 
-    def session_info(self, http: HttpClient, *, session_id: str, dev_key: str) -> SessionInfo:
+    def session_info(
+        self, http: HttpClient, *, session_id: str, dev_key: str, bearer: str | None = None
+    ) -> SessionInfo:
         response = http.send(
-            "GET", "/v3/login/session", headers=session_credentials(session_id, dev_key)
+            "GET", "/v3/login/session", headers=auth_headers(session_id, dev_key, bearer)
         )
         body = raise_for_answer(response, session_call=True)
         status = response.status_code
@@ -120,11 +129,12 @@ class V3Api:
         json: Any = None,
         data: Any = None,
         params: dict[str, Any] | None = None,
+        bearer: str | None = None,
     ) -> Any:
         response = http.send(
             method.upper(),
             path,
-            headers=session_credentials(session_id, dev_key),
+            headers=auth_headers(session_id, dev_key, bearer),
             json=json,
             data=data,
             params=params,

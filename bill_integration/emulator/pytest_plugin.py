@@ -123,7 +123,11 @@ def bill_environment(bill_emulator: EmulatorServer, bill_settings: BillSettings)
 
     environments = {
         **bill_settings.current().get("ENVIRONMENTS", BILL_ENVIRONMENTS),
-        "emulator": {"v3": bill_emulator.v3_base, "v2": bill_emulator.v2_base},
+        "emulator": {
+            "v3": bill_emulator.v3_base,
+            "v2": bill_emulator.v2_base,
+            "oauth": bill_emulator.url,  # POST /authx/token
+        },
     }
     bill_settings(ENVIRONMENTS=environments, DEFAULT_ENVIRONMENT="emulator")
     return "emulator"

@@ -41,7 +41,16 @@ from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from .mfa_routes import CONTROL_MFA_ROUTES, V2_MFA_ROUTES, V3_MFA_ROUTES
-from .state import Account, EmulatedError, EmulatorState, Fault, Session, accounts_document
+from .oauth_routes import OAUTH_TOKEN_PATH, oauth_token
+from .state import (
+    Account,
+    EmulatedError,
+    EmulatorState,
+    Fault,
+    Session,
+    accounts_document,
+    organizations,
+)
 
 EMULATOR_VERSION = "1.0"
 V3_PREFIX = "/connect"
@@ -110,6 +119,8 @@ class EmulatorHandler(BaseHTTPRequestHandler):
                 self._control()
             elif self.url_path.startswith(V2_PREFIX + "/"):
                 self._v2()
+            elif self.url_path == OAUTH_TOKEN_PATH:
+                oauth_token(self)
             else:
                 self._v3()
         except _Dropped:
@@ -254,7 +265,17 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             org = account.organization_id if account else None
             key = account.dev_key if account else None
             self._apply_fault(state.take_fault(org, key, self.url_path), api)
+            if account is not None:
+                state.spend_call(account)  # 60 a minute per token
             handler(self, account)
+            return
+        bearer = self.headers.get("Authorization", "")
+        if kind == "session" and api == "v3" and bearer.lower().startswith("bearer "):
+            # OAuth: the access token is the only credential (no devKey, no sessionId).
+            session = state.authenticate_bearer(bearer[7:].strip())
+            self._apply_fault(state.take_fault(session.organization_id, None, self.url_path), api)
+            state.count(None, session.organization_id, calls=1)
+            handler(self, session)
             return
         if kind in ("login", "list_orgs"):
             fields = self._login_fields(api)
@@ -282,6 +303,9 @@ class EmulatorHandler(BaseHTTPRequestHandler):
                 "organizationId": "organization_id",
                 "devKey": "dev_key",
             }
+            console = body.get("consoleApiToken")
+            if isinstance(console, str) and console:  # Accountant Console: no password
+                names.pop("password")
             fields = {ours: body.get(theirs) for theirs, ours in names.items()}
             for theirs, ours in names.items():
                 if not isinstance(fields[ours], str) or not fields[ours]:
@@ -290,6 +314,8 @@ class EmulatorHandler(BaseHTTPRequestHandler):
                     )
             # Optional: an MFA remember-me id with its device gives a trusted session.
             fields["remember_me_id"], fields["device"] = body.get("rememberMeId"), body.get("device")
+            if "password" not in names:
+                fields["password"], fields["console_token"] = "", console
             return fields  # type: ignore[return-value]
         form = self._form()
         fields = {
@@ -336,7 +362,7 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         self._send(
             200,
             {
-                "organizationId": session.account.organization_id,
+                "organizationId": session.organization_id,
                 "sessionId": session.session_id,
                 "trusted": session.trusted,
                 "userId": session.account.user_id,
@@ -348,7 +374,7 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         self._send(
             200,
             {
-                "organizationId": session.account.organization_id,
+                "organizationId": session.organization_id or session.account.organization_id,
                 "userId": session.account.user_id,
                 "mfaStatus": self.state.mfa_status_of(session),
                 "mfaBypass": session.account.mfa_bypass,
@@ -356,20 +382,9 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         )
 
     def v3_organizations(self, session: Session) -> None:
-        account = session.account
-        self._send(
-            200,
-            {
-                "results": [
-                    {
-                        "organizationId": account.organization_id,
-                        "organizationName": account.organization_name,
-                    }
-                ],
-                "nextPage": None,
-                "prevPage": None,
-            },
-        )
+        # Field names UNCONFIRMED (bill-api-auth-and-events.md §3.1): id/name per result.
+        orgs = [{"id": o["organizationId"], "name": o["name"]} for o in organizations(session.account)]
+        self._send(200, {"results": orgs, "nextPage": None, "prevPage": None})
 
     def v3_logout(self, session: Session) -> None:
         self.state.logout(session)
@@ -471,7 +486,11 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             raise EmulatedError("BDC_1102")
         accounts = self.state.orgs_for(fields["username"], fields["password"])
         self._v2_send(
-            [{"orgId": a.organization_id, "orgName": a.organization_name} for a in accounts]
+            [
+                {"orgId": org["organizationId"], "orgName": org["name"]}
+                for a in accounts
+                for org in organizations(a)
+            ]
         )
 
     def v2_session(self, session: Session) -> None:

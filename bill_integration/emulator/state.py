@@ -42,7 +42,16 @@ DEFAULT_LIMITS: dict[str, int] = {
     "calls_per_hour": 20000,
     "concurrent_per_organization": 3,
     "session_idle_seconds": 35 * 60,
+    # Sync-token sessions: 48 hours of inactivity (bill-api-auth-and-events.md §4.1).
+    "sync_session_idle_seconds": 48 * 3600,
+    # OAuth access tokens' expires_in (BILL says only "short-lived": UNCONFIRMED).
+    "oauth_token_seconds": 3600,
+    # Spend & Expense calls per minute per API token (answered 429 BDC_1144 past it: UNCONFIRMED).
+    "spend_calls_per_minute": 60,
 }
+
+#: Account kinds: how the account signs in (``Account.kind``).
+ACCOUNT_KINDS = ("user", "sync_token", "console", "oauth", "spend")
 
 #: Fault kinds and what they do to a matching request.
 FAULT_KINDS = {
@@ -70,6 +79,11 @@ COUNTER_NAMES = (
     "faults",
     "mfa_texts",
     "payments",
+    "console_logins",
+    "oauth_tokens",
+    "oauth_failures",
+    "expired_tokens_used",
+    "spend_rejected",
 )
 
 MESSAGES = {
@@ -138,6 +152,16 @@ class Account:
     mfa_enabled: bool = True
     #: True: MFA is bypassed at the developer-key level (``mfaBypass``).
     mfa_bypass: bool = False
+    #: How it signs in: "user" (email + password), "sync_token" (token name + token, 48 h
+    #: idle sessions), "console" (console email + ``consoleApiToken``, no password), "oauth"
+    #: (client id + secret at ``/authx/token``), "spend" (Spend & Expense API token only).
+    kind: str = "user"
+    console_token: str | None = field(default=None, repr=False)
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    #: Other organizations the same credentials reach (``{"organizationId", "name"}``),
+    #: listed by ``GET /v3/login/organizations`` and ``ListOrgs.json``, and accepted at login.
+    other_organizations: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """All fields, secrets included: this is the fake service's own control plane."""
@@ -161,6 +185,10 @@ class Session:
     created_at: datetime
     last_used: datetime
     trusted: bool = False
+    #: An OAuth access token's end (``None``: a BILL session with an idle timer).
+    expires_at: datetime | None = None
+    #: The organization this session is in (an account's other organizations may be chosen).
+    organization_id: str = ""
 
 
 @dataclass
@@ -226,6 +254,7 @@ class EmulatorState:
         self._by_token: dict[str, Account] = {}
         self._dev_keys: dict[str, int] = defaultdict(int)  # registered devKey -> accounts using it
         self._sessions: dict[str, Session] = {}
+        self._spend_calls: dict[str, list[datetime]] = defaultdict(list)
         self._usage: dict[str, _HourUsage] = {}
         self._inflight: dict[tuple[str, str], int] = defaultdict(int)
         self._faults: list[Fault] = []
@@ -256,8 +285,19 @@ class EmulatorState:
         unknown = set(extra) - allowed
         if unknown:
             raise ValueError(f"Unknown account field(s): {', '.join(sorted(unknown))}.")
+        kind = extra.get("kind", "user")
+        if kind not in ACCOUNT_KINDS:
+            raise ValueError(f"Unknown account kind {kind!r}; use one of {ACCOUNT_KINDS}.")
+        if kind == "console":
+            extra.setdefault("console_token", ids.api_token())
+        if kind == "oauth":
+            extra.setdefault("client_id", "app_" + ids.password().lower())
+            extra.setdefault("client_secret", ids.api_token())
+        default_name = f"user-{ids.password().lower()}@example.com"
+        if kind == "sync_token":
+            default_name = f"sync-{ids.password().lower()}"  # a token's name, not an email
         account = Account(
-            username=username or f"user-{ids.password().lower()}@example.com",
+            username=username or default_name,
             password=password or ids.password(),
             organization_id=organization_id or ids.organization_id(),
             dev_key=dev_key or ids.dev_key(),
@@ -382,12 +422,11 @@ class EmulatorState:
     ) -> int:
         """Sessions not logged out and not idle past the limit."""
         now = self.now()
-        idle = timedelta(seconds=self.limits["session_idle_seconds"])
         with self._lock:
             return sum(
                 1
                 for s in self._sessions.values()
-                if now - s.last_used < idle
+                if self._alive(s, now)
                 and (organization_id is None or s.account.organization_id == organization_id)
                 and (dev_key is None or s.dev_key == dev_key)
             )
@@ -554,6 +593,14 @@ class EmulatorState:
             self._count(dev_key, organization_id, faults=1)
             return chosen
 
+    def _alive(self, session: Session, now: datetime) -> bool:
+        """Whether the session's idle timer (or an OAuth token's lifetime) still runs."""
+        if session.expires_at is not None:
+            return now < session.expires_at
+        limit = "sync_session_idle_seconds" if session.account.kind == "sync_token" else None
+        idle = self.limits[limit or "session_idle_seconds"]
+        return now - session.last_used < timedelta(seconds=idle)
+
     def login(
         self,
         *,
@@ -564,6 +611,7 @@ class EmulatorState:
         dev_key: str,
         remember_me_id: str | None = None,
         device: str | None = None,
+        console_token: str | None = None,
     ) -> Session:
         """Check credentials as BILL does (devKey first, then user and password, then org).
 
@@ -576,10 +624,15 @@ class EmulatorState:
                 self._count(dev_key, organization_id, login_failures=1)
                 raise EmulatedError("BDC_1102", status=400)  # login failures are 400 (UNCONFIRMED)
             account = self._accounts.get(username.lower())
-            if account is None or account.password != password:
+            if console_token:  # Accountant Console: consoleApiToken instead of the password
+                accepted = account is not None and account.console_token == console_token
+            else:
+                accepted = account is not None and account.kind in ("user", "sync_token")
+                accepted = accepted and account.password == password
+            if not accepted or account is None:
                 self._count(dev_key, organization_id, login_failures=1)
                 raise EmulatedError("BDC_1101")
-            if account.organization_id != organization_id:
+            if organization_id not in _org_ids(account):
                 self._count(dev_key, organization_id, login_failures=1)
                 # BILL's message is known (bill-api.md §1.3); the code is UNCONFIRMED: BDC_1101.
                 raise EmulatedError(
@@ -594,10 +647,14 @@ class EmulatorState:
                 api=api,
                 created_at=now,
                 last_used=now,
-                trusted=self.mfa.trusts(account, remember_me_id, device, now),
+                trusted=account.kind != "sync_token"
+                and self.mfa.trusts(account, remember_me_id, device, now),
+                organization_id=organization_id,
             )
             self._sessions[session.session_id] = session
             self._count(dev_key, organization_id, logins=1)
+            if console_token:
+                self._count(dev_key, organization_id, console_logins=1)
         self.mfa.record_login(
             LoginRecord(
                 at=now.isoformat(),
@@ -620,11 +677,63 @@ class EmulatorState:
             if session is None or session.dev_key != dev_key:
                 raise EmulatedError("BDC_1109")
             now = self.clock.now()
-            if now - session.last_used >= timedelta(seconds=self.limits["session_idle_seconds"]):
+            if not self._alive(session, now):
                 del self._sessions[session_id]
                 raise EmulatedError("BDC_1109")
             session.last_used = now
             return session
+
+    # --- OAuth client credentials (oauth_routes.py) and organizations ---------------------------
+
+    def oauth_token(self, client_id: str, client_secret: str) -> Session:
+        """A new access token for a developer app's client credentials, or 401."""
+        with self._lock:
+            matches = [
+                a for a in self._accounts.values() if a.kind == "oauth" and a.client_id == client_id
+            ]
+            account = matches[0] if matches else None
+            if account is None or account.client_secret != client_secret:
+                self._count(None, None, oauth_failures=1)
+                raise EmulatedError(None, "invalid_client", status=401, category="REQUEST")
+            now = self.clock.now()
+            session = Session(
+                session_id=ids.session_id(),
+                account=account,
+                dev_key="",
+                api="v3",
+                created_at=now,
+                last_used=now,
+                expires_at=now + timedelta(seconds=self.limits["oauth_token_seconds"]),
+                organization_id=account.organization_id,
+            )
+            self._sessions[session.session_id] = session
+            self._count(None, account.organization_id, oauth_tokens=1)
+            return session
+
+    def authenticate_bearer(self, token: str) -> Session:
+        """The OAuth token's session; an expired or unknown token is HTTP 401 (UNCONFIRMED)."""
+        with self._lock:
+            session = self._sessions.get(token)
+            if session is None or session.expires_at is None:
+                raise EmulatedError(None, "Invalid access token.", status=401, category="AUTH")
+            if not self._alive(session, self.clock.now()):
+                self._count(None, session.account.organization_id, expired_tokens_used=1)
+                raise EmulatedError(None, "Access token expired.", status=401, category="AUTH")
+            session.last_used = self.clock.now()
+            return session
+
+    def spend_call(self, account: Account) -> None:
+        """Count one Spend & Expense call of ``account``'s token; 429 past the minute's limit."""
+        with self._lock:
+            now = self.clock.now()
+            calls = [t for t in self._spend_calls[account.api_token or ""] if now - t < _MINUTE]
+            if len(calls) >= self.limits["spend_calls_per_minute"]:
+                self._count(account.dev_key, account.organization_id, spend_rejected=1)
+                raise EmulatedError(
+                    "BDC_1144", "Max number of allowed requests per minute reached.", status=429
+                )
+            calls.append(now)
+            self._spend_calls[account.api_token or ""] = calls
 
     def logout(self, session: Session) -> None:
         with self._lock:
@@ -652,6 +761,20 @@ class EmulatorState:
             if account is None or account.password != password:
                 raise EmulatedError("BDC_1101")
             return [account]
+
+
+_MINUTE = timedelta(minutes=1)
+
+
+def _org_ids(account: Account) -> list[str]:
+    """Every organization ``account``'s credentials reach (its own first)."""
+    return [account.organization_id] + [o["organizationId"] for o in account.other_organizations]
+
+
+def organizations(account: Account) -> list[dict[str, str]]:
+    """The organizations listing of ``account``: ``{"organizationId", "name"}`` each."""
+    own = {"organizationId": account.organization_id, "name": account.organization_name}
+    return [own, *account.other_organizations]
 
 
 def accounts_document(data: Any, source: str = "accounts") -> list[dict[str, Any]]:

@@ -73,6 +73,7 @@ __all__ = [
     "request_slot",
     "reset",
     "slot_key",
+    "spend_call",
     "status",
     "take_login",
 ]
@@ -254,6 +255,39 @@ def request_slot(fingerprint: str, organization_id: str) -> Iterator[None]:
         raise
     else:
         _release(limiter, key, answer, lease_seconds=lease.total_seconds())
+
+
+def spend_call(key: str) -> None:
+    """Count one Spend & Expense call of the token behind ``key`` (``spend:<fingerprint>``).
+
+    BILL allows 60 Spend & Expense calls a minute (``auth_methods.SPEND_CALLS_PER_MINUTE``),
+    apart from the developer keys' limits. Each call takes a concurrency slot of key ``key``
+    that is never released: its one-minute lease is the sliding window, shared by every
+    worker through the same backend. Waits up to ``CONCURRENCY_WAIT`` for the window, then
+    raises ``RateLimited(scope="spend")``.
+    """
+    from datetime import timedelta
+
+    from ..auth_methods import SPEND_CALLS_PER_MINUTE
+
+    limiter = get_limiter()
+    deadline = time.monotonic() + bill_settings.CONCURRENCY_WAIT.total_seconds()
+    delay = SLOT_POLL_INTERVAL
+    while True:
+        answer = limiter.acquire_slot(
+            key, key, limit=SPEND_CALLS_PER_MINUTE, at=now(), lease=timedelta(minutes=1)
+        )
+        if isinstance(answer, datetime):
+            raise _paused_error(answer)
+        if answer is not None:
+            return
+        if time.monotonic() >= deadline:
+            raise RateLimited(
+                f"The {SPEND_CALLS_PER_MINUTE} Spend & Expense calls of the minute are used.",
+                scope="spend",
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
 
 
 def _release(limiter: LimiterBackend, key: str, token: str, *, lease_seconds: float) -> None:

@@ -15,19 +15,30 @@ the sweep and the tests agree on what "valid" and "due" mean.
 * **Due** (:func:`due_action`): what the sweep should do now: keep the session alive once it
   has been idle ``keepalive_after_idle()``, log in when there is no session, when it surely
   expired, or when ``MAX_SESSION_AGE`` is near.
+
+Each sign-in method has its own rules (``auth_methods.METHODS``): a sync-token session idles
+48 hours and is kept alive after 12; an OAuth access token has no idle timer and is renewed
+``OAUTH_RENEW_BEFORE`` before it expires (``session_expires_at``), never by a password login; a
+Spend & Expense-only connection has no session at all (always usable, never due).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
+from .. import constants
+from ..auth_methods import LOGIN as RENEW_BY_LOGIN
+from ..auth_methods import NONE, OAUTH_DEFAULT_LIFETIME, OAUTH_RENEW_BEFORE, OAUTH_TOKEN, rules
 from ..conf import bill_settings, keepalive_after_idle
 from ..exceptions import ConnectionDisabled, ConnectionNeedsRelink, LoginBudgetExhausted
 from ..models import BillConnection, ConnectionStatus
 
 #: The columns get_session() reads: enough to judge validity and build a BillSession.
 HOT_FIELDS = (
+    "auth_method",
     "session_id",
+    "session_expires_at",
     "dev_key",
     "dev_key_fingerprint",
     "organization_id",
@@ -58,15 +69,44 @@ def check_usable(connection: BillConnection) -> None:
         raise ConnectionDisabled()
 
 
+def idle_timeout(connection: BillConnection) -> timedelta | None:
+    """BILL's idle timeout of this connection's sessions (``None``: no idle timer)."""
+    entry = rules(connection.auth_method)
+    if entry.idle_timeout == constants.SESSION_IDLE_TIMEOUT:
+        return bill_settings.SESSION_IDLE_TIMEOUT  # a project's deprecated value still counts
+    return entry.idle_timeout
+
+
+def keepalive_after(connection: BillConnection) -> timedelta:
+    """How long this connection's session may idle before the sweep keeps it alive."""
+    return rules(connection.auth_method).keepalive_after or keepalive_after_idle()
+
+
+def expiry(connection: BillConnection, result: Any, moment: datetime) -> datetime | None:
+    """When an OAuth access token runs out (BILL's ``expires_in``); ``None`` for sessions."""
+    if rules(connection.auth_method).renewal != OAUTH_TOKEN:
+        return None
+    lifetime = result.expires_in
+    return moment + (timedelta(seconds=lifetime) if lifetime else OAUTH_DEFAULT_LIFETIME)
+
+
 def session_is_alive(connection: BillConnection, at: datetime) -> bool:
     """Whether BILL's idle timer still runs for the stored session at ``at`` (any age)."""
     if connection.status in (ConnectionStatus.NEEDS_RELINK, ConnectionStatus.DISABLED):
         return False
-    last_used = connection.session_last_used_at
-    if last_used is None or not connection.session_id:
+    entry = rules(connection.auth_method)
+    if entry.renewal == NONE:
+        return True  # Spend & Expense only: the API token is the credential, no session
+    if not connection.session_id:
         return False
-    idle_limit = bill_settings.SESSION_IDLE_TIMEOUT - bill_settings.SESSION_SAFETY_MARGIN
-    return at < last_used + idle_limit
+    if entry.renewal == OAUTH_TOKEN:
+        expires = connection.session_expires_at
+        return expires is not None and at < expires - bill_settings.SESSION_SAFETY_MARGIN
+    last_used = connection.session_last_used_at
+    timeout = idle_timeout(connection)
+    if last_used is None or timeout is None:
+        return False
+    return at < last_used + timeout - bill_settings.SESSION_SAFETY_MARGIN
 
 
 def renewal_pending(connection: BillConnection) -> bool:
@@ -82,7 +122,8 @@ def session_is_valid(connection: BillConnection, at: datetime) -> bool:
     if not session_is_alive(connection, at):
         return False
     max_age = bill_settings.MAX_SESSION_AGE
-    if max_age is not None and not renewal_pending(connection):
+    by_login = rules(connection.auth_method).renewal == RENEW_BY_LOGIN
+    if by_login and max_age is not None and not renewal_pending(connection):
         obtained = connection.session_obtained_at
         if obtained is None or at >= obtained + max_age:
             return False
@@ -100,10 +141,21 @@ def due_action(connection: BillConnection, at: datetime) -> str | None:
     as one query."""
     if connection.status not in SWEPT_STATUSES:
         return None
+    entry = rules(connection.auth_method)
+    if entry.renewal == NONE:
+        return None  # Spend & Expense only: nothing to keep
+    if entry.renewal == OAUTH_TOKEN:
+        if backing_off(connection, at):
+            return None
+        expires = connection.session_expires_at
+        renew = not connection.session_id or expires is None or at >= expires - OAUTH_RENEW_BEFORE
+        return LOGIN if renew else None
+    timeout = idle_timeout(connection) or bill_settings.SESSION_IDLE_TIMEOUT
+    keep_after = keepalive_after(connection)
     if backing_off(connection, at):
         # Backing off; but a session whose renewal waits for the budget is still kept alive.
         alive = renewal_pending(connection) and session_is_alive(connection, at)
-        idle_enough = alive and at - connection.session_last_used_at >= keepalive_after_idle()
+        idle_enough = alive and at - connection.session_last_used_at >= keep_after
         return KEEP_ALIVE if idle_enough else None
     last_used = connection.session_last_used_at
     if last_used is None or not connection.session_id:
@@ -115,8 +167,8 @@ def due_action(connection: BillConnection, at: datetime) -> str | None:
             return LOGIN
     idle = at - last_used
     # Past the idle limit even allowing for the throttled last-use lag: surely gone at BILL.
-    if idle >= bill_settings.SESSION_IDLE_TIMEOUT + bill_settings.LAST_USED_WRITE_INTERVAL:
+    if idle >= timeout + bill_settings.LAST_USED_WRITE_INTERVAL:
         return LOGIN
-    if idle >= keepalive_after_idle():
+    if idle >= keep_after:
         return KEEP_ALIVE
     return None

@@ -25,7 +25,14 @@ a challenge's rate-limit answer is BILL's 5-texts-a-minute rule (``client/errors
 pauses nothing. Our own text-message throttle is in ``services/mfa.py``.
 
 Spend & Expense calls carry their own API token and BILL counts them separately from the
-developer key's AP/AR limits, so they take no developer-key slot.
+developer key's AP/AR limits, so they take no developer-key slot: they take one of the token's
+60 calls a minute instead (:func:`bill_integration.limits.spend_call`, key ``spend:...``).
+
+Every sign-in method (``auth_methods.METHODS``) goes through the same functions: a login is a
+``POST /v3/login`` (user/password, sync token, console token with ``consoleApiToken`` and no
+password) or, for OAuth client credentials, a ``POST /authx/token`` whose access token is the
+"session" (sent as ``Authorization: Bearer``, never with a devKey); a Spend & Expense-only
+connection has no login at all.
 
 Secrets stay out of logs and error reports: every function that handles one is marked with
 ``sensitive_variables``, and the dataclasses keep them out of ``repr()``.
@@ -42,6 +49,7 @@ from typing import Any, Protocol
 from django.views.decorators.debug import sensitive_variables
 
 from .. import limits
+from ..auth_methods import NONE, OAUTH_TOKEN, AuthMethod, rules
 from ..client import (
     LoginResult,
     MfaPhone,
@@ -49,10 +57,11 @@ from ..client import (
     SpendUser,
     StepUpResult,
     get_client,
+    get_oauth_client,
     get_spend_client,
 )
 from ..client.base import session_credentials
-from ..exceptions import RateLimited
+from ..exceptions import ConfigurationError, RateLimited
 
 logger = logging.getLogger("bill_integration")
 
@@ -91,23 +100,36 @@ class Account:
     #: given to: a login that sends both gets an MFA-trusted session (services/trust.py).
     remember_me_id: str | None = field(default=None, repr=False)
     device: str | None = None
+    #: The sign-in method (``auth_methods``) and the secrets only some methods have.
+    auth_method: str = AuthMethod.USER_PASSWORD
+    console_token: str | None = field(default=None, repr=False)
+    oauth_client_id: str = ""
+    oauth_client_secret: str | None = field(default=None, repr=False)
+    api_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def of(
         cls, connection: Any, *, remember_me_id: str | None = None, device: str | None = None
     ) -> Account:
-        """The account of a stored connection (decrypts its password and developer key)."""
+        """The account of a stored connection (decrypts the secrets its method uses)."""
+        entry = rules(getattr(connection, "auth_method", None))
+        secret = {name: getattr(connection, name) or None for name in entry.secrets}
         return cls(
             environment=connection.environment,
             api_version=connection.api_version,
             username=connection.username,
-            password=connection.password,
+            password=secret.get("password") or "",
             organization_id=connection.organization_id,
-            dev_key=connection.dev_key,
+            dev_key=secret.get("dev_key") or "",
             fingerprint=connection.dev_key_fingerprint,
             tenant_key=str(connection.tenant_id),
-            remember_me_id=remember_me_id,
-            device=device,
+            remember_me_id=remember_me_id if entry.mfa_trust else None,
+            device=device if entry.mfa_trust else None,
+            auth_method=entry.method,
+            console_token=secret.get("console_token"),
+            oauth_client_id=connection.oauth_client_id,
+            oauth_client_secret=secret.get("oauth_client_secret"),
+            api_token=secret.get("api_token"),
         )
 
 
@@ -120,6 +142,13 @@ class SessionHolder(Protocol):
     session_id: str
     dev_key: str
     dev_key_fingerprint: str
+    auth_method: str
+    api_token: str | None
+
+
+def _bearer(holder: SessionHolder) -> str | None:
+    """An OAuth connection's access token (sent as ``Authorization: Bearer``), else ``None``."""
+    return holder.session_id if holder.auth_method == AuthMethod.OAUTH_CLIENT else None
 
 
 @contextmanager
@@ -147,16 +176,42 @@ def login(account: Account, *, attempt: bool = False) -> LoginResult:
     Raises :class:`~bill_integration.exceptions.LoginBudgetExhausted` (the budget is spent;
     BILL was not asked) or what BILL answered.
     """
+    entry = rules(account.auth_method)
+    if entry.renewal == NONE:
+        raise ConfigurationError(f"A {entry.method} connection has no login.")
     limits.take_login(account.fingerprint, attempt_by=account.tenant_key if attempt else None)
+    if entry.renewal == OAUTH_TOKEN:
+        return _oauth_token(account)
+    console = account.auth_method == AuthMethod.CONSOLE_TOKEN
     with _bill_call(account.fingerprint, account.organization_id):
         return get_client(account.environment, account.api_version).login(
             username=account.username,
-            password=account.password,
+            password="" if console else account.password,
             organization_id=account.organization_id,
             dev_key=account.dev_key,
             remember_me_id=account.remember_me_id,
             device=account.device,
+            console_token=account.console_token if console else None,
         )
+
+
+@sensitive_variables("account", "token", "info")
+def _oauth_token(account: Account) -> LoginResult:
+    """OAuth client credentials: a new access token, then whose organization it reaches."""
+    with _bill_call(account.fingerprint, "oauth"):
+        token = get_oauth_client(account.environment).token(
+            client_id=account.oauth_client_id, client_secret=account.oauth_client_secret or ""
+        )
+    with _bill_call(account.fingerprint, account.organization_id or "oauth"):
+        info = get_client(account.environment, "v3").session_info(
+            session_id="", dev_key="", bearer=token.access_token
+        )
+    return LoginResult(
+        session_id=token.access_token,
+        organization_id=info.organization_id,
+        user_id=info.user_id,
+        expires_in=token.expires_in,
+    )
 
 
 @sensitive_variables("holder")
@@ -164,7 +219,7 @@ def session_info(holder: SessionHolder) -> SessionInfo:
     """BILL's cheapest authenticated call: proves the session alive and resets its idle timer."""
     with _bill_call(holder.dev_key_fingerprint, holder.organization_id):
         return get_client(holder.environment, holder.api_version).session_info(
-            session_id=holder.session_id, dev_key=holder.dev_key
+            session_id=holder.session_id, dev_key=holder.dev_key, bearer=_bearer(holder)
         )
 
 
@@ -178,7 +233,16 @@ def request(
     data: Any = None,
     params: dict[str, Any] | None = None,
 ) -> Any:
-    """A caller's own call with ``holder``'s session: parsed JSON (v3) or ``response_data`` (v2)."""
+    """A caller's own call with ``holder``'s session: parsed JSON (v3) or ``response_data`` (v2).
+
+    A Spend & Expense-only connection sends its ``apiToken`` (any HTTP method) within the
+    token's 60 calls a minute; an OAuth connection sends its ``Authorization: Bearer`` token.
+    """
+    if holder.auth_method == AuthMethod.SPEND_TOKEN:
+        limits.spend_call(holder.dev_key_fingerprint)
+        return get_spend_client(holder.environment).call(
+            method, path, api_token=holder.api_token or "", json=json, params=params
+        )
     with _bill_call(holder.dev_key_fingerprint, holder.organization_id):
         return get_client(holder.environment, holder.api_version).request(
             method,
@@ -188,6 +252,7 @@ def request(
             json=json,
             data=data,
             params=params,
+            bearer=_bearer(holder),
         )
 
 
@@ -246,7 +311,10 @@ def logout_quietly(account: Account, session_id: str) -> None:
 
     Never raises: a session left open expires on its own after BILL's idle timeout. It holds
     a slot like any call (never a login) and is skipped while the developer key is paused.
+    OAuth tokens and Spend & Expense tokens have no session to end: nothing is sent.
     """
+    if rules(account.auth_method).renewal != "login" or not session_id:
+        return
     try:
         with _bill_call(account.fingerprint, account.organization_id):
             get_client(account.environment, account.api_version).logout(
@@ -257,8 +325,13 @@ def logout_quietly(account: Account, session_id: str) -> None:
 
 
 @sensitive_variables("api_token")
-def check_api_token(environment: str, api_token: str) -> SpendUser:
-    """Prove a Spend & Expense API token works (the user who generated it)."""
+def check_api_token(environment: str, api_token: str, *, key: str = "") -> SpendUser:
+    """Prove a Spend & Expense API token works (the user who generated it).
+
+    ``key`` (``spend:<fingerprint>``) counts the call in that token's 60 calls a minute.
+    """
+    if key:
+        limits.spend_call(key)
     return get_spend_client(environment).current_user(api_token=api_token)
 
 

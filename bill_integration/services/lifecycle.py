@@ -41,8 +41,9 @@ from typing import Any
 from django.db import transaction
 
 from .. import signals
+from ..auth_methods import SPEND_USER, rules
 from ..client.errors import start_of_next_hour
-from ..conf import bill_settings, keepalive_after_idle, now
+from ..conf import bill_settings, now
 from ..exceptions import (
     BillIntegrationError,
     ConflictError,
@@ -55,9 +56,15 @@ from ..exceptions import (
 )
 from ..models import SECRET_FIELDS, SESSION_FIELDS, STATUS_FIELDS, AuditEvent, BillConnection
 from ..models import ConnectionStatus as Status
-from . import gateway, trust
+from . import gateway, spend_only, trust
 from .common import log_failure, log_outcome, record
-from .freshness import BUDGET_EXHAUSTED, UNHEALTHY_STATUSES, renewal_pending
+from .freshness import (
+    BUDGET_EXHAUSTED,
+    UNHEALTHY_STATUSES,
+    expiry,
+    keepalive_after,
+    renewal_pending,
+)
 from .locking import Effects, fenced_write, lock_without_secrets
 
 logger = logging.getLogger("bill_integration.sessions")
@@ -85,6 +92,7 @@ def login(connection: BillConnection, effects: Effects, *, reason: str) -> None:
     connection.user_id = result.user_id or connection.user_id
     connection.session_obtained_at = moment
     connection.session_last_used_at = moment
+    connection.session_expires_at = expiry(connection, result, moment)
     # v2's login answer has no "trusted": a valid mfaId sent counts (trust.py's choices).
     sent = remember_me is not None
     trusted = result.trusted or (sent and connection.api_version == "v2")
@@ -95,9 +103,8 @@ def login(connection: BillConnection, effects: Effects, *, reason: str) -> None:
         fields = [*SESSION_FIELDS, *STATUS_FIELDS, *lost]
         fenced_write(connection, read_version, fields, bump=True)
     except ConflictError:
-        # The row changed under us (relinked, or a writer that did not take the lock): the
-        # stored session is not ours to replace. Write nothing, and do not leave the fresh
-        # session open at BILL. The caller must not record a failure either (see conflicted).
+        # The row changed under us (relinked, or a writer without the lock): write nothing,
+        # log the fresh session out; the caller records no failure either (see conflicted).
         gateway.logout_quietly(account, result.session_id)
         raise
     record(
@@ -117,6 +124,8 @@ def login(connection: BillConnection, effects: Effects, *, reason: str) -> None:
 def keep_alive(connection: BillConnection, effects: Effects) -> str:
     """Reset BILL's idle timer with ``session_info``; log in if BILL says the session is gone."""
     started = time.monotonic()
+    if rules(connection.auth_method).probe == SPEND_USER:
+        return spend_only.check_token(connection, started)  # no session: check the token
     try:
         info = gateway.session_info(connection)
     except SessionInvalid:
@@ -178,7 +187,7 @@ def renew(
 
 def renew_or_keep_alive(connection: BillConnection, effects: Effects, at: datetime) -> str:
     """The sweep's renewal of a live session past ``MAX_SESSION_AGE`` (keep-alive if refused)."""
-    idle_enough = at - connection.session_last_used_at >= keepalive_after_idle()
+    idle_enough = at - connection.session_last_used_at >= keepalive_after(connection)
     return renew(connection, effects, reason="max_age", keep_alive_too=idle_enough)
 
 

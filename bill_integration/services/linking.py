@@ -34,6 +34,7 @@ from django.db.models.functions import Cast
 from django.views.decorators.debug import sensitive_variables
 
 from .. import signals
+from ..auth_methods import CREDENTIAL_SECRETS, NONE, AuthMethod, rules
 from ..conf import bill_settings, now
 from ..exceptions import (
     BillIntegrationError,
@@ -46,19 +47,25 @@ from ..log_redaction import register_secret
 from ..models import TRUST_FIELDS, ApiVersion, AuditEvent, BillConnection, ConnectionStatus
 from . import gateway, trust
 from .common import dev_key_fingerprint, log_failure, log_outcome, record
+from .freshness import expiry
 from .locking import lock_without_secrets
 
 #: What a successful link writes (credentials, session, status), in one ``save()``.
 LINK_WRITE_FIELDS = [
     "environment",
     "api_version",
+    "auth_method",
     "username",
     "organization_id",
     "password",
     "dev_key",
     "api_token",
+    "console_token",
+    "oauth_client_id",
+    "oauth_client_secret",
     "dev_key_fingerprint",
     "session_id",
+    "session_expires_at",
     "user_id",
     "session_obtained_at",
     "session_last_used_at",
@@ -73,8 +80,15 @@ LINK_WRITE_FIELDS = [
     "updated_at",
 ]
 #: The plain columns and the secret columns (compared as stored ciphertext) of the fence.
-FENCE_PLAIN = ("environment", "api_version", "username", "organization_id")
-FENCE_SECRETS = ("password", "dev_key", "api_token")
+FENCE_PLAIN = (
+    "environment",
+    "api_version",
+    "auth_method",
+    "username",
+    "organization_id",
+    "oauth_client_id",
+)
+FENCE_SECRETS = CREDENTIAL_SECRETS
 
 
 def _check_choices(environment: str, api_version: str) -> None:
@@ -132,21 +146,36 @@ def _failed(
         relink=relink,
     )
     log_failure("link", existing, exc, started=started, tenant=tenant)
-    signals.connection_link_failed.send(sender=BillConnection, tenant=tenant, error=exc, actor=actor)
+    signals.connection_link_failed.send(
+        sender=BillConnection, tenant=tenant, error=exc, actor=actor
+    )
 
 
-@sensitive_variables("password", "dev_key", "api_token", "secret", "result", "account")
+@sensitive_variables(
+    "password",
+    "dev_key",
+    "api_token",
+    "console_token",
+    "oauth_client_secret",
+    "secret",
+    "result",
+    "account",
+)
 def link(
     tenant: Any,
     *,
-    username: str,
-    password: str,
-    organization_id: str,
-    dev_key: str,
+    username: str = "",
+    password: str = "",
+    organization_id: str = "",
+    dev_key: str = "",
     api_token: str | None = None,
     environment: str | None = None,
     api_version: str = "v3",
     actor: Any = None,
+    auth_method: str = AuthMethod.USER_PASSWORD,
+    console_token: str | None = None,
+    oauth_client_id: str = "",
+    oauth_client_secret: str | None = None,
 ) -> BillConnection:
     """Link (or relink) ``tenant``'s BILL account, storing the credentials only if BILL accepts them.
 
@@ -155,10 +184,18 @@ def link(
     :class:`UnexpectedResponse`) with nothing stored changed, or :class:`ConflictError` when a
     concurrent relink of the same connection won. ``api_token=None`` (or ``""``) stores no
     Spend & Expense token; a relink replaces all credentials together.
+
+    ``auth_method`` (``auth_methods.METHODS``) says which credentials these are: a sync token
+    is ``username`` (its name) and ``password`` (the token); a console token is ``username``
+    and ``console_token`` (no password is sent); ``spend_token`` is ``api_token`` alone (no
+    login: the token is checked); ``oauth_client`` is ``oauth_client_id`` and
+    ``oauth_client_secret`` (a token is fetched, never a password login). The credentials of
+    other methods are not stored. A change of method is a relink.
     """
     environment = environment or bill_settings.DEFAULT_ENVIRONMENT
     _check_choices(environment, api_version)
     api_token = api_token or None
+    entry = rules(auth_method)
     started = time.monotonic()
 
     # The fence: the credentials this attempt replaces, read before talking to BILL.
@@ -166,7 +203,7 @@ def link(
     connection_id = fence[0] if fence else None
     relink = fence is not None
 
-    for secret in (password, dev_key, api_token):
+    for secret in (password, dev_key, api_token, console_token, oauth_client_secret):
         register_secret(secret)  # the log filter redacts these wherever they would appear
     account = gateway.Account(
         environment=environment,
@@ -175,16 +212,25 @@ def link(
         password=password,
         organization_id=organization_id,
         dev_key=dev_key,
-        fingerprint=dev_key_fingerprint(dev_key),
+        fingerprint=limits_key(entry.method, dev_key, api_token, oauth_client_id),
         tenant_key=str(getattr(tenant, "pk", tenant)),
+        auth_method=entry.method,
+        console_token=console_token or None,
+        oauth_client_id=oauth_client_id,
+        oauth_client_secret=oauth_client_secret or None,
+        api_token=api_token,
     )
     result = None
     try:
-        result = gateway.login(account, attempt=True)
-        register_secret(result.session_id)
-        if api_token:
-            gateway.check_api_token(environment, api_token)
-        connection, created = _store(tenant, fence, account, api_token, result, actor=actor)
+        if entry.renewal == NONE:  # Spend & Expense only: no login, the token is checked
+            user = gateway.check_api_token(environment, api_token or "", key=account.fingerprint)
+            session = gateway.LoginResult(session_id="", organization_id="", user_id=user.id)
+        else:
+            result = session = gateway.login(account, attempt=True)
+            register_secret(result.session_id)
+            if api_token:
+                gateway.check_api_token(environment, api_token)
+        connection, created = _store(tenant, fence, account, api_token, session, actor=actor)
     except Exception as exc:
         # Whatever failed after BILL opened a session, that session must not stay open.
         if result is not None:
@@ -216,6 +262,20 @@ def link(
     return connection
 
 
+def limits_key(method: str, dev_key: str, api_token: str | None, client_id: str) -> str:
+    """What the limits count this connection under (``dev_key_fingerprint``, 64 characters).
+
+    The developer key's fingerprint for methods that log in with one; ``spend:`` and the API
+    token's for Spend & Expense only (its own 60 calls a minute); ``oauth:`` and the client
+    id's for OAuth (its calls carry no developer key).
+    """
+    if method == AuthMethod.SPEND_TOKEN:
+        return "spend:" + dev_key_fingerprint(api_token or "")[:58]
+    if method == AuthMethod.OAUTH_CLIENT:
+        return "oauth:" + dev_key_fingerprint(client_id)[:58]
+    return dev_key_fingerprint(dev_key)
+
+
 @sensitive_variables("account", "api_token", "result")
 def _store(
     tenant: Any,
@@ -241,15 +301,27 @@ def _store(
         if trust_fields:
             trust.clear(connection)
         moment = now()
+        entry = rules(account.auth_method)
         connection.environment = account.environment
         connection.api_version = account.api_version
-        connection.username = account.username
+        connection.auth_method = entry.method
+        connection.username = account.username if "username" in entry.fields.values() else ""
         connection.organization_id = result.organization_id or account.organization_id
-        connection.password = account.password
-        connection.dev_key = account.dev_key
-        connection.api_token = api_token
+        offered = {
+            "password": account.password,
+            "dev_key": account.dev_key,
+            "api_token": api_token,
+            "console_token": account.console_token,
+            "oauth_client_secret": account.oauth_client_secret,
+        }
+        for column in CREDENTIAL_SECRETS:  # only this method's secrets; others cleared
+            setattr(
+                connection, column, offered[column] or None if column in entry.secrets else None
+            )
+        connection.oauth_client_id = account.oauth_client_id
         connection.dev_key_fingerprint = account.fingerprint
-        connection.session_id = result.session_id
+        connection.session_id = result.session_id or None
+        connection.session_expires_at = expiry(connection, result, moment)
         connection.user_id = result.user_id or ""
         connection.session_obtained_at = moment
         connection.session_last_used_at = moment
@@ -279,9 +351,10 @@ def _store(
     return connection, created
 
 
-def _identity(holder: Any) -> tuple[str, str, str, str]:
-    """Whose BILL account this is: environment, API version, user name and organization."""
+def _identity(holder: Any) -> tuple[str, ...]:
+    """Whose BILL account this is: method, environment, API version, user name, organization."""
     return (
+        holder.auth_method,
         holder.environment,
         holder.api_version,
         holder.username.strip().lower(),
@@ -305,6 +378,7 @@ def unlink(tenant: Any, *, actor: Any = None) -> None:
             "environment": connection.environment,
             "api_version": connection.api_version,
         }
+        method = connection.auth_method
         fingerprint = connection.dev_key_fingerprint
         session = None
         try:
@@ -338,6 +412,7 @@ def unlink(tenant: Any, *, actor: Any = None) -> None:
             organization_id=facts["organization_id"],
             dev_key=session[1],
             fingerprint=fingerprint,
+            auth_method=method,
         )
         gateway.logout_quietly(account, session[0])
     log_outcome("unlink", None, "unlinked", duration=time.monotonic() - started, tenant=tenant)
@@ -361,6 +436,12 @@ def verify(tenant: Any) -> None:
         raise ConnectionNotLinked()
     account = gateway.Account.of(connection)
     try:
+        if rules(connection.auth_method).renewal == NONE:  # Spend & Expense only
+            gateway.check_api_token(
+                connection.environment, account.api_token or "", key=account.fingerprint
+            )
+            log_outcome("verify", connection, "ok", duration=time.monotonic() - started)
+            return
         result = gateway.login(account, attempt=True)
         try:
             if connection.api_token:

@@ -21,6 +21,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q
 
+from ..auth_methods import AuthMethod
 from ..conf import bill_settings, now
 from ..exceptions import ConnectionNotLinked, SessionInvalid, UntrustedSession
 from ..models import BillConnection
@@ -48,9 +49,18 @@ class BillSession:
     version: int = 0
     dev_key_fingerprint: str = field(default="", repr=False)
     last_used_at: datetime | None = field(default=None, compare=False)
+    #: The connection's sign-in method (``auth_methods``) and, for Spend & Expense only, its
+    #: API token (the only credential such a connection has).
+    auth_method: str = AuthMethod.USER_PASSWORD
+    api_token: str | None = field(default=None, repr=False)
 
     def headers(self) -> dict[str, str]:
-        """v3 authentication headers (``devKey``, ``sessionId``)."""
+        """v3 authentication headers: ``devKey`` + ``sessionId``; ``Authorization: Bearer``
+        for OAuth; ``apiToken`` for Spend & Expense only."""
+        if self.auth_method == AuthMethod.OAUTH_CLIENT:
+            return {"Authorization": f"Bearer {self.session_id}"}
+        if self.auth_method == AuthMethod.SPEND_TOKEN:
+            return {"apiToken": self.api_token or ""}
         return gateway.session_credentials(self.session_id, self.dev_key)
 
     def form_fields(self) -> dict[str, str]:
@@ -113,9 +123,12 @@ class BillSession:
 
 def session_from(connection: BillConnection) -> BillSession:
     """The caller's view of a connection row that holds a valid session."""
+    spend_only = connection.auth_method == AuthMethod.SPEND_TOKEN
     return BillSession(
-        session_id=connection.session_id,
-        dev_key=connection.dev_key,
+        auth_method=connection.auth_method,
+        api_token=connection.api_token if spend_only else None,  # decrypted only when needed
+        session_id=connection.session_id or "",
+        dev_key=connection.dev_key or "",
         organization_id=connection.organization_id,
         user_id=connection.user_id,
         api_version=connection.api_version,

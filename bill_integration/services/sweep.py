@@ -32,7 +32,8 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
 
-from ..conf import bill_settings, keepalive_after_idle, now
+from ..auth_methods import METHODS, NONE, OAUTH_RENEW_BEFORE, OAUTH_TOKEN
+from ..conf import bill_settings, now
 from ..exceptions import BillIntegrationError, ConflictError, DecryptionFailed
 from ..models import BillConnection
 from ..models import ConnectionStatus as Status
@@ -44,6 +45,8 @@ from .freshness import (
     SWEPT_STATUSES,
     backing_off,
     due_action,
+    idle_timeout,
+    keepalive_after,
     session_is_alive,
 )
 from .locking import Effects, lock
@@ -55,33 +58,53 @@ Progress = Callable[[int, str], Any]
 
 
 def due_connection_ids(at: datetime | None = None, *, limit: int | None = None) -> list[int]:
-    """Ids of the connections due at ``at``, most recently used first (one query)."""
+    """Ids of the connections due at ``at``, most recently used first (one query).
+
+    One condition per sign-in method (``auth_methods.METHODS``): its own idle timeout and
+    keep-alive cadence; OAuth tokens when they near ``session_expires_at``; Spend & Expense-only
+    connections never.
+    """
     at = at or now()
-    idle = Q(session_last_used_at__lte=at - keepalive_after_idle())
+    due = Q(pk__in=[])
+    for method, entry in METHODS.items():
+        if entry.renewal == NONE:
+            continue
+        if entry.renewal == OAUTH_TOKEN:
+            renew = Q(session_expires_at__isnull=True) | Q(
+                session_expires_at__lte=at + OAUTH_RENEW_BEFORE
+            )
+            waits = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=at)
+            due |= Q(auth_method=method) & waits & renew
+            continue
+        due |= Q(auth_method=method) & _session_due(at, method)
+    query = (
+        BillConnection.objects.filter(status__in=SWEPT_STATUSES)
+        .filter(due)
+        .values_list("pk", flat=True)
+    )
+    return list(_most_recent_first(query)[:limit] if limit else _most_recent_first(query))
+
+
+def _session_due(at: datetime, method: str) -> Q:
+    """The due rule of a method whose session idles (:func:`freshness.due_action` as a query)."""
+    probe = BillConnection(auth_method=method)
+    timeout = idle_timeout(probe) or bill_settings.SESSION_IDLE_TIMEOUT
+    idle = Q(session_last_used_at__lte=at - keepalive_after(probe))
     due = Q(session_last_used_at__isnull=True) | idle
     # Still trusted (session_is_alive): only such a session is kept alive while it waits.
-    alive = Q(
-        session_last_used_at__gt=at
-        - bill_settings.SESSION_IDLE_TIMEOUT
-        + bill_settings.SESSION_SAFETY_MARGIN
-    )
+    alive = Q(session_last_used_at__gt=at - timeout + bill_settings.SESSION_SAFETY_MARGIN)
     max_age = bill_settings.MAX_SESSION_AGE
     if max_age is not None:
         due |= Q(session_obtained_at__isnull=True) | Q(
             session_obtained_at__lte=at - max_age + bill_settings.SESSION_SAFETY_MARGIN
         )
-    query = (
-        BillConnection.objects.filter(status__in=SWEPT_STATUSES)
-        .filter(
-            Q(next_attempt_at__isnull=True)
-            | Q(next_attempt_at__lte=at)
-            # a renewal waiting for the login budget: keep the live session alive meanwhile
-            | (Q(status=Status.ACTIVE, last_error_code=BUDGET_EXHAUSTED) & idle & alive)
-        )
-        .filter(due)
-        .values_list("pk", flat=True)
+    waits = (
+        Q(next_attempt_at__isnull=True)
+        | Q(next_attempt_at__lte=at)
+        # a renewal waiting for the login budget: keep the live session alive meanwhile
+        | (Q(status=Status.ACTIVE, last_error_code=BUDGET_EXHAUSTED) & idle & alive)
     )
-    return list(_most_recent_first(query)[:limit] if limit else _most_recent_first(query))
+    return waits & due
 
 
 def _most_recent_first(query: QuerySet[Any]) -> QuerySet[Any]:

@@ -17,6 +17,8 @@ CANARIES = {
     "api_token": "canary-api-token-9f2",
     "session_id": "!acanarysession0000000000000000000000000000000",
     "mfa_remember_id": "canary-remember-me-id-0000000000000000000000000000000000000000",
+    "console_token": "canary-console-token-0000000000000000",
+    "oauth_client_secret": "canary-oauth-client-secret-000000000000",
 }
 
 

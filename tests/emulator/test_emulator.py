@@ -399,6 +399,9 @@ def test_default_limits_are_bills():
         "calls_per_hour": 20000,
         "concurrent_per_organization": 3,
         "session_idle_seconds": 35 * 60,
+        "sync_session_idle_seconds": 48 * 3600,
+        "oauth_token_seconds": 3600,
+        "spend_calls_per_minute": 60,
     }
 
 

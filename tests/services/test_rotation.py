@@ -38,6 +38,8 @@ def secrets_for(n: int) -> dict[str, str]:
         "api_token": f"token-{n:05d}",
         "session_id": f"!asession{n:05d}",
         "mfa_remember_id": f"remember-me-{n:05d}",
+        "console_token": f"console-{n:05d}",
+        "oauth_client_secret": f"client-secret-{n:05d}",
     }
 
 
@@ -83,7 +85,7 @@ def test_rotation_moves_every_secret_to_the_first_key_and_keeps_version():
     with override_settings(FIELD_ENCRYPTION_KEY=[NEW_KEY, OLD_KEY]):
         assert rotation.key_status().rows_on_old_key == 3
         report = rotation.rotate_all(batch_size=2)
-        assert (report.rows_rotated, report.fields_rotated) == (3, 15)
+        assert (report.rows_rotated, report.fields_rotated) == (3, 21)
         assert rotation.key_status().done
         again = rotation.rotate_all()
         assert (again.rows_rotated, again.rows_current) == (0, 3)
@@ -237,7 +239,7 @@ def test_check_reports_counts_and_exit_codes():
         with pytest.raises(SystemExit) as exited:
             call_command("bill_rotate_keys", "--check", stdout=out, stderr=StringIO())
         assert exited.value.code == 1
-        assert "4 of 4 rows (20 secrets) still need an old key." in out.getvalue()
+        assert "4 of 4 rows (28 secrets) still need an old key." in out.getvalue()
         call_command("bill_rotate_keys", "--no-progress", stdout=StringIO())
         out = StringIO()
         call_command("bill_rotate_keys", "--check", stdout=out)  # no SystemExit: exit 0
