@@ -627,8 +627,11 @@ class EmulatorState:
             if console_token:  # Accountant Console: consoleApiToken instead of the password
                 accepted = account is not None and account.console_token == console_token
             else:
-                accepted = account is not None and account.kind in ("user", "sync_token")
-                accepted = accepted and account.password == password
+                accepted = (
+                    account is not None
+                    and account.kind in ("user", "sync_token")
+                    and account.password == password
+                )
             if not accepted or account is None:
                 self._count(dev_key, organization_id, login_failures=1)
                 raise EmulatedError("BDC_1101")
