@@ -24,7 +24,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
@@ -45,7 +45,7 @@ from .admin_trust import TRUST_FIELDSET, TRUST_READONLY, TrustAdminMixin, TrustL
 from .api.throttling import TenantRefreshCounter, UserRefreshCounter
 from .conf import bill_settings, now
 from .exceptions import BillIntegrationError, customer_message
-from .models import AuditEvent, BillConnection, ConnectionStatus
+from .models import AuditEvent, BillConnection, BillConnectionQuerySet, ConnectionStatus
 
 #: What the change page shows instead of each secret: whether one is stored.
 SECRET_STATES = ("password_state", "dev_key_state", "api_token_state", "credentials_set_at")
@@ -56,7 +56,7 @@ ERROR_PREVIEW_CHARS = 48
 #: Set on the request when a change form was saved without any change (nothing was called).
 _UNCHANGED = "_bill_admin_unchanged"
 
-BADGE_COLOURS = {
+BADGE_COLOURS: dict[str, str] = {
     ConnectionStatus.ACTIVE: "#1e7e34",
     ConnectionStatus.DEGRADED: "#b8860b",
     ConnectionStatus.RATE_LIMITED: "#b8860b",
@@ -67,7 +67,7 @@ BADGE_COLOURS = {
 
 def _when(value: datetime | None) -> str:
     """A timestamp in the reader's format and time zone, or a dash."""
-    return formats.localize(timezone.template_localtime(value)) if value else "—"
+    return formats.localize(timezone.template_localtime(value)) if value else "—"  # type: ignore[attr-defined]  # Django has it; its stubs omit it
 
 
 class AuditEventInline(admin.TabularInline):
@@ -155,7 +155,9 @@ class BillConnectionAdmin(TrustAdminMixin, admin.ModelAdmin):
             return ()
         return (*self.readonly_fields, "tenant")
 
-    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
         # Secret inputs are the form's own fields, never model fields: a model field would
         # be read from the instance (decrypting it) to fill the form's initial data.
         fields = kwargs.get("fields") or flatten_fieldsets(self.get_fieldsets(request, obj))
@@ -170,10 +172,10 @@ class BillConnectionAdmin(TrustAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[BillConnection]:
         # Never decrypt for a list or a form: secrets are deferred.
-        return super().get_queryset(request).without_secrets()
+        return cast(BillConnectionQuerySet, super().get_queryset(request)).without_secrets()
 
     @method_decorator(sensitive_post_parameters(*SECRET_INPUTS))
-    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         return super().changeform_view(request, *args, **kwargs)
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:

@@ -8,7 +8,7 @@ blank secret keeps the stored one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.core.exceptions import ImproperlyConfigured
@@ -21,6 +21,9 @@ from . import services, validators
 from .conf import bill_settings, get_tenant_model
 from .exceptions import BillIntegrationError, DecryptionFailed, customer_message
 from .models import BillConnection
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 #: The form's write-only secret inputs (never model fields, so never read from the instance).
 SECRET_INPUTS = ("password", "dev_key", "api_token")
@@ -47,7 +50,7 @@ def tenant_model_installed() -> bool:
     return True
 
 
-def _secret_input(name: str, *, label: str) -> forms.CharField:
+def _secret_input(name: str, *, label: StrOrPromise) -> forms.CharField:
     return forms.CharField(
         label=label,
         required=False,
@@ -90,7 +93,9 @@ class BillConnectionForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.linked_connection: BillConnection | None = None
         self.unchanged = False
-        self.fields["environment"].choices = [(n, n) for n in bill_settings.environment_names()]
+        cast(forms.ChoiceField, self.fields["environment"]).choices = [
+            (n, n) for n in bill_settings.environment_names()
+        ]
         if not self.instance.pk:
             self.fields["environment"].initial = bill_settings.DEFAULT_ENVIRONMENT
             self.fields["password"].required = True
@@ -108,7 +113,7 @@ class BillConnectionForm(forms.ModelForm):
 
     def _post_clean(self) -> None:
         # After the model's own checks (one connection per tenant): only valid input reaches BILL.
-        super()._post_clean()
+        super()._post_clean()  # type: ignore[misc]  # BaseModelForm's; its stubs omit it
         if self.errors:
             return
         # Every field of this form is a credential (tenant is read-only on a change), and a

@@ -23,6 +23,7 @@ Secret values are plain ``str`` in memory, so a model's ``repr()`` must not prin
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from cryptography.fernet import InvalidToken, MultiFernet
@@ -129,7 +130,7 @@ class TenantOneToOneField(OneToOneField):
     ``SettingsReference`` keeps ``makemigrations --check`` clean everywhere.
     """
 
-    def deconstruct(self):  # type: ignore[no-untyped-def]
+    def deconstruct(self) -> tuple[str, str, Sequence[Any], dict[str, Any]]:
         from django.conf import SettingsReference
 
         from .conf import TENANT_MODEL_SETTING, get_tenant_model_string

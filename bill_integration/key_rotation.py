@@ -35,12 +35,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import TextField
+from django.db.models import Field, TextField
 from django.db.models.functions import Cast
 
 from .conf import now
@@ -173,12 +173,14 @@ def _write_row(row: dict[str, Any], rewrapped: dict[str, str], using: str) -> bo
     connection = connections[using]
     qn = connection.ops.quote_name
     meta = BillConnection._meta
-    assignments = ", ".join(f"{qn(meta.get_field(name).column)} = %s" for name in rewrapped)
+    assignments = ", ".join(
+        f"{qn(cast('Field[Any, Any]', meta.get_field(name)).column)} = %s" for name in rewrapped
+    )
     updated_col = qn(meta.get_field("updated_at").column)
     conditions = [f"{qn(meta.pk.column)} = %s", f"{qn(meta.get_field('version').column)} = %s"]
     params: list[Any] = [row["pk"], row["version"]]
     for name in SECRET_FIELDS:
-        column = qn(meta.get_field(name).column)
+        column = qn(cast("Field[Any, Any]", meta.get_field(name)).column)
         read = row[f"{_RAW_PREFIX}{name}"]
         # NULL-safe comparison written out, so it is the same on every backend.
         if read is None:

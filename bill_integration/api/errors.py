@@ -17,7 +17,7 @@ The handler is attached to the app's views (``get_exception_handler``), not inst
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -32,6 +32,9 @@ from rest_framework.response import Response
 from .. import exceptions as bill
 from ..conf import now
 from .parsers import JSONTooDeep
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 #: The API's own codes (not errors of the services), with their HTTP status.
 API_ERROR_CODES: dict[str, int] = {
@@ -149,7 +152,7 @@ def _flatten(detail: Any) -> dict[str, list[str]]:
 
 def error_response(
     code: str,
-    message: str,
+    message: StrOrPromise,
     http_status: int,
     *,
     fields: dict[str, list[str]] | None = None,
@@ -196,8 +199,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return None
 
     headers = {}
-    if getattr(exc, "auth_header", None):
-        headers["WWW-Authenticate"] = exc.auth_header
+    if auth_header := getattr(exc, "auth_header", None):  # set by APIView.handle_exception
+        headers["WWW-Authenticate"] = auth_header
     if isinstance(exc, drf.ValidationError):
         return error_response(
             "validation_error",
@@ -206,7 +209,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             fields=_flatten(exc.detail),
         )
     if isinstance(exc, drf.Throttled):
-        wait = max(1, math.ceil(exc.wait or 1))
+        wait = max(1, math.ceil(exc.wait or 1))  # type: ignore[attr-defined]  # DRF sets it; its stubs omit it
         headers["Retry-After"] = str(wait)
         minutes = max(1, math.ceil(wait / 60))
         action = getattr(context.get("view"), "throttle_action", None)
@@ -221,7 +224,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             _("The request body is not valid JSON: %(detail)s") % {"detail": exc.detail},
             exc.status_code,
         )
-    codes = {
+    codes: dict[type[drf.APIException], tuple[str, StrOrPromise | None]] = {
         drf.NotFound: ("not_found", NOT_FOUND_MESSAGE),
         drf.NotAuthenticated: ("not_found", NOT_FOUND_MESSAGE),
         drf.AuthenticationFailed: ("not_found", NOT_FOUND_MESSAGE),
@@ -230,10 +233,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         drf.NotAcceptable: ("not_acceptable", None),
         drf.UnsupportedMediaType: ("unsupported_media_type", None),
     }
-    for cls, (code, message) in codes.items():
+    for cls, (code, text) in codes.items():
         if isinstance(exc, cls):
             http_status = status.HTTP_404_NOT_FOUND if code == "not_found" else exc.status_code
             if code == "not_found":
                 headers.pop("WWW-Authenticate", None)
-            return error_response(code, message or exc.detail, http_status, headers=headers)
+            return error_response(code, text or str(exc.detail), http_status, headers=headers)
     return error_response("bill_error", str(exc.detail), exc.status_code, headers=headers)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
@@ -129,7 +129,7 @@ class LinkSerializer(serializers.Serializer):
         super().__init__(*args, **kwargs)
         # Read per instance: the configured environments may change (override_settings).
         names = bill_settings.environment_names()
-        field = self.fields["environment"]
+        field = cast(serializers.ChoiceField, self.fields["environment"])
         field.choices = names
         # Name the choices, never echo the input (it may be 10 KB of anything).
         field.error_messages["invalid_choice"] = _("Choose one of: %(choices)s.") % {

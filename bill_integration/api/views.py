@@ -25,6 +25,7 @@ from rest_framework import status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from .. import services
@@ -126,7 +127,7 @@ class BillAPIView(APIView):
         request.exception_reporter_filter = ApiReporterFilter()  # type: ignore[attr-defined]
         return super().dispatch(request, *args, **kwargs)
 
-    def get_exception_handler(self):  # type: ignore[no-untyped-def]
+    def get_exception_handler(self) -> Callable[[Exception, dict[str, Any]], Response | None]:
         return errors.exception_handler
 
     def tenant(self, request: Request) -> Any:
@@ -147,7 +148,7 @@ class ConnectionView(BillAPIView):
     throttle_action = "link"
     link_throttle_classes = (LinkTenantThrottle, LinkUserThrottle)
 
-    def get_throttles(self):  # type: ignore[no-untyped-def]
+    def get_throttles(self) -> list[BaseThrottle]:
         # Only link attempts are throttled: reading the status must stay cheap and unlimited.
         if self.request.method == "PUT":
             return [throttle() for throttle in self.link_throttle_classes]

@@ -248,7 +248,7 @@ class HttpClient:
                 raise _too_large(response, what, limit)
             chunks.append(chunk)
         response._content = b"".join(chunks)
-        response._content_consumed = True
+        response._content_consumed = True  # type: ignore[attr-defined]  # requests' own flag; its stubs omit it
 
 
 class _DeadlinePassed(Exception):

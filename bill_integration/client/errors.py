@@ -115,7 +115,7 @@ def error_for_code(
         return None
     message = _compose(cls, bill_message)
     if cls is MfaTooManyAttempts:
-        retry_at = _clock_now() + MFA_RETRY_AFTER[code]
+        retry_at: datetime | None = _clock_now() + MFA_RETRY_AFTER[code]
         return MfaTooManyAttempts(
             message, bill_code=code, http_status=http_status, retry_at=retry_at
         )

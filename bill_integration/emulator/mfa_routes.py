@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from . import ids
 from .mfa import CHOICES, MfaError
@@ -178,7 +178,7 @@ def v2_status(handler: Any, session: Session) -> None:
 def v2_pay_bills(handler: Any, session: Session) -> None:
     handler.state.protected(session)
     data = _v2_data(handler)
-    bills = data.get("billPays") if isinstance(data.get("billPays"), list) else []
+    bills = cast(list[Any], data["billPays"]) if isinstance(data.get("billPays"), list) else []
     handler._v2_send({"sentPay": {"id": _payment_id(), "count": len(bills)}})
 
 

@@ -77,6 +77,7 @@ class EmulatorHandler(BaseHTTPRequestHandler):
     server_version = "BillEmulator/" + EMULATOR_VERSION
     server: _EmulatorHTTPServer
     _drip: dict[str, Any] | None = None  # set by a "drip" fault for the current request
+    _headers_buffer: list[bytes]  # BaseHTTPRequestHandler's own (send_header fills it)
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -294,7 +295,7 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         finally:
             state.release(slot)
 
-    def _login_fields(self, api: str) -> dict[str, str]:
+    def _login_fields(self, api: str) -> dict[str, Any]:
         if api == "v3":
             body = self._json_body()
             names = {
@@ -316,7 +317,7 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             fields["remember_me_id"], fields["device"] = body.get("rememberMeId"), body.get("device")
             if "password" not in names:
                 fields["password"], fields["console_token"] = "", console
-            return fields  # type: ignore[return-value]
+            return fields
         form = self._form()
         fields = {
             "username": form.get("userName", ""),
@@ -470,7 +471,7 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         session = self.state.login(api="v2", **fields)
         host = (
             self.headers.get("Host")
-            or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
+            or f"{self.server.server_address[0]}:{self.server.server_address[1]}"  # type: ignore[str-bytes-safe]  # a TCP server's host is a str
         )
         self._v2_send(
             {
@@ -608,8 +609,9 @@ def _password(state: EmulatorState, body: dict[str, Any], query: dict[str, str])
     return 200, {"changed": True}
 
 
+# The body is a JSON object, or a bare list where _add_accounts accepts one.
 CONTROL_ROUTES: dict[
-    tuple[str, str], Callable[[EmulatorState, dict[str, Any], dict[str, str]], tuple[int, Any]]
+    tuple[str, str], Callable[[EmulatorState, Any, dict[str, str]], tuple[int, Any]]
 ] = {
     ("GET", "/accounts"): lambda s, b, q: (200, {"accounts": [a.to_dict() for a in s.accounts()]}),
     ("POST", "/accounts"): _add_accounts,

@@ -460,7 +460,7 @@ class EmulatorState:
         ``phone_last4``, ``used``, ``sent_at`` (what the user would read on their phone)."""
         return self.mfa.latest_code(username)
 
-    def set_mfa_phones(self, username: str, phones: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def set_mfa_phones(self, username: str, phones: object) -> list[dict[str, Any]]:
         """Replace a user's 2-step verification phones (``[]``: none, so BDC_1354)."""
         if not isinstance(phones, list) or not all(isinstance(p, dict) for p in phones):
             raise ValueError("phones must be a list of objects with number, type and primary.")
@@ -501,7 +501,7 @@ class EmulatorState:
 
     def is_dev_key(self, dev_key: str | None) -> bool:
         with self._lock:
-            return bool(dev_key) and self._dev_keys.get(dev_key, 0) > 0
+            return bool(dev_key) and self._dev_keys.get(dev_key or "", 0) > 0
 
     def peek_session(self, session_id: str | None) -> Session | None:
         """The session without checking or touching it (to know its organization early)."""
@@ -627,8 +627,11 @@ class EmulatorState:
             if console_token:  # Accountant Console: consoleApiToken instead of the password
                 accepted = account is not None and account.console_token == console_token
             else:
-                accepted = account is not None and account.kind in ("user", "sync_token")
-                accepted = accepted and account.password == password
+                accepted = (
+                    account is not None
+                    and account.kind in ("user", "sync_token")
+                    and account.password == password
+                )
             if not accepted or account is None:
                 self._count(dev_key, organization_id, login_failures=1)
                 raise EmulatedError("BDC_1101")

@@ -51,7 +51,8 @@ def build_connection(
     from ..models import BillConnection, ConnectionStatus
     from ..services.common import dev_key_fingerprint as fingerprint
 
-    return BillConnection(
+    # session_id may be None: the field defaults to null=True, which django-stubs cannot see.
+    return BillConnection(  # type: ignore[misc]
         tenant=tenant,
         environment=environment,
         api_version=api_version,
@@ -199,5 +200,5 @@ class ConnectionFactory:
             )
             connection.last_refresh_at = moment
             connection.save(force_insert=True)
-        connection.account = account  # for the test's own use
+        connection.account = account  # type: ignore[attr-defined]  # for the test's own use
         return connection

@@ -76,7 +76,7 @@ class PostgreSQLLimiter(DatabaseLimiterBase):
             yield
         finally:
             self._local.held -= 1
-            wrapper = getattr(self._local, "connection", None)
+            wrapper: Any = getattr(self._local, "connection", None)
             idle = not self._local.held and wrapper is not None
             if idle and wrapper.settings_dict.get("CONN_MAX_AGE", 0) == 0:
                 wrapper.close()

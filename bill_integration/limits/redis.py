@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import redis
 import redis.exceptions
@@ -168,7 +168,7 @@ class RedisLimiter:
         floor = at.timestamp() - LOGIN_WINDOW.total_seconds()
         used = self.redis.zcount(key, f"({floor}", "+inf")
         oldest = self.redis.zrangebyscore(key, f"({floor}", "+inf", start=0, num=1, withscores=True)
-        frees_at = from_ts(oldest[0][1]) + LOGIN_WINDOW if oldest else None
+        frees_at = from_ts(cast(float, oldest[0][1])) + LOGIN_WINDOW if oldest else None
         return int(used), frees_at
 
     @_typed_errors

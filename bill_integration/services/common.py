@@ -34,7 +34,7 @@ def record(
     **detail: Any,
 ) -> AuditEvent:
     """Write one audit event. ``detail`` must hold no secret (callers pass codes and ids)."""
-    tenant_id = connection.tenant_id if connection is not None else getattr(tenant, "pk", "")
+    tenant_id = connection.tenant_id if connection is not None else str(getattr(tenant, "pk", ""))
     if actor is not None and not getattr(actor, "is_authenticated", False):
         actor = None
     return AuditEvent.objects.create(

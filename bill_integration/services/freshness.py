@@ -25,7 +25,7 @@ Spend & Expense-only connection has no session at all (always usable, never due)
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from .. import constants
 from ..auth_methods import LOGIN as RENEW_BY_LOGIN
@@ -155,7 +155,8 @@ def due_action(connection: BillConnection, at: datetime) -> str | None:
     if backing_off(connection, at):
         # Backing off; but a session whose renewal waits for the budget is still kept alive.
         alive = renewal_pending(connection) and session_is_alive(connection, at)
-        idle_enough = alive and at - connection.session_last_used_at >= keep_after
+        # alive: session_last_used_at is set.
+        idle_enough = alive and at - cast(datetime, connection.session_last_used_at) >= keep_after
         return KEEP_ALIVE if idle_enough else None
     last_used = connection.session_last_used_at
     if last_used is None or not connection.session_id:

@@ -136,14 +136,23 @@ class Account:
 class SessionHolder(Protocol):
     """Anything that holds a live session: a ``BillSession`` or a locked ``BillConnection``."""
 
-    environment: str
-    api_version: str
-    organization_id: str
-    session_id: str
-    dev_key: str
-    dev_key_fingerprint: str
-    auth_method: str
-    api_token: str | None
+    # Read-only members, so a frozen BillSession qualifies.
+    @property
+    def environment(self) -> str: ...
+    @property
+    def api_version(self) -> str: ...
+    @property
+    def organization_id(self) -> str: ...
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def dev_key(self) -> str: ...
+    @property
+    def dev_key_fingerprint(self) -> str: ...
+    @property
+    def auth_method(self) -> str: ...
+    @property
+    def api_token(self) -> str | None: ...
 
 
 def _bearer(holder: SessionHolder) -> str | None:

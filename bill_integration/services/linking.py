@@ -235,10 +235,12 @@ def link(
         # Whatever failed after BILL opened a session, that session must not stay open.
         if result is not None:
             gateway.logout_quietly(account, result.session_id)
-        failure = exc
+        failure: BillIntegrationError
         if isinstance(exc, IntegrityError):
             failure = ConflictError()  # a concurrent first link won the one-to-one row
-        elif not isinstance(exc, BillIntegrationError):
+        elif isinstance(exc, BillIntegrationError):
+            failure = exc
+        else:
             failure = BillIntegrationError(f"Linking failed: {type(exc).__name__}.")
         _failed(
             tenant,

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import random
 import time
+from datetime import datetime
+from typing import cast
 
 from django.db import OperationalError, transaction
 
@@ -41,7 +43,7 @@ def waiting_error(connection: BillConnection) -> SessionUnavailable:
     """The error of a caller that finds the connection backing off after a failure."""
     return SessionUnavailable(
         f"{SessionUnavailable.default_message} The connection is waiting until "
-        f"{connection.next_attempt_at.isoformat()} after: "
+        f"{cast(datetime, connection.next_attempt_at).isoformat()} after: "
         f"{connection.last_error_code or 'an error'}."
     )
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import transaction
@@ -334,7 +334,8 @@ def expiring_or_expired(at: datetime | None = None, *, limit: int = 50) -> list[
             "tenant_id": str(row.tenant_id),
             "organization_id": row.organization_id,
             "trust": trust_state(row, at),
-            "expires_at": row.mfa_trust_expires_at.isoformat(),
+            # Set on every expiring or expired row (lose() sets it with the expired notice).
+            "expires_at": cast(datetime, row.mfa_trust_expires_at).isoformat(),
         }
         for row in rows
     ]

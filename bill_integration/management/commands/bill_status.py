@@ -11,7 +11,7 @@ same for machines. Nothing here decrypts a secret.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import IO, Any, cast
 
 from django.core.management.base import BaseCommand, CommandParser
 from django.db.models import Count
@@ -79,7 +79,7 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps(facts, indent=2))
             return
-        console = Console(file=self.stdout, width=120, color_system=None)
+        console = Console(file=cast(IO[str], self.stdout), width=120, color_system=None)
         statuses = Table(title="BILL connections by status")
         statuses.add_column("status")
         statuses.add_column("connections", justify="right")
