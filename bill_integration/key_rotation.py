@@ -26,7 +26,7 @@ How it stays safe (the "rewrap" model of HashiCorp Vault's transit engine):
   never written (fail closed): restore the missing key, or relink that tenant.
 
 Connections whose secrets no key decrypts are set aside by the service layer
-(:func:`bill_integration.services.lifecycle.mark_undecryptable`), and return to service on
+(:func:`bill_integration.services.undecryptable.mark_undecryptable`), and return to service on
 their own once a configured key reads them again.
 """
 

@@ -33,12 +33,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, cast
-
-from django.db import transaction
 
 from .. import signals
 from ..auth_methods import SPEND_USER, rules
@@ -47,14 +43,13 @@ from ..conf import bill_settings, now
 from ..exceptions import (
     BillIntegrationError,
     ConflictError,
-    DecryptionFailed,
     InvalidCredentials,
     RateLimited,
     SessionInvalid,
     TransientError,
     UntrustedSession,
 )
-from ..models import SECRET_FIELDS, SESSION_FIELDS, STATUS_FIELDS, AuditEvent, BillConnection
+from ..models import SESSION_FIELDS, STATUS_FIELDS, AuditEvent, BillConnection
 from ..models import ConnectionStatus as Status
 from . import gateway, spend_only, trust
 from .common import log_failure, log_outcome, record
@@ -65,7 +60,7 @@ from .freshness import (
     keepalive_after,
     renewal_pending,
 )
-from .locking import Effects, fenced_write, lock_without_secrets
+from .locking import Effects, fenced_write
 
 logger = logging.getLogger("bill_integration.sessions")
 
@@ -294,10 +289,10 @@ def record_failure(
     fenced_write(connection, connection.version, STATUS_FIELDS, bump=False)
     log_failure(action, connection, exc, started=started, level=level)
     if new_status != old_status:
-        _transition(connection, old_status, new_status, effects, error=exc)
+        transition(connection, old_status, new_status, effects, error=exc)
 
 
-def _transition(
+def transition(
     connection: BillConnection, old: str, new: str, effects: Effects, *, error: Any = None
 ) -> None:
     """Audit and signal one status transition (the one shape every transition uses)."""
@@ -325,136 +320,3 @@ def conflicted(
     (another ConflictError), and the newer state is healthy as far as we know.
     """
     log_outcome(action, connection, f"failed:{exc.code}", duration=time.monotonic() - started)
-
-
-# --- secrets no configured key decrypts --------------------------------------------------------
-
-
-@contextmanager
-def failing_closed(*, connection_id: int | None = None, tenant_id: Any = None) -> Iterator[None]:
-    """Turn an undecryptable stored secret into a clear connection status, then re-raise.
-
-    The row is marked by :func:`mark_undecryptable` outside the failed transaction, so the
-    mark is not rolled back with it.
-    """
-    try:
-        yield
-    except DecryptionFailed as exc:
-        if connection_id is None:
-            connection_id = (
-                BillConnection.objects.filter(tenant_id=tenant_id)
-                .values_list("pk", flat=True)
-                .first()
-            )
-        if connection_id is not None:
-            mark_undecryptable(connection_id, exc)
-        raise
-
-
-def _set_status(
-    connection_id: int, expected: dict[str, str], new_status: str, code: str, message: str
-) -> BillConnection | None:
-    """A status-only UPDATE on plain columns (the ciphertext and ``version`` stay as they are),
-    applied only if the row still has the ``expected`` status and code; returns the row."""
-    with transaction.atomic():
-        connection = lock_without_secrets(pk=connection_id)
-        if connection is None:
-            return None
-        if expected and (connection.status, connection.last_error_code) != (
-            expected["status"],
-            expected["code"],
-        ):
-            return None
-        old_status = connection.status
-        BillConnection.objects.filter(pk=connection_id).update(
-            status=new_status,
-            last_error_code=code,
-            last_error_message=message,
-            next_attempt_at=None,
-            consecutive_failures=0,
-            updated_at=now(),
-        )
-        connection.status, connection.last_error_code = new_status, code
-        effects = Effects()
-        _transition(
-            connection, old_status, new_status, effects, error=DecryptionFailed() if code else None
-        )
-    effects.send()
-    return connection
-
-
-def mark_undecryptable(connection_id: int, exc: BaseException | None = None) -> bool:
-    """Give a connection whose secrets no key decrypts a clear status; never touch the secrets.
-
-    ``needs_relink`` with ``last_error_code`` ``decryption_failed``: get_session() and the
-    sweep leave it alone, and nothing can re-save the undecryptable value. Not final: once a
-    configured key decrypts it again, :func:`restore_if_decryptable` returns it to service.
-    Logs once with the connection id; audits and signals the transition. Returns whether the
-    row changed.
-    """
-    row = (
-        BillConnection.objects.filter(pk=connection_id).values("status", "last_error_code").first()
-    )
-    if row is None or (row["status"], row["last_error_code"]) == (
-        Status.NEEDS_RELINK,
-        DecryptionFailed.code,
-    ):
-        return False
-    # DecryptionFailed's message names the field, never the value or the ciphertext.
-    reason = (getattr(exc, "message", None) or type(exc).__name__) if exc is not None else "-"
-    logger.error(
-        "bill connection=%s secrets cannot be decrypted (%s); status set to needs_relink",
-        connection_id,
-        reason,
-        extra={"connection_id": connection_id, "bill_code": DecryptionFailed.code},
-    )
-    changed = _set_status(
-        connection_id,
-        {"status": row["status"], "code": row["last_error_code"]},
-        Status.NEEDS_RELINK,
-        DecryptionFailed.code,
-        str(DecryptionFailed.operator_text),
-    )
-    return changed is not None
-
-
-def undecryptable(connection: BillConnection) -> bool:
-    """Whether the connection was set aside because its secrets could not be decrypted."""
-    return (connection.status, connection.last_error_code) == (
-        Status.NEEDS_RELINK,
-        DecryptionFailed.code,
-    )
-
-
-def restore_if_decryptable(connection_id: int) -> bool:
-    """Return a ``decryption_failed`` connection to service once a configured key reads it.
-
-    A key mistake (the wrong ``FIELD_ENCRYPTION_KEY`` deployed for a while) must never need a
-    relink by every tenant: when every stored secret decrypts again, the connection goes back
-    to ``active`` (the stored session is then judged as usual: still alive, or a new login).
-    Costs one query and no call to BILL. Returns whether the connection was restored.
-    """
-    try:
-        BillConnection.objects.filter(pk=connection_id).values_list(*SECRET_FIELDS).first()
-    except DecryptionFailed:
-        return False
-    restored = _set_status(
-        connection_id,
-        {"status": Status.NEEDS_RELINK, "code": DecryptionFailed.code},
-        Status.ACTIVE,
-        "",
-        "",
-    )
-    if restored is not None:
-        logger.warning("bill connection=%s secrets decrypt again; back in service", connection_id)
-    return restored is not None
-
-
-def restore_all_decryptable(limit: int = 500) -> int:
-    """The sweep's pass over ``decryption_failed`` connections; returns how many recovered."""
-    ids = list(
-        BillConnection.objects.filter(
-            status=Status.NEEDS_RELINK, last_error_code=DecryptionFailed.code
-        ).values_list("pk", flat=True)[:limit]
-    )
-    return sum(restore_if_decryptable(pk) for pk in ids)

@@ -50,7 +50,7 @@ from ..exceptions import (
 )
 from ..log_redaction import register_secret
 from ..models import TRUST_FIELDS, AuditEvent, BillConnection
-from . import gateway, lifecycle, trust
+from . import gateway, lifecycle, trust, undecryptable
 from .common import log_failure, log_outcome, record
 from .locking import Effects, bound_lock_wait, busy, is_lock_timeout, lock, lock_without_secrets
 
@@ -251,7 +251,7 @@ def regain_trust(connection_id: int, *, version: int, error: UntrustedSession) -
     effects = Effects()
     failure: BillIntegrationError | None = None
     try:
-        with lifecycle.failing_closed(connection_id=connection_id), transaction.atomic():
+        with undecryptable.failing_closed(connection_id=connection_id), transaction.atomic():
             bound_lock_wait()
             connection = lock(connection_id)
             if connection is None:

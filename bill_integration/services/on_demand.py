@@ -18,7 +18,7 @@ from django.db import OperationalError, transaction
 from ..conf import now
 from ..exceptions import BillIntegrationError, ConflictError, ConnectionNotLinked
 from ..models import BillConnection
-from . import lifecycle
+from . import lifecycle, undecryptable
 from .freshness import check_usable, session_is_alive, session_is_valid
 from .locking import Effects, busy, is_lock_timeout, lock_tenant
 
@@ -67,10 +67,10 @@ def keep_alive(tenant: Any) -> BillConnection:
 def _locked_operation(tenant: Any, operation: Operation, *, action: str) -> BillConnection:
     """Lock ``tenant``'s row (bounded wait), run ``operation``, record a failure, re-raise it."""
     tenant_id = getattr(tenant, "pk", tenant)
-    with lifecycle.failing_closed(tenant_id=tenant_id):
+    with undecryptable.failing_closed(tenant_id=tenant_id):
         stored = BillConnection.objects.without_secrets().filter(tenant_id=tenant_id).first()
-        if stored is not None and lifecycle.undecryptable(stored):
-            lifecycle.restore_if_decryptable(stored.pk)  # a key mistake put right
+        if stored is not None and undecryptable.undecryptable(stored):
+            undecryptable.restore_if_decryptable(stored.pk)  # a key mistake put right
         return _run_locked(tenant_id, operation, action=action)
 
 

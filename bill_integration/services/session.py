@@ -25,7 +25,7 @@ from ..auth_methods import AuthMethod
 from ..conf import bill_settings, now
 from ..exceptions import ConnectionNotLinked, SessionInvalid, UntrustedSession
 from ..models import BillConnection
-from . import gateway, lifecycle
+from . import gateway, undecryptable
 from .freshness import HOT_FIELDS, check_usable, session_is_valid
 from .single_flight import obtain
 
@@ -142,7 +142,7 @@ def session_from(connection: BillConnection) -> BillSession:
 
 
 def _hot_row(tenant_id: Any) -> BillConnection | None:
-    with lifecycle.failing_closed(tenant_id=tenant_id):
+    with undecryptable.failing_closed(tenant_id=tenant_id):
         rows = list(BillConnection.objects.only(*HOT_FIELDS).filter(tenant_id=tenant_id)[:1])
     return rows[0] if rows else None
 
@@ -159,7 +159,7 @@ def get_session(tenant: Any) -> BillSession:
     connection = _hot_row(tenant_id)
     if connection is None:
         raise ConnectionNotLinked()
-    if lifecycle.undecryptable(connection) and lifecycle.restore_if_decryptable(connection.pk):
+    if undecryptable.undecryptable(connection) and undecryptable.restore_if_decryptable(connection.pk):
         connection = _hot_row(tenant_id)  # a key mistake was put right: back in service
         if connection is None:
             raise ConnectionNotLinked()

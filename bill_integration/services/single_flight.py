@@ -30,7 +30,7 @@ from ..exceptions import (
     SessionUnavailable,
 )
 from ..models import BillConnection
-from . import lifecycle
+from . import lifecycle, undecryptable
 from .freshness import HOT_FIELDS, backing_off, check_usable, session_is_alive, session_is_valid
 from .locking import Effects, busy, is_lock_timeout, lock, read_after_holder
 
@@ -57,7 +57,7 @@ def obtain(connection_id: int, *, stale_version: int | None, reason: str) -> Bil
     deadline = time.monotonic() + bill_settings.SINGLE_FLIGHT_WAIT.total_seconds()
     pause = WAIT_POLL_FIRST
     while True:
-        with lifecycle.failing_closed(connection_id=connection_id):
+        with undecryptable.failing_closed(connection_id=connection_id):
             try:
                 connection = _obtain_locked(connection_id, stale_version=stale_version, reason=reason)
             except ConflictError:

@@ -13,7 +13,7 @@ task per due id, and each task runs :func:`refresh_connection`. Without Celery,
   session alive with BILL's cheapest authenticated call, or logs in when BILL says the
   session is gone, when it surely expired, or when ``MAX_SESSION_AGE`` passed.
 * Connections set aside because no key decrypted their secrets are looked at too
-  (:func:`lifecycle.restore_all_decryptable`, no call to BILL): a key mistake put right
+  (:func:`undecryptable.restore_all_decryptable`, no call to BILL): a key mistake put right
   returns them to service without a relink.
 * MFA trust about to end, or ended, is noticed before it bites (:func:`trust.notify_expiry`,
   no call to BILL): ``connection_mfa_expiring`` once ``MFA_EXPIRY_WARNING`` before BILL's 30
@@ -37,7 +37,7 @@ from ..conf import bill_settings, now
 from ..exceptions import BillIntegrationError, ConflictError, DecryptionFailed
 from ..models import BillConnection
 from ..models import ConnectionStatus as Status
-from . import gateway, lifecycle, trust
+from . import gateway, lifecycle, trust, undecryptable
 from .freshness import (
     BUDGET_EXHAUSTED,
     KEEP_ALIVE,
@@ -171,7 +171,7 @@ def refresh_due(
             stacklevel=2,
         )
         return refresh_now(tenant=tenant, progress=progress)
-    lifecycle.restore_all_decryptable()
+    undecryptable.restore_all_decryptable()
     trust.notify_expiry()
     ids = due_connection_ids()
     if dispatch is not None:
@@ -183,7 +183,7 @@ def refresh_due(
 
 def refresh_now(*, tenant: Any = None, progress: Progress | None = None) -> list[int]:
     """Keep alive (or log in for) every swept connection now, due or not, or ``tenant``'s one."""
-    lifecycle.restore_all_decryptable()
+    undecryptable.restore_all_decryptable()
     return _refresh_each(swept_connection_ids(tenant=tenant), force_due=True, progress=progress)
 
 
@@ -206,7 +206,7 @@ def refresh_connection(connection_id: int, *, force_due: bool = False) -> str:
     ``force_due`` treats a connection whose session is fine as due for a keep-alive.
     """
     try:
-        with lifecycle.failing_closed(connection_id=connection_id):
+        with undecryptable.failing_closed(connection_id=connection_id):
             return _refresh_locked(connection_id, force_due=force_due)
     except DecryptionFailed as exc:
         # Set aside (needs_relink until a key reads it again); the sweep goes on with the rest.

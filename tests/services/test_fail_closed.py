@@ -1,7 +1,7 @@
 """Fail closed: a stored secret that no configured key decrypts.
 
 It raises a typed error that names the field (never the ciphertext), the connection gets a
-clear status through :func:`bill_integration.services.lifecycle.mark_undecryptable`, the status pages
+clear status through :func:`bill_integration.services.undecryptable.mark_undecryptable`, the status pages
 still render (they never decrypt), and nothing ever re-saves the undecryptable value.
 A missing or malformed key is refused at startup (see test_checks.py and
 test_production_settings.py), and so is a valid key that decrypts none of the stored secrets
@@ -26,7 +26,7 @@ from bill_integration import key_rotation as rotation
 from bill_integration import services, startup
 from bill_integration.exceptions import DecryptionFailed
 from bill_integration.models import AuditEvent, BillConnection, ConnectionStatus
-from bill_integration.services import lifecycle
+from bill_integration.services import undecryptable
 
 LOST_KEY = Fernet.generate_key().decode()
 CANARIES = {
@@ -74,8 +74,8 @@ def test_reading_a_secret_raises_a_typed_error_naming_the_field_never_the_cipher
 def test_mark_undecryptable_sets_a_clear_status_once_and_logs_the_connection_id(lost, caplog):
     raw = stored(lost)
     with caplog.at_level(logging.ERROR, logger="bill_integration"):
-        assert lifecycle.mark_undecryptable(lost, DecryptionFailed()) is True
-        assert lifecycle.mark_undecryptable(lost, DecryptionFailed()) is False  # no repeat
+        assert undecryptable.mark_undecryptable(lost, DecryptionFailed()) is True
+        assert undecryptable.mark_undecryptable(lost, DecryptionFailed()) is False  # no repeat
     row = BillConnection.objects.without_secrets().get(pk=lost)
     assert row.status == ConnectionStatus.NEEDS_RELINK
     assert row.last_error_code == "decryption_failed"
@@ -140,7 +140,7 @@ def test_a_key_mistake_put_right_returns_the_connection_by_get_session(
 def test_a_key_mistake_put_right_returns_the_connection_by_the_sweep(
     lost, tenant, settings, transitions
 ):
-    lifecycle.mark_undecryptable(lost)
+    undecryptable.mark_undecryptable(lost)
     services.refresh_due(dispatch=lambda connection_id: None)  # still the wrong key: stays
     row = BillConnection.objects.without_secrets().get(pk=lost)
     assert row.status == ConnectionStatus.NEEDS_RELINK
@@ -168,7 +168,7 @@ def test_services_raise_the_typed_error_mark_the_connection_and_never_resave(los
 @pytest.mark.django_db
 def test_api_status_and_refresh_answer_clearly(lost, tenant, make_user, client):
     raw = stored(lost)
-    lifecycle.mark_undecryptable(lost)
+    undecryptable.mark_undecryptable(lost)
     client.force_login(make_user(tenant, "owner"))
     status = client.get("/api/bill/connection/")
     assert status.status_code == 200
@@ -185,7 +185,7 @@ def test_api_status_and_refresh_answer_clearly(lost, tenant, make_user, client):
 @pytest.mark.django_db
 def test_admin_pages_render_without_decrypting(lost, admin_client):
     raw = stored(lost)
-    lifecycle.mark_undecryptable(lost)
+    undecryptable.mark_undecryptable(lost)
     listing = admin_client.get("/admin/bill_integration/billconnection/")
     assert listing.status_code == 200
     change = admin_client.get(f"/admin/bill_integration/billconnection/{lost}/change/")
