@@ -13,12 +13,12 @@ large-fleet settings.
 * The connections are in memory (unsaved ``BillConnection`` instances). Which are due is the
   condition of ``sessions.due_connection_ids`` (idle at least ``KEEPALIVE_AFTER_IDLE``, or
   ``MAX_SESSION_AGE`` reached, and not backing off), evaluated every ``SWEEP_INTERVAL``;
-  what to do with each is decided by the real ``sessions.due_action``; freshness is judged
-  by the real ``sessions.session_is_valid`` (what ``get_session`` uses); logins spend the
+  what to do with each is decided by the real ``freshness.due_action``; freshness is judged
+  by the real ``freshness.session_is_valid`` (what ``get_session`` uses); logins spend the
   real login budget (``limits.take_login``, Redis). The actions mirror ``refresh_connection``:
   a keep-alive is one authenticated call; a ``MAX_SESSION_AGE`` renewal that the budget
   refuses keeps the live session (a keep-alive when idle enough, renewal when the budget frees
-  up, as ``sessions._renew`` does); any other login the budget refuses leaves the connection
+  up, as ``lifecycle.renew`` does); any other login the budget refuses leaves the connection
   ``rate_limited`` until the budget frees up, as ``_record_failure`` does.
 * The tenants are idle all day (their own calls would also count against 20,000/hour; the
   cap above is for idle tenants). At the start, last uses are spread over one keep-alive
@@ -126,7 +126,7 @@ def simulate(tenants: int, *, hours: int = HOURS, seed: int = SEED) -> dict[str,
         moment = min(moments)
         if c.next_attempt_at is not None:
             if renewal_pending(c):
-                # Kept alive while the renewal waits for the budget (sessions.due_action);
+                # Kept alive while the renewal waits for the budget (freshness.due_action);
                 # once that keep-alive time has passed without one, only the renewal is left.
                 retry = max([*moments[1:], c.next_attempt_at])
                 keep = moments[0]
@@ -180,7 +180,7 @@ def simulate(tenants: int, *, hours: int = HOURS, seed: int = SEED) -> dict[str,
             figures["budget_shortfalls"] += 1
             if session_is_alive(c, at):
                 # A MAX_SESSION_AGE renewal the budget refused: keep the live session
-                # (sessions._renew): a keep-alive if it is idle enough, renewal later.
+                # (lifecycle.renew): a keep-alive if it is idle enough, renewal later.
                 c.last_error_code, c.next_attempt_at = BUDGET_EXHAUSTED, exc.retry_at
                 if at - c.session_last_used_at >= keepalive_after:
                     figures["keep_alives"] += 1
@@ -387,7 +387,7 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
         "in-process (its hourly limits and 35-minute idle expiry, no HTTP); connections are "
         "in-memory `BillConnection`s; due selection is `due_connection_ids`' condition every "
         "`SWEEP_INTERVAL`, each due connection's action is decided by the real "
-        "`sessions.due_action`, freshness by the real `sessions.session_is_valid`, logins spend "
+        "`freshness.due_action`, freshness by the real `freshness.session_is_valid`, logins spend "
         "the real Redis login budget (`limits.take_login`); a refused login leaves the "
         "connection `rate_limited` until `retry_at`, as `refresh_connection` does. Tenants are "
         "idle (their own calls would share the 20,000); steady-state start.\n"

@@ -191,7 +191,7 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
         )
         + "\nWhere the wait goes. Inside `get_session` (the row above): the first wave of "
         "callers finds the session expired; one takes the row lock (`FOR UPDATE SKIP LOCKED` "
-        "in `_obtain`) and logs in, the others find the row taken and wait with `FOR SHARE`, "
+        "in `single_flight.obtain`) and logs in, the others find the row taken and wait with `FOR SHARE`, "
         "which they hold together and which is granted the moment the login commits, then "
         "read the new session and leave together (no queue on the exclusive lock; the p99 "
         "inside is one login plus the time 200 threads on 2 cores take to be scheduled); "
