@@ -19,7 +19,7 @@ oauth_client    client ID, client secret               ``POST /authx/token`` →
                                                        Bearer``; renewed before ``expires_in`` ends
 ==============  =====================================  ==============================================
 
-Choices where BILL is UNCONFIRMED (bill-api.md §2.8, bill-api-auth-and-events.md §1, §4, §5),
+Choices where BILL is UNCONFIRMED (https://developer.bill.com/docs/token-based-sign-in, https://developer.bill.com/docs/oauth-client-credentials, https://developer.bill.com/docs/token-based-sign-in, https://developer.bill.com/docs/authentication-with-api-token),
 each a value of the table below, easy to change:
 
 * sync-token idle timeout: 48 hours of inactivity (the current page; older pages say "expires in

@@ -48,7 +48,7 @@ ENVIRONMENT_LABELS = {
     "emulator": _("Local BILL emulator"),
 }
 
-#: Under each field: what it is and where in BILL a customer finds it (bill-api.md §2.8, §4).
+#: Under each field: what it is and where in BILL a customer finds it (https://developer.bill.com/docs/token-based-sign-in, https://developer.bill.com/docs/spend-expense-api).
 FIELD_HELP = {
     "environment": _(
         "Sandbox (test) credentials only work on BILL sandbox, production credentials only "

@@ -18,7 +18,7 @@ READ_TIMEOUT``), which :class:`HttpClient` reads itself: a slow or dripping answ
 ``TransientError`` when it passes, so a call never outlives its concurrency slot's lease
 (``CONCURRENCY_LEASE``; the check in ``client/checks.py`` keeps the deadline shorter).
 
-Choices where BILL's behaviour is UNCONFIRMED (bill-api.md §8):
+Choices where BILL's behaviour is UNCONFIRMED (BILL does not document it):
 
 * v3 login failures: read by code (BDC_1101/1102), whatever the status (docs suggest 400).
 * v3 rate limits: read by code (BDC_1144/1322), never by status (the emulator uses 429).

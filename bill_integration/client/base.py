@@ -4,7 +4,7 @@ Every call has a total deadline (``CALL_DEADLINE``, ``deadline.py``) and a size 
 (:data:`MAX_RESPONSE_BYTES`); the answer is read in full before the dialects see it.
 Network failures and a passed deadline become :class:`TransientError` here, so the
 version-specific modules only deal with answers. Secrets travel in headers or bodies only; :func:`check_no_secret_params`
-refuses them in a query string (BILL's own advice, bill-api.md §1.2).
+refuses them in a query string (BILL's own advice, https://developer.bill.com/v2/docs/api-login-best-practices).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Which BILL answer means which exception: the one table to edit when BILL's codes change.
 
-Both API versions share one code space (bill-api.md §1.9, §2.10), so one table serves v3, v2
+Both API versions share one code space (https://developer.bill.com/v2/docs/common-error-codes, https://developer.bill.com/v3/docs/common-api-error-codes), so one table serves v3, v2
 and Spend & Expense. The rules, in order:
 
 0. Spend & Expense: HTTP 401 or 403 is :class:`InvalidApiToken`, whatever code the body
@@ -20,7 +20,7 @@ and Spend & Expense. The rules, in order:
    emulator happens to use 429).
 2. Otherwise HTTP 5xx or 429 is :class:`TransientError` (a gateway or BILL outage).
 3. Otherwise HTTP 401 on a v3 session call is :class:`SessionInvalid` (the OSS-observed
-   answer for a dead session; bill-api.md §2.10). On ``/v3/login`` a 401 without a code is
+   answer for a dead session; https://developer.bill.com/v3/docs/common-api-error-codes). On ``/v3/login`` a 401 without a code is
    *not* treated as bad credentials: it is :class:`UnexpectedResponse`, so a gateway hiccup
    can never mark a tenant ``needs_relink``.
 4. Everything else is :class:`UnexpectedResponse`: fail loudly, change nothing stored.
@@ -87,7 +87,7 @@ MAX_BILL_MESSAGE = 200
 
 
 def start_of_next_hour(moment: datetime) -> datetime:
-    """BDC_1144 lifts "at the beginning of the next hour" (bill-api.md §3)."""
+    """BDC_1144 lifts "at the beginning of the next hour" (https://developer.bill.com/docs/api-rate-limits)."""
     return moment.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
 
 

@@ -1,4 +1,4 @@
-"""BILL's OAuth client credentials: ``POST /authx/token`` (bill-api-auth-and-events.md §1.3).
+"""BILL's OAuth client credentials: ``POST /authx/token`` (https://developer.bill.com/docs/oauth-client-credentials).
 
 A developer app's client id and secret buy a short-lived access token, sent on v3 calls as
 ``Authorization: Bearer`` and nothing else (no ``devKey``, no ``sessionId``, no ``/v3/login``).

@@ -1,4 +1,4 @@
-"""BILL Spend & Expense: header ``apiToken``, no login, under the v3 base (bill-api.md §4).
+"""BILL Spend & Expense: header ``apiToken``, no login, under the v3 base (https://developer.bill.com/docs/spend-expense-api).
 
 BILL's gateway answers 400 when the token header is missing and 401 when the token is wrong
 (https://developer.bill.com/docs/webhook-api-error-responses); the body of those errors is

@@ -1,6 +1,6 @@
 """BILL v2 (``/api/v2``): form-encoded POSTs, answers in a ``response_status`` envelope.
 
-v2 answers HTTP 200 even for errors (bill-api.md §1.8), so success is ``response_status == 0``
+v2 answers HTTP 200 even for errors (https://developer.bill.com/v2/docs/common-error-codes), so success is ``response_status == 0``
 and nothing else: a 200 without the envelope is :class:`UnexpectedResponse`, never success.
 A wrong path is HTTP 404 with ``BDC_1121``; a 5xx (a gateway in front of BILL) is transient.
 """

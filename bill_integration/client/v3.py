@@ -1,8 +1,8 @@
-"""BILL v3 (``/connect/v3``): JSON bodies, ``devKey`` + ``sessionId`` headers (bill-api.md §2).
+"""BILL v3 (``/connect/v3``): JSON bodies, ``devKey`` + ``sessionId`` headers (https://developer.bill.com/docs/whats-different-in-v3).
 
 Errors come as HTTP 4xx/5xx with a JSON array of ``{timestamp, code, severity, category,
 message}``; :func:`raise_for_answer` turns them into the taxonomy via ``errors.py``.
-UNCONFIRMED (bill-api.md §8): the status of a failed login (the Postman collection says 400)
+UNCONFIRMED (BILL does not document it): the status of a failed login (the Postman collection says 400)
 and of rate-limit errors; we read the code, never the status, for those.
 """
 

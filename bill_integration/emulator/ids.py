@@ -1,4 +1,4 @@
-"""Realistic fake BILL identifiers, shaped like the ones in bill-api.md §5.
+"""Realistic fake BILL identifiers, shaped like the ones in https://developer.bill.com/docs/sign-up-process
 
 Organization ``008`` + ``01`` + 11 ``A-Z`` + 4 ``[a-z0-9]`` (20 chars), user ``006`` + the same,
 developer key ``01`` + 18 ``[A-Z0-9]``, session id ``!a`` + 43 ``[A-Za-z0-9_-]`` (45 chars).

@@ -1,6 +1,6 @@
 """BILL's MFA, emulated: phones, text-message challenges, codes, remember-me ids, trust.
 
-What BILL documents (bill-api.md §2.9, §1.7; bill-api-auth-and-events.md §6):
+What BILL documents (https://developer.bill.com/docs/mfa-element-implementation, https://developer.bill.com/v2/reference/auth-mfachallenge; https://developer.bill.com/docs/mfa-element-implementation):
 
 * ``GET /v3/mfa/phones`` lists the user's phones (``type``, ``last4digits``, ``primary``);
 * ``POST /v3/mfa/challenge`` (v2 ``MFAChallenge.json``) texts a 6-digit code to the primary
@@ -79,7 +79,7 @@ def default_phones() -> list[dict[str, Any]]:
 
 
 def remember_me_id(api: str) -> str:
-    """v2 ``mfaId``: ``!a`` + 43 characters (bill-api.md §5); v3: 64 (OSS: "~60-80")."""
+    """v2 ``mfaId``: ``!a`` + 43 characters (https://developer.bill.com/docs/sign-up-process); v3: 64 (OSS: "~60-80")."""
     return ids.session_id() if api == "v2" else secrets.token_urlsafe(48)
 
 

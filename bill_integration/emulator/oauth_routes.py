@@ -1,4 +1,4 @@
-"""The emulator's OAuth token endpoint: ``POST /authx/token`` (bill-api-auth-and-events.md §1.3).
+"""The emulator's OAuth token endpoint: ``POST /authx/token`` (https://developer.bill.com/docs/oauth-client-credentials).
 
 Form fields ``grant_type=client_credentials``, ``client_id``, ``client_secret`` (names
 UNCONFIRMED: RFC 6749's). Answers ``{"access_token", "token_type": "Bearer", "expires_in"}``;

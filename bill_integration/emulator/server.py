@@ -16,7 +16,7 @@ Paths (relative to ``EmulatorServer.url``):
   ``counters`` (GET ``?organization_id=&dev_key=``), ``sessions`` (GET), ``sessions/invalidate``
   (POST), ``limits`` (POST), ``reset`` (POST); ``mfa/code``, ``mfa/phones``, ``logins``.
 
-Bodies follow bill-api.md field for field: v3 errors are a JSON array of ``{timestamp, code,
+Bodies follow BILL's documented examples field for field: v3 errors are a JSON array of ``{timestamp, code,
 severity, category, message}`` with HTTP 4xx/5xx; v2 always answers HTTP 200 with the
 ``response_status`` envelope, except an unknown path (HTTP 404, ``BDC_1121``).
 Choices where BILL is UNCONFIRMED: v3 login failures answer 400; v3 rate limits answer 429;
@@ -64,7 +64,7 @@ GATEWAY_PAGE = (
 
 
 def v3_timestamp(moment: datetime) -> str:
-    """``2026-12-25T00:00:00.000+00:00`` (bill-api.md §2.10)."""
+    """``2026-12-25T00:00:00.000+00:00`` (https://developer.bill.com/v3/docs/common-api-error-codes)."""
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+00:00"
 
 
@@ -383,7 +383,7 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         )
 
     def v3_organizations(self, session: Session) -> None:
-        # Field names UNCONFIRMED (bill-api-auth-and-events.md §3.1): id/name per result.
+        # Field names UNCONFIRMED (https://developer.bill.com/reference/listallorganizations): id/name per result.
         orgs = [{"id": o["organizationId"], "name": o["name"]} for o in organizations(session.account)]
         self._send(200, {"results": orgs, "nextPage": None, "prevPage": None})
 
@@ -419,7 +419,7 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         self._send(200, {"results": [], "nextPage": None, "prevPage": None})
 
     def _spend_account(self, account: Account | None) -> Account:
-        # Missing header 400, wrong token 401 (bill-api.md §4); body shape UNCONFIRMED.
+        # Missing header 400, wrong token 401 (https://developer.bill.com/docs/spend-expense-api); body shape UNCONFIRMED.
         if not self.headers.get("apiToken"):
             raise EmulatedError(
                 None, "apiToken: header is required", status=400, category="REQUEST"

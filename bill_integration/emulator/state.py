@@ -2,12 +2,12 @@
 
 One lock guards it all; every lookup is a dict access, so ten thousand tenants cost no more
 per request than one. The HTTP layer (``server.py``) only parses and formats; the rules of
-BILL (bill-api.md §3, §7) live here:
+BILL (https://developer.bill.com/docs/api-rate-limits) live here:
 
 * Sessions expire after 35 minutes without a call (sliding, on the emulator's clock); any
   authenticated call resets the timer; logout ends a session at once; a session only works
   with the developer key it was created with. A new login does not end older sessions
-  (UNCONFIRMED at BILL; bill-api.md §8).
+  (UNCONFIRMED at BILL; BILL does not document it).
 * Per developer key and clock hour: 200 logins, 20,000 calls (both ``BDC_1144``, reset at the
   top of the emulator's hour). Per developer key and organization: 3 requests in flight; the
   4th is refused with ``BDC_1322``.
@@ -36,13 +36,13 @@ from . import ids
 from .clock import EmulatorClock
 from .mfa import LoginRecord, MfaBook, default_phones
 
-#: BILL's published limits (bill-api.md §3); ``set_limits()`` may lower them for a test.
+#: BILL's published limits (https://developer.bill.com/docs/api-rate-limits); ``set_limits()`` may lower them for a test.
 DEFAULT_LIMITS: dict[str, int] = {
     "logins_per_hour": 200,
     "calls_per_hour": 20000,
     "concurrent_per_organization": 3,
     "session_idle_seconds": 35 * 60,
-    # Sync-token sessions: 48 hours of inactivity (bill-api-auth-and-events.md §4.1).
+    # Sync-token sessions: 48 hours of inactivity (https://developer.bill.com/docs/token-based-sign-in).
     "sync_session_idle_seconds": 48 * 3600,
     # OAuth access tokens' expires_in (BILL says only "short-lived": UNCONFIRMED).
     "oauth_token_seconds": 3600,
@@ -637,7 +637,7 @@ class EmulatorState:
                 raise EmulatedError("BDC_1101")
             if organization_id not in _org_ids(account):
                 self._count(dev_key, organization_id, login_failures=1)
-                # BILL's message is known (bill-api.md §1.3); the code is UNCONFIRMED: BDC_1101.
+                # BILL's message is known (https://developer.bill.com/reference/auth-login); the code is UNCONFIRMED: BDC_1101.
                 raise EmulatedError(
                     "BDC_1101",
                     f"Invalid parameter value for parameter,value: orgId, {organization_id}.",
