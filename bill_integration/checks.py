@@ -41,6 +41,7 @@ E007_SETTINGS_TYPE = "bill_integration.E007"
 E008_KEEPALIVE_NO_ROOM = "bill_integration.E008"
 E009_KEY_DECRYPTS_NOTHING = "bill_integration.E009"
 E011_REDIS_NOT_INSTALLED = "bill_integration.E011"
+E012_DEVELOPER_KEYS = "bill_integration.E012"
 W001_UNKNOWN_SETTING = "bill_integration.W001"
 W002_DEPRECATED_SETTING = "bill_integration.W002"
 W003_NO_BILL_ENVIRONMENT = "bill_integration.W003"
@@ -169,7 +170,32 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
                     Error(f"{SETTINGS_NAME}[{key!r}] = {value!r} is not callable.",
                           id=E006_IMPORT_STRING)
                 )
+    messages.extend(_developer_key_errors(user.get("DEVELOPER_KEYS", {})))
     return messages
+
+
+def _developer_key_errors(keys: Any) -> list[Error]:
+    """E012: ``DEVELOPER_KEYS`` maps environment names to non-empty keys (never shown)."""
+    hint = (
+        "Give {environment name: developer key}, each key as BILL issued it: a string of at "
+        "most 64 visible ASCII characters (letters, digits, punctuation; no spaces)."
+    )
+    if not isinstance(keys, dict):
+        return [Error(f"{SETTINGS_NAME}['DEVELOPER_KEYS'] must be a dict.", hint=hint,
+                      id=E012_DEVELOPER_KEYS)]
+    return [
+        Error(
+            f"{SETTINGS_NAME}['DEVELOPER_KEYS'][{name!r}] is not a well-formed developer key "
+            "(the value is not shown).",
+            hint=hint,
+            id=E012_DEVELOPER_KEYS,
+        )
+        for name, key in keys.items()
+        if not isinstance(name, str)
+        or not isinstance(key, str)
+        or not 0 < len(key) <= 64
+        or not all(33 <= ord(char) <= 126 for char in key)
+    ]
 
 
 @register()

@@ -126,6 +126,10 @@ DEFAULTS: dict[str, Any] = {
     "MFA_DEVICE_NAME": None,
     # MFA phone lists, codes asked for and codes entered, per tenant and per user.
     "MFA_THROTTLE_RATES": {"tenant": "20/hour", "user": "20/hour"},
+    # The SaaS's own developer keys: {environment: key}; tenants linking there give none.
+    "DEVELOPER_KEYS": {},
+    # Whether a tenant may still send its own developer key where DEVELOPER_KEYS has one.
+    "ALLOW_TENANT_DEVELOPER_KEY": False,
 }
 
 IMPORT_STRINGS = ("TENANT_RESOLVER", "ACCESS_POLICY", "CLIENT_CLASS")
@@ -270,6 +274,11 @@ class BillIntegrationSettings:
 
     def environment_names(self) -> list[str]:
         return list(self.ENVIRONMENTS)
+
+    def host_developer_key(self, environment: str | None) -> str | None:
+        """The SaaS's own developer key for ``environment`` (``DEVELOPER_KEYS``), if any."""
+        key = (self.DEVELOPER_KEYS or {}).get(environment or self.DEFAULT_ENVIRONMENT)
+        return key if isinstance(key, str) and key else None
 
     def base_url(self, environment: str, api_version: str) -> str:
         """The base URL of ``api_version`` ("v3" or "v2") in ``environment``."""

@@ -29,7 +29,9 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.generic import TemplateView
 
 from . import validators
+from .auth_methods import METHODS, AuthMethod, api_fields, rules
 from .conf import bill_settings
+from .services.organizations import LISTABLE_METHODS
 
 #: What a tenant id in ``?tenant=`` may look like (integers, UUIDs, slugs).
 TENANT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -69,6 +71,58 @@ FIELD_HELP = {
     ),
 }
 
+FIELD_HELP.update(
+    {
+        "token_name": _(
+            "The name you gave the token in BILL: Settings → Sync & Integrations → Tokens."
+        ),
+        "sync_token": _(
+            "The token BILL generated there (Settings → Sync & Integrations → Tokens → New). "
+            "Stored encrypted, never shown again."
+        ),
+        "console_token": _(
+            "Your Accountant Console API token, from BILL's Accountant Console. Stored "
+            "encrypted, never shown again."
+        ),
+        "client_id": _("The client ID of the developer app your organization created in BILL."),
+        "client_secret": _(
+            "The client secret BILL showed when the developer app was created. Stored "
+            "encrypted, never shown again."
+        ),
+    }
+)
+
+#: "How do you sign in to BILL?": one line per method, and where its credentials are in BILL.
+METHOD_HELP = {
+    AuthMethod.USER_PASSWORD: _(
+        "Your own BILL email and password, with your organization's developer key (Settings → "
+        "Sync & Integrations → Manage Developer Keys). Can pay bills."
+    ),
+    AuthMethod.SYNC_TOKEN: _(
+        "A token for data sync, made in BILL under Settings → Sync & Integrations → Tokens. "
+        "Cannot pay bills; no 2-step verification."
+    ),
+    AuthMethod.CONSOLE_TOKEN: _(
+        "For accounting firms: your Accountant Console email and API token, signing in to a "
+        "client organization."
+    ),
+    AuthMethod.SPEND_TOKEN: _(
+        "Only BILL Spend & Expense: an API token from Spend & Expense, Settings → API tokens. "
+        "Cannot pay bills."
+    ),
+    AuthMethod.OAUTH_CLIENT: _(
+        "A developer app's client ID and secret (OAuth client credentials), created in BILL by "
+        "your administrator."
+    ),
+}
+
+
+def method_fields(method: str) -> dict[str, list[str]]:
+    """The page's fields of ``method``: every one it shows, and the required ones."""
+    entry = rules(method)
+    return {"fields": sorted(api_fields(method)), "required": sorted(entry.fields)}
+
+
 #: Words the page's JavaScript shows (translated here, so the script needs no catalog).
 PAGE_LABELS = {
     # Status badges.
@@ -100,6 +154,16 @@ PAGE_LABELS = {
     "required_password": _("Enter your BILL password."),
     "required_organization_id": _("Enter your BILL organization ID (it starts with 008)."),
     "required_dev_key": _("Enter your BILL developer key."),
+    "required_token_name": _("Enter the sync token's name."),
+    "required_sync_token": _("Enter the sync token."),
+    "required_console_token": _("Enter your Accountant Console API token."),
+    "required_api_token": _("Enter your Spend & Expense API token."),
+    "required_client_id": _("Enter the developer app's client ID."),
+    "required_client_secret": _("Enter the developer app's client secret."),
+    # Picking the organization.
+    "finding_organizations": _("Asking BILL which organizations you may open…"),
+    "choose_organization": _("Choose your organization below, then connect."),
+    "no_organizations": _("BILL lists no organization for these details; type the ID."),
     "never": _("not yet"),
     "environment_version": _("%(environment)s · API %(version)s"),
     "token_stored": _("API token stored"),
@@ -173,6 +237,14 @@ class ConnectPageView(LoginRequiredMixin, TemplateView):
         context["page_config"] = {
             "connectionUrl": reverse("bill_integration:connection"),
             "refreshUrl": reverse("bill_integration:connection-refresh"),
+            "organizationsUrl": reverse("bill_integration:connection-organizations"),
+            "methods": {str(method): method_fields(method) for method in METHODS},
+            "listable": [str(method) for method in LISTABLE_METHODS],
+            # Environments whose developer key the SaaS supplies: the page does not ask for one.
+            "hostKeys": [
+                name for name in bill_settings.environment_names()
+                if bill_settings.host_developer_key(name)
+            ],
             # Only ever sent back as a header; the API checks membership.
             "tenant": tenant if TENANT_ID.fullmatch(tenant) else "",
             "language": get_language() or "en",
@@ -184,6 +256,10 @@ class ConnectPageView(LoginRequiredMixin, TemplateView):
         context["environments"] = environments
         context["default_environment"] = bill_settings.DEFAULT_ENVIRONMENT
         context["help"] = FIELD_HELP
+        context["methods"] = [
+            (value, label, METHOD_HELP[AuthMethod(value)]) for value, label in AuthMethod.choices
+        ]
+        context["host_key"] = bill_settings.host_developer_key(None) is not None
         context["bill_help_url"] = BILL_HELP_URL
         context["max_lengths"] = validators.MAX_LENGTHS
         return context

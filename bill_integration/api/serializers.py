@@ -160,8 +160,13 @@ class LinkSerializer(serializers.Serializer):
                     _("Not a field of the sign-in method %(method)s.") % {"method": method}
                 ]
         for name in entry.fields:
-            if not attrs.get(name):
+            if not attrs.get(name) and not (name == "dev_key" and self.host_key(attrs)):
                 errors[name] = [_("This field is required for this sign-in method.")]
+        if entry.uses_dev_key and attrs.get("dev_key") and self.host_key(attrs):
+            if not bill_settings.ALLOW_TENANT_DEVELOPER_KEY:
+                errors["dev_key"] = [
+                    _("Leave this field out: this service supplies the developer key.")
+                ]
         if method != AuthMethod.USER_PASSWORD and attrs.get("api_version") == ApiVersion.V2:
             if method != AuthMethod.SYNC_TOKEN:
                 errors["api_version"] = [_("This sign-in method works with v3 only.")]
@@ -169,6 +174,11 @@ class LinkSerializer(serializers.Serializer):
             raise serializers.ValidationError(errors, code="invalid")
         attrs["api_token"] = attrs.get("api_token") or None
         return attrs
+
+    @staticmethod
+    def host_key(attrs: dict[str, Any]) -> bool:
+        """Whether the SaaS supplies the developer key of the chosen environment."""
+        return bill_settings.host_developer_key(attrs.get("environment")) is not None
 
     def link_arguments(self) -> dict[str, Any]:
         """The validated input as ``services.link`` keyword arguments (model column names)."""

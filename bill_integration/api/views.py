@@ -31,6 +31,7 @@ from rest_framework.views import APIView
 from .. import services
 from ..models import BillConnection
 from . import errors
+from .link_schema import LINK_REQUEST
 from .parsers import BillJSONParser
 from .permissions import TenantConnectionAccess, resolve_access
 from .reporting import ApiReporterFilter
@@ -48,6 +49,7 @@ from .throttling import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+
 
 TENANT_HEADER = OpenApiParameter(
     name="X-Tenant-ID",
@@ -177,7 +179,7 @@ class ConnectionView(BillAPIView):
             "fields are write-only. Throttled per tenant and per user (429 with Retry-After)."
         ),
         parameters=[TENANT_HEADER],
-        request=LinkSerializer,
+        request=LINK_REQUEST,  # one shape per sign-in method (link_schema.py)
         responses={
             200: OpenApiResponse(ConnectionStatusSerializer, description="Relinked."),
             201: OpenApiResponse(ConnectionStatusSerializer, description="Linked."),

@@ -58,7 +58,7 @@ from .base import HttpClient
 from .deadline import configured_timeouts
 from .oauth import OAuthClient, OAuthToken
 from .spend import SpendClient
-from .types import LoginResult, MfaPhone, SessionInfo, SpendUser, StepUpResult
+from .types import LoginResult, MfaPhone, Organization, SessionInfo, SpendUser, StepUpResult
 from .v2 import V2Api
 from .v3 import V3Api
 
@@ -68,6 +68,7 @@ __all__ = [
     "MfaPhone",
     "OAuthClient",
     "OAuthToken",
+    "Organization",
     "SessionInfo",
     "SpendClient",
     "SpendUser",
@@ -188,6 +189,18 @@ class BillClient(HttpClient):
             remember_me_id=remember_me_id,
             device=device,
         )
+
+    @sensitive_variables()
+    def list_organizations(
+        self, *, username: str, password: str, dev_key: str
+    ) -> list[Organization]:
+        """The organizations these credentials open (v2 ``ListOrgs.json``; a v2 client only).
+
+        Needs no session and no organization id; BILL counts it as a login.
+        """
+        if self.api_version != "v2":
+            raise ConfigurationError("Organizations are listed with a v2 client (ListOrgs.json).")
+        return self.api.list_orgs(self, username=username, password=password, dev_key=dev_key)
 
     @sensitive_variables()
     def logout(self, *, session_id: str, dev_key: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["LoginResult", "MfaPhone", "SessionInfo", "SpendUser", "StepUpResult"]
+__all__ = ["LoginResult", "MfaPhone", "Organization", "SessionInfo", "SpendUser", "StepUpResult"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +87,11 @@ class SpendUser:
     role: str
     first_name: str = ""
     last_name: str = ""
+
+
+@dataclass(frozen=True)
+class Organization:
+    """An organization BILL says some credentials may open (v2 ``ListOrgs.json``)."""
+
+    id: str
+    name: str

@@ -15,7 +15,7 @@ import requests
 from ..exceptions import BillAPIError
 from .base import HttpClient, parse_json_body, require_str, session_credentials
 from .errors import error_for_answer, on_code_check, on_text_message, unexpected
-from .types import LoginResult, MfaPhone, SessionInfo, StepUpResult
+from .types import LoginResult, MfaPhone, Organization, SessionInfo, StepUpResult
 
 
 def raise_for_answer(response: requests.Response) -> Any:
@@ -94,6 +94,26 @@ class V2Api:
             trusted=False,
             api_endpoint=_api_endpoint(body),
         )
+
+    def list_orgs(
+        self, http: HttpClient, *, username: str, password: str, dev_key: str
+    ) -> list[Organization]:
+        """``ListOrgs.json``: the organizations these credentials open (no session, no orgId).
+
+        Items carry ``orgId`` and ``orgName`` (bill-api.md §1.6); an item without an id is
+        skipped, a missing name is empty. BILL counts it as a login (200 an hour).
+        """
+        form = {"userName": username, "password": password, "devKey": dev_key}
+        data = raise_for_answer(http.send("POST", "/ListOrgs.json", data=form))
+        if not isinstance(data, list):
+            raise unexpected("ListOrgs: 'response_data' is not a list.", http_status=200)
+        found = []
+        for item in data:
+            org = item.get("orgId") if isinstance(item, dict) else None
+            if isinstance(org, str) and org:
+                name = item.get("orgName")
+                found.append(Organization(id=org, name=name if isinstance(name, str) else ""))
+        return found
 
     def session_info(self, http: HttpClient, *, session_id: str, dev_key: str) -> SessionInfo:
         response = http.send("POST", "/GetSessionInfo.json", data=session_credentials(session_id, dev_key))

@@ -53,6 +53,7 @@ from ..auth_methods import NONE, OAUTH_TOKEN, AuthMethod, rules
 from ..client import (
     LoginResult,
     MfaPhone,
+    Organization,
     SessionInfo,
     SpendUser,
     StepUpResult,
@@ -70,6 +71,7 @@ __all__ = [
     "batch",
     "check_api_token",
     "login",
+    "list_organizations",
     "logout_quietly",
     "mfa_challenge",
     "mfa_phones",
@@ -201,6 +203,20 @@ def login(account: Account, *, attempt: bool = False) -> LoginResult:
             remember_me_id=account.remember_me_id,
             device=account.device,
             console_token=account.console_token if console else None,
+        )
+
+
+@sensitive_variables("account")
+def list_organizations(account: Account) -> list[Organization]:
+    """The organizations ``account``'s credentials open (v2 ``ListOrgs.json``, no session).
+
+    BILL counts it as a login, so it takes one from the budget as an *attempt* of the tenant
+    (``account.tenant_key``), and holds a slot of the key (no organization yet: ``list_orgs``).
+    """
+    limits.take_login(account.fingerprint, attempt_by=account.tenant_key or None)
+    with _bill_call(account.fingerprint, "list_orgs"):
+        return get_client(account.environment, "v2").list_organizations(
+            username=account.username, password=account.password, dev_key=account.dev_key
         )
 
 

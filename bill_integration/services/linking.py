@@ -196,6 +196,8 @@ def link(
     _check_choices(environment, api_version)
     api_token = api_token or None
     entry = rules(auth_method)
+    if entry.uses_dev_key:  # the SaaS's own key where it supplies one (DEVELOPER_KEYS)
+        dev_key = dev_key or bill_settings.host_developer_key(environment) or ""
     started = time.monotonic()
 
     # The fence: the credentials this attempt replaces, read before talking to BILL.

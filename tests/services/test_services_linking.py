@@ -276,8 +276,24 @@ def test_verify_without_connection(tenant):
 
 
 def _race(tenant, attempts: list[dict]) -> list[object]:
+    """Run the link attempts at once; none stores before every one has read what it replaces.
+
+    Each attempt reads the stored credentials (its fence) before it logs in, so holding every
+    attempt after its login until all have logged in makes the race real whatever the load
+    (on a busy machine one thread could otherwise finish before the other even started, and
+    the second would be a plain relink, not a concurrent one).
+    """
+    from bill_integration.services import linking
+
     barrier = threading.Barrier(len(attempts))
+    logged_in = threading.Barrier(len(attempts))
     results: list[object] = [None] * len(attempts)
+    real_login = linking.gateway.login
+
+    def login_then_wait(account, **kwargs):
+        result = real_login(account, **kwargs)
+        logged_in.wait(timeout=30)
+        return result
 
     def run(index: int, data: dict) -> None:
         try:
@@ -288,11 +304,15 @@ def _race(tenant, attempts: list[dict]) -> list[object]:
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=run, args=(i, d)) for i, d in enumerate(attempts)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    linking.gateway.login = login_then_wait  # type: ignore[assignment]
+    try:
+        threads = [threading.Thread(target=run, args=(i, d)) for i, d in enumerate(attempts)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        linking.gateway.login = real_login  # type: ignore[assignment]
     return results
 
 

@@ -9,6 +9,11 @@
  * - Actions are shown only to those the API says may use them (can_change).
  * - After an error, focus moves to the error summary; after connecting, to the status heading.
  * - Every word comes from config.labels (translated by Django); times use the browser's Intl.
+ * - "How do you sign in to BILL?" (auth_method) decides which fields are shown and sent
+ *   (config.methods, from auth_methods.METHODS); the developer key is not asked where the
+ *   service supplies it (config.hostKeys). With an email and password or a sync token, an
+ *   empty organization ID asks BILL for the organizations these details open
+ *   (POST /connection/organizations/): one is linked at once, several are offered to choose.
  */
 (function () {
   "use strict";
@@ -26,15 +31,19 @@
   var changeButton = document.getElementById("bill-show-form");
   var disconnectButton = document.getElementById("bill-disconnect");
 
-  var SECRET_FIELDS = ["password", "dev_key", "api_token"];
-  var REQUIRED_FIELDS = ["username", "password", "organization_id", "dev_key"];
-  var FIELDS = ["environment", "username", "password", "organization_id", "dev_key", "api_token"];
+  var SECRET_FIELDS = ["password", "dev_key", "api_token", "sync_token", "console_token",
+    "client_secret"];
+  var FIELDS = ["auth_method", "environment", "username", "password", "token_name", "sync_token",
+    "console_token", "client_id", "client_secret", "organization_id", "dev_key", "api_token"];
   // Which fields to check when BILL refuses what was typed (by the API's error code).
   var REFUSED_FIELDS = {
-    invalid_credentials: ["username", "password", "organization_id", "environment"],
+    invalid_credentials: ["username", "password", "token_name", "sync_token", "console_token",
+      "client_id", "client_secret", "organization_id", "environment"],
     invalid_dev_key: ["dev_key", "organization_id", "environment"],
     invalid_api_token: ["api_token"]
   };
+  var choiceField = document.getElementById("bill-organization-choice-field");
+  var choice = document.getElementById("bill-organization-choice");
 
   var current = null;         // the last status document
   var skew = 0;               // server clock minus browser clock, in milliseconds
@@ -60,6 +69,54 @@
   }
 
   function show(el, visible) { if (el) { el.hidden = !visible; } }
+
+  // --- the sign-in method ---------------------------------------------------------------------
+
+  function method() {
+    var chosen = form.elements.auth_method && form.elements.auth_method.value;
+    return config.methods[chosen] ? chosen : "user_password";
+  }
+
+  function hostKey() {
+    return (config.hostKeys || []).indexOf(form.elements.environment.value) !== -1;
+  }
+
+  function listable() { return (config.listable || []).indexOf(method()) !== -1; }
+
+  // The fields the chosen method sends (the environment always; the key unless supplied).
+  function activeFields() {
+    var own = config.methods[method()].fields;
+    return FIELDS.filter(function (name) {
+      if (name === "dev_key" && hostKey()) { return false; }
+      return name === "environment" || name === "auth_method" || own.indexOf(name) !== -1;
+    });
+  }
+
+  function isActive(name) { return activeFields().indexOf(name) !== -1; }
+
+  // The organization ID may be left empty (BILL lists them) once the rest is given.
+  function requiredFields(withOrganization) {
+    var required = config.methods[method()].required;
+    return FIELDS.filter(function (name) {
+      if (name === "organization_id" && listable() && !withOrganization) { return false; }
+      return required.indexOf(name) !== -1 && isActive(name);
+    });
+  }
+
+  function applyMethod() {
+    form.querySelectorAll(".bill-field[data-field]").forEach(function (wrapper) {
+      wrapper.hidden = !isActive(wrapper.getAttribute("data-field"));
+    });
+    form.querySelectorAll("fieldset.bill-fieldset").forEach(function (set) {
+      set.hidden = !set.querySelector(".bill-field[data-field]:not([hidden])");
+    });
+    form.querySelectorAll("[data-method-help]").forEach(function (help) {
+      help.hidden = help.getAttribute("data-method-help") !== method();
+    });
+    // A relink offers the linked organization again: the hint is for a first link.
+    show(byId("bill-organization-hint"), listable() && !(current && current.linked));
+    if (!listable()) { show(choiceField, false); }
+  }
 
   // --- talking to the API ---------------------------------------------------------------------
 
@@ -192,21 +249,21 @@
     var list = byId("bill-error-summary-list");
     var fields = data.fields || {};
     var named = [];
+    var loose = [];
     clearErrors();
     Object.keys(fields).forEach(function (name) {
       var text = [].concat(fields[name]).join(" ");
       if (setFieldError(name, text)) { named.push(summaryLink(name, text)); }
-      else { named.push(null); }
+      else { loose.push(text); }
     });
     var title, text, check = [];
     if (data.code === "validation_error") {
       title = labels.fix_fields;
-      var loose = Object.keys(fields).filter(function (name) { return !form.elements[name]; });
-      text = loose.map(function (name) { return [].concat(fields[name]).join(" "); }).join(" ");
+      text = loose.join(" ");
     } else if (REFUSED_FIELDS[data.code] && !form.hidden) {
       title = labels.bill_refused;
       text = data.message;
-      check = REFUSED_FIELDS[data.code];
+      check = REFUSED_FIELDS[data.code].filter(isActive);
     } else {
       title = labels.problem;
       text = data.message || labels.network;
@@ -234,8 +291,10 @@
   // Empty required fields are named before anything is sent.
   function missingFields() {
     var fields = {};
-    REQUIRED_FIELDS.forEach(function (name) {
-      if (!form.elements[name].value.trim()) { fields[name] = [labels["required_" + name]]; }
+    var empty = function (name) { return !form.elements[name].value.trim(); };
+    var others = requiredFields(false).filter(empty);
+    requiredFields(others.length > 0).filter(empty).forEach(function (name) {
+      fields[name] = [labels["required_" + name]];
     });
     return Object.keys(fields).length ? fields : null;
   }
@@ -250,7 +309,9 @@
   // Relinking: the user name and organization ID are not secret; offer them again.
   function prefill() {
     if (!current || !current.linked) { return; }
-    if (!form.elements.username.value) { form.elements.username.value = current.username || ""; }
+    if (isActive("username") && !form.elements.username.value) {
+      form.elements.username.value = current.username || "";
+    }
     if (!form.elements.organization_id.value) {
       form.elements.organization_id.value = current.organization_id || "";
     }
@@ -312,7 +373,10 @@
     show(byId("bill-read-only-empty"), !state.linked && !state.can_change);
     if (state.linked) {
       renderStatus(state);
-      if (!wasLinked && state.environment) { form.elements.environment.value = state.environment; }
+      if (!wasLinked && state.environment) {
+        form.elements.environment.value = state.environment;
+        applyMethod();
+      }
       // A relink replaces every credential: say so where the stored token would be lost.
       form.elements.api_token.placeholder = state.has_api_token ? labels.token_reenter : "";
     } else {
@@ -322,6 +386,7 @@
     var opened = state.can_change && state.linked && formOpenedByUser;
     var typing = !form.hidden && formIsDirty() && state.can_change;
     if (needed && state.linked && form.hidden) { prefill(); }
+    applyMethod();
     showForm(needed || opened || typing);
   }
 
@@ -392,19 +457,76 @@
     button.removeAttribute("aria-busy");
   }
 
-  form.addEventListener("submit", function (event) {
-    event.preventDefault();
-    var body = {};
-    FIELDS.forEach(function (name) {
+  function formBody() {
+    var body = { auth_method: method() };
+    activeFields().forEach(function (name) {
       var value = form.elements[name].value;
-      if (name === "username" || name === "organization_id") { value = value.trim(); }
+      if (["username", "organization_id", "token_name", "client_id"].indexOf(name) !== -1) {
+        value = value.trim();
+      }
       if (name !== "api_token" || value) { body[name] = value; }
     });
+    return body;
+  }
+
+  function offerOrganizations(found) {
+    choice.textContent = "";
+    var blank = document.createElement("option");
+    blank.value = "";
+    blank.textContent = "—";
+    choice.appendChild(blank);
+    found.forEach(function (org) {
+      var option = document.createElement("option");
+      option.value = org.id;
+      option.textContent = org.name ? org.name + " (" + org.id + ")" : org.id;
+      choice.appendChild(option);
+    });
+    show(choiceField, true);
+    say(labels.choose_organization);
+    choice.focus();
+  }
+
+  // No organization ID typed: ask BILL which ones these details open. One: link it at once.
+  function findOrganizations(body) {
+    var listing = {};
+    Object.keys(body).forEach(function (name) {
+      if (name !== "organization_id" && name !== "api_token") { listing[name] = body[name]; }
+    });
+    start(connectButton, labels.finding_organizations);
+    call("POST", config.organizationsUrl, listing).then(function (result) {
+      finish(connectButton);
+      if (!result.ok) { showError(result); return; }
+      var found = result.data.organizations || [];
+      if (found.length === 1) {
+        form.elements.organization_id.value = found[0].id;
+        body.organization_id = found[0].id;
+        link(body);
+      } else if (found.length > 1) {
+        offerOrganizations(found);
+      } else {
+        showError({ status: 400, data: { code: "validation_error",
+          fields: { organization_id: [labels.no_organizations] } } });
+      }
+    });
+  }
+
+  choice.addEventListener("change", function () {
+    if (choice.value) { form.elements.organization_id.value = choice.value; }
+  });
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    var body = formBody();
     var missing = missingFields();
     if (missing) {
       showError({ status: 400, data: { code: "validation_error", fields: missing } });
       return;
     }
+    if (listable() && !body.organization_id) { findOrganizations(body); return; }
+    link(body);
+  });
+
+  function link(body) {
     start(connectButton, labels.connecting);
     call("PUT", config.connectionUrl, body).then(received).then(function (result) {
       finish(connectButton);
@@ -413,13 +535,20 @@
         formOpenedByUser = false;
         render(result.data);
         showForm(false);
+        show(choiceField, false);
         say(labels.linked_ok, "success");
         byId("bill-status-title").focus();
       } else {
         showError(result);
       }
     });
+  }
+
+  form.elements.auth_method.addEventListener("change", function () {
+    clearErrors();
+    applyMethod();
   });
+  form.elements.environment.addEventListener("change", applyMethod);
 
   refreshButton.addEventListener("click", function () {
     start(refreshButton, labels.refreshing);
@@ -450,7 +579,8 @@
     prefill();
     formOpenedByUser = true;
     showForm(true);
-    form.elements.password.focus();
+    var secret = SECRET_FIELDS.filter(isActive)[0];
+    (secret ? form.elements[secret] : form.elements.environment).focus();
   });
 
   cancelButton.addEventListener("click", function () {
@@ -461,6 +591,7 @@
     changeButton.focus();
   });
 
+  applyMethod();
   window.setInterval(renderTimes, config.tickSeconds * 1000);
   load().then(schedulePoll, schedulePoll);
 })();
