@@ -52,7 +52,8 @@ def test_the_changelog_has_an_unreleased_section_and_this_version():
     assert "## [Unreleased]" in changelog
     assert re.search(
         rf"^## \[{re.escape(bill_integration.__version__)}\] - \d{{4}}-\d{{2}}-\d{{2}}$",
-        changelog, re.M,
+        changelog,
+        re.M,
     )
     unreleased = changelog.split("## [Unreleased]")[1].split("\n## [")[0]
     assert "### Security" in unreleased
@@ -70,7 +71,9 @@ def test_project_urls_are_complete():
 def test_classifiers_name_the_django_and_python_versions_the_matrix_tests():
     noxfile = _noxfile()
     classifiers = set(PYPROJECT["project"]["classifiers"])
-    djangos = {c.rsplit(" :: ", 1)[1] for c in classifiers if c.startswith("Framework :: Django :: ")}
+    djangos = {
+        c.rsplit(" :: ", 1)[1] for c in classifiers if c.startswith("Framework :: Django :: ")
+    }
     pythons = {
         c.rsplit(" :: ", 1)[1]
         for c in classifiers
@@ -105,7 +108,9 @@ def test_customer_messages_are_translated_to_spanish():
         assert InvalidCredentials.for_customer().startswith(
             "BILL no aceptó este usuario y esta contraseña"
         )
-        assert ConnectionNotLinked.for_customer() == "Todavía no hay ninguna cuenta de BILL vinculada."
+        assert (
+            ConnectionNotLinked.for_customer() == "Todavía no hay ninguna cuenta de BILL vinculada."
+        )
     with translation.override("en"):
         assert InvalidCredentials.for_customer().startswith("BILL did not accept")
 
@@ -146,15 +151,19 @@ def test_the_compiled_catalogue_matches_the_po_file():
 def test_the_wheel_ships_the_compiled_catalogue(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     (wheel,) = tmp_path.glob("django_bill_integration-*.whl")
     assert wheel.name.startswith(f"django_bill_integration-{bill_integration.__version__}-")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "bill_integration/locale/es/LC_MESSAGES/django.mo" in names
     assert "bill_integration/locale/es/LC_MESSAGES/django.po" in names
-    metadata = zipfile.ZipFile(wheel).read(
-        next(n for n in names if n.endswith(".dist-info/METADATA"))
-    ).decode()
+    metadata = (
+        zipfile.ZipFile(wheel)
+        .read(next(n for n in names if n.endswith(".dist-info/METADATA")))
+        .decode()
+    )
     assert "Classifier: Framework :: Django :: 6.0" in metadata
     assert "Project-URL: Changelog, " in metadata
