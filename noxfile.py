@@ -6,9 +6,9 @@ suite); ``nox -l`` lists them all, ``nox -s "tests(py3.13-django6.0-sqlite)"`` r
 * The main combination (Python 3.11, Django 5.2, PostgreSQL) is the one ``python3 dev.py
   test`` runs in ``.venv`` with the whole suite; here it is the session tagged ``full``, for
   running the whole suite in a clean environment (``nox -t full``).
-* Every other combination runs the quick layers (``QUICK_PATHS``, without ``slow`` tests): the
-  HTTP client, the emulator, the services and the REST API, where a Django or database
-  difference would show.
+* Every other combination runs the quick layers (``QUICK_PATHS``, without ``slow`` tests and
+  the schema fuzzing): the HTTP client, the emulator, the services and the REST API, where a
+  Django or database difference would show.
 * The SQLite sessions set ``DJANGO_SETTINGS_MODULE=project.settings.test_sqlite``; tests
   marked ``postgresql`` (row locks, concurrent writers) skip there, saying why.
 
@@ -38,6 +38,9 @@ DATABASES = ("postgresql", "sqlite")
 MAIN = ("3.11", "5.2", "postgresql")
 #: The quick layers every other combination runs, without ``slow`` tests.
 QUICK_PATHS = ("tests/client", "tests/emulator", "tests/services", "tests/api")
+#: Left out of the quick layers: Schemathesis's fuzzing of the API schema takes the longest
+#: and tests the schema, not Django or the database; the full suite runs it.
+QUICK_IGNORE = ("tests/api/test_schema.py",)
 SETTINGS = {"postgresql": "project.settings.test", "sqlite": "project.settings.test_sqlite"}
 
 nox.options.reuse_venv = "yes"
@@ -104,5 +107,6 @@ def tests(session: nox.Session, django: str, db: str) -> None:
     if (session.python, django, db) == MAIN:
         arguments = []
     else:
-        arguments = [*QUICK_PATHS, "-m", "not slow", "-p", "no:cacheprovider"]
+        ignored = [f"--ignore={path}" for path in QUICK_IGNORE]
+        arguments = [*QUICK_PATHS, *ignored, "-m", "not slow", "-p", "no:cacheprovider"]
     session.run("python", "-m", "pytest", "-q", *arguments, *session.posargs)
