@@ -18,6 +18,11 @@ into it (again only when a requirements file changed), then:
 * ``test``: makes sure PostgreSQL and Redis answer on localhost (starting them with the
   commands in ``SERVICES`` below when they do not), then runs the whole pytest suite. Extra
   arguments go to pytest, e.g. ``python3 dev.py test -k emulator -x``.
+
+* ``matrix``: the same services, then ``nox -t matrix`` (``noxfile.py``): the quick layers on
+  Django 5.2 and 6.0, each Python they support and both databases, every combination but the
+  one ``test`` runs. Needs those Pythons (python3.11, 3.12, 3.13; pyenv's are found too).
+  Extra arguments go to nox, e.g. ``python3 dev.py matrix -s "tests(py3.13-django6.0-sqlite)"``.
 """
 
 from __future__ import annotations
@@ -108,6 +113,15 @@ def cmd_test(args: list[str]) -> int:
     return subprocess.run([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=env).returncode
 
 
+def cmd_matrix(args: list[str]) -> int:
+    ensure_venv("test")
+    for name, port, start in SERVICES:
+        ensure_service(name, port, start)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    nox = [str(PYTHON), "-m", "nox", "-f", str(ROOT / "noxfile.py")]
+    return subprocess.run([*nox, *(args or ["-t", "matrix"])], cwd=ROOT, env=env).returncode
+
+
 def demo_state_dir(env: dict[str, str]) -> Path:
     """The demo's state folder: ``BILL_DEMO_STATE_DIR``, else ``.demo``, from the checkout.
 
@@ -134,7 +148,7 @@ def cmd_demo(args: list[str]) -> int:
 
 
 def main() -> int:
-    commands = {"demo": cmd_demo, "test": cmd_test}
+    commands = {"demo": cmd_demo, "test": cmd_test, "matrix": cmd_matrix}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
         return 2

@@ -60,9 +60,29 @@ SLOW_MARKS = ("browser", "worker")
 
 
 def pytest_collection_modifyitems(config, items):
+    from django.conf import settings
+
+    on_postgresql = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
     for item in items:
         if any(item.get_closest_marker(name) for name in SLOW_MARKS):
             item.add_marker(pytest.mark.slow)
+        needs = item.get_closest_marker("postgresql")
+        if needs is not None and not on_postgresql:
+            reason = needs.kwargs.get("reason", "PostgreSQL-only behaviour")
+            item.add_marker(pytest.mark.skip(reason=f"needs PostgreSQL: {reason}"))
+
+
+@pytest.fixture(autouse=True)
+def _forget_recorded_uses():
+    """Each test starts with no remembered last use (the services keep one per process).
+
+    It is keyed by connection id, and SQLite hands a rolled-back test's ids out again.
+    """
+    from bill_integration.services import session
+
+    session._last_recorded.clear()
+    yield
+    session._last_recorded.clear()
 
 
 @contextmanager

@@ -6,6 +6,8 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+from bill_integration import __version__
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-not-secret-change-me")
@@ -108,7 +110,7 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "bill_integration API",
     "DESCRIPTION": "Link a tenant's BILL (Bill.com) account and watch its session.",
-    "VERSION": "0.1.0",
+    "VERSION": __version__,
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI and Redoc from the drf-spectacular-sidecar package: /api/docs/ works offline
     # and never loads a floating @latest from a CDN.

@@ -303,6 +303,7 @@ def test_put_unexpected_bill_answer_is_502(
     assert_error(put(owner_api, credentials(bill_account)), 502, "bill_unexpected_response")
 
 
+@pytest.mark.postgresql(reason="row locks and concurrent writers: SQLite locks the whole database")
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_relinks_one_gets_409(
     tenant, make_user, bill_emulator, bill_account, bill_environment

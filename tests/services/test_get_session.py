@@ -144,6 +144,7 @@ def test_request_gives_up_after_one_relogin(make_connection, bill_emulator):
     assert counters(bill_emulator, connection)["logins"] == 2  # one re-login, no loop
 
 
+@pytest.mark.postgresql(reason="counts queries: the PostgreSQL limiter's go through its own connection, SQLite's ORM limiter's do not")
 @pytest.mark.django_db
 def test_last_use_is_recorded_at_most_once_per_interval(
     make_connection, bill_emulator, bill_app, django_assert_max_num_queries
@@ -274,6 +275,7 @@ def test_fifty_concurrent_callers_threads_and_processes_cause_one_login(
     assert final.version == connection.version + 1
 
 
+@pytest.mark.postgresql(reason="row locks and concurrent writers: SQLite locks the whole database")
 @pytest.mark.django_db(transaction=True)
 def test_waiting_for_a_stuck_login_is_bounded(
     make_connection, bill_emulator, bill_app, bill_settings
@@ -290,6 +292,7 @@ def test_waiting_for_a_stuck_login_is_bounded(
     assert counters(bill_emulator, connection)["logins"] == 2
 
 
+@pytest.mark.postgresql(reason="row locks and concurrent writers: SQLite locks the whole database")
 @pytest.mark.django_db(transaction=True)
 def test_recording_a_use_never_waits_for_another_workers_row_lock(make_connection, bill_app):
     import time
@@ -308,6 +311,7 @@ def test_recording_a_use_never_waits_for_another_workers_row_lock(make_connectio
     assert stored(connection).session_last_used_at > connection.session_last_used_at
 
 
+@pytest.mark.postgresql(reason="row locks and concurrent writers: SQLite locks the whole database")
 @pytest.mark.django_db(transaction=True)
 def test_waiters_reread_without_queueing_on_the_exclusive_row_lock(
     make_connection, bill_emulator, bill_app

@@ -55,6 +55,7 @@ def test_login_budget_is_a_rolling_hour(budget, bill_app):
     assert limits.take_login("another-fingerprint") is None  # budgets are per developer key
 
 
+@pytest.mark.postgresql(reason="row locks and concurrent writers: SQLite locks the whole database")
 @pytest.mark.django_db(transaction=True)
 def test_login_budget_holds_under_concurrency(budget, bill_app):
     budget(20)
@@ -119,6 +120,7 @@ def test_slots_cap_concurrency_per_organization(limiter_backend, bill_app, bill_
         slot.__exit__(None, None, None)
 
 
+@pytest.mark.postgresql(reason="row locks and concurrent writers: SQLite locks the whole database")
 @pytest.mark.django_db(transaction=True)
 def test_many_threads_calling_one_organization_never_get_bdc_1322(
     limiter_backend, make_connection, bill_emulator, bill_app
@@ -319,6 +321,7 @@ def test_the_login_budget_survives_redis_losing_its_keys(bill_settings, bill_app
     assert limits.status(fingerprint).logins_used == 0
 
 
+@pytest.mark.postgresql(reason="row locks and concurrent writers: SQLite locks the whole database")
 @pytest.mark.django_db(transaction=True)
 def test_workers_racing_after_redis_lost_its_keys_stay_within_the_budget(bill_settings, bill_app):
     use_redis(bill_settings, LOGIN_BUDGET_PER_HOUR=20)

@@ -141,6 +141,7 @@ def test_missing_connection_is_reported(db, bill_app):
     assert refresh_connection(987654321) == MISSING
 
 
+@pytest.mark.postgresql(reason="row locks and concurrent writers: SQLite locks the whole database")
 @pytest.mark.django_db(transaction=True)
 def test_a_row_another_worker_holds_is_skipped(make_connection, bill_emulator, bill_app):
     connection = make_connection()

@@ -316,6 +316,7 @@ def _race(tenant, attempts: list[dict]) -> list[object]:
     return results
 
 
+@pytest.mark.postgresql(reason="row locks and concurrent writers: SQLite locks the whole database")
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_relinks_exactly_one_wins(
     tenant, bill_emulator, bill_account, bill_environment
@@ -346,6 +347,7 @@ def test_two_concurrent_relinks_exactly_one_wins(
     assert AuditEvent.objects.get(kind="link_failed").detail["code"] == "conflict"
 
 
+@pytest.mark.postgresql(reason="row locks and concurrent writers: SQLite locks the whole database")
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_first_links_exactly_one_wins(tenant, bill_emulator, bill_environment):
     first = bill_emulator.state.add_account(username="first@example.com", password="pw-first")
