@@ -60,8 +60,10 @@ def ensure_venv(requirements: str) -> None:
             run(sys.executable, "-m", "venv", VENV)
         except subprocess.CalledProcessError:
             shutil.rmtree(VENV, ignore_errors=True)
-            sys.exit("Could not create .venv: this Python has no venv support. On Debian or "
-                     "Ubuntu: sudo apt-get install python3-venv, then run this again.")
+            sys.exit(
+                "Could not create .venv: this Python has no venv support. On Debian or "
+                "Ubuntu: sudo apt-get install python3-venv, then run this again."
+            )
     digest = hashlib.sha256()
     for path in sorted((ROOT / "requirements").glob("*.txt")) + [ROOT / "pyproject.toml"]:
         digest.update(path.read_bytes())
@@ -70,10 +72,19 @@ def ensure_venv(requirements: str) -> None:
         return
     say(f"installing requirements/{requirements}.txt into .venv (first run takes a minute)")
     run(PYTHON, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--upgrade", "pip")
-    run(PYTHON, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-        "-r", ROOT / "requirements" / f"{requirements}.txt")
-    run(PYTHON, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-        "-e", ROOT)
+    run(
+        PYTHON,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        "-r",
+        ROOT / "requirements" / f"{requirements}.txt",
+    )
+    run(
+        PYTHON, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "-e", ROOT
+    )
     stamp.write_text(digest.hexdigest())
 
 
@@ -97,11 +108,17 @@ def ensure_service(name: str, port: int, start: str) -> None:
 
 #: What the tests need on localhost: (name, port, the command that starts it on Debian).
 SERVICES = (
-    ("PostgreSQL", 5432,
-     "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"),
-    ("Redis", 6379,
-     "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' "
-     "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log"),
+    (
+        "PostgreSQL",
+        5432,
+        "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    ),
+    (
+        "Redis",
+        6379,
+        "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' "
+        "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log",
+    ),
 )
 
 
@@ -143,8 +160,7 @@ def cmd_demo(args: list[str]) -> int:
     run(PYTHON, "manage.py", "bill_demo_setup", env=env)
     honcho = shutil.which("honcho", path=str(BIN)) or str(BIN / "honcho")
     say("starting web, BILL emulator, Celery worker and beat (Ctrl-C stops them all)")
-    return subprocess.run([honcho, "-f", "Procfile", "start", *args], cwd=ROOT,
-                          env=env).returncode
+    return subprocess.run([honcho, "-f", "Procfile", "start", *args], cwd=ROOT, env=env).returncode
 
 
 def main() -> int:

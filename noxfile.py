@@ -82,7 +82,13 @@ def _combinations():
         for python in pythons:
             for db in DATABASES:
                 combination = (python, django, db)
-                tag = "full" if combination == MAIN else "matrix" if combination in CI_MATRIX else "more"
+                tag = (
+                    "full"
+                    if combination == MAIN
+                    else "matrix"
+                    if combination in CI_MATRIX
+                    else "more"
+                )
                 yield nox.param(
                     python, django, db, id=f"py{python}-django{django}-{db}", tags=[tag]
                 )

@@ -30,6 +30,7 @@ SETTINGS_MODULE = "bench.settings"
 
 # --- the app's clock ------------------------------------------------------------------------
 
+
 def _wall_clock() -> datetime:
     return datetime.now(UTC)
 
@@ -414,6 +415,7 @@ def machine_facts() -> dict[str, str]:
     import hashlib
 
     head = _command_output("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
+
     def digest(name: str) -> str:
         path = ROOT / "bill_integration" / name
         files = sorted(path.rglob("*.py")) if path.is_dir() else [path]

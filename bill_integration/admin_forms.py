@@ -28,8 +28,7 @@ if TYPE_CHECKING:
 #: The form's write-only secret inputs (never model fields, so never read from the instance).
 SECRET_INPUTS = ("password", "dev_key", "api_token")
 UNDECRYPTABLE_MESSAGE = _(
-    "The stored secrets cannot be decrypted; enter the password, developer key and API token "
-    "again."
+    "The stored secrets cannot be decrypted; enter the password, developer key and API token again."
 )
 
 
@@ -136,8 +135,7 @@ class BillConnectionForm(forms.ModelForm):
         if self.instance.pk and blank:
             try:
                 stored = (
-                    BillConnection.objects.filter(pk=self.instance.pk).values(*blank).first()
-                    or {}
+                    BillConnection.objects.filter(pk=self.instance.pk).values(*blank).first() or {}
                 )
             except DecryptionFailed:
                 self.add_error(None, UNDECRYPTABLE_MESSAGE)

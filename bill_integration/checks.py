@@ -117,9 +117,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
             )
         )
     environments = merge_environments(user.get("ENVIRONMENTS", DEFAULTS["ENVIRONMENTS"]))
-    valid_envs = isinstance(environments, dict) and environments and all(
-        isinstance(urls, dict) and isinstance(urls.get("v3"), str) and isinstance(urls.get("v2"), str)
-        for urls in environments.values()
+    valid_envs = (
+        isinstance(environments, dict)
+        and environments
+        and all(
+            isinstance(urls, dict)
+            and isinstance(urls.get("v3"), str)
+            and isinstance(urls.get("v2"), str)
+            for urls in environments.values()
+        )
     )
     if not valid_envs:
         messages.append(
@@ -167,8 +173,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
                 continue
             if not callable(imported):
                 messages.append(
-                    Error(f"{SETTINGS_NAME}[{key!r}] = {value!r} is not callable.",
-                          id=E006_IMPORT_STRING)
+                    Error(
+                        f"{SETTINGS_NAME}[{key!r}] = {value!r} is not callable.",
+                        id=E006_IMPORT_STRING,
+                    )
                 )
     messages.extend(_developer_key_errors(user.get("DEVELOPER_KEYS", {})))
     return messages
@@ -181,8 +189,13 @@ def _developer_key_errors(keys: Any) -> list[Error]:
         "most 64 visible ASCII characters (letters, digits, punctuation; no spaces)."
     )
     if not isinstance(keys, dict):
-        return [Error(f"{SETTINGS_NAME}['DEVELOPER_KEYS'] must be a dict.", hint=hint,
-                      id=E012_DEVELOPER_KEYS)]
+        return [
+            Error(
+                f"{SETTINGS_NAME}['DEVELOPER_KEYS'] must be a dict.",
+                hint=hint,
+                id=E012_DEVELOPER_KEYS,
+            )
+        ]
     return [
         Error(
             f"{SETTINGS_NAME}['DEVELOPER_KEYS'][{name!r}] is not a well-formed developer key "
@@ -335,13 +348,18 @@ def sample_stored_secrets(using: str, *, log_level: int = logging.INFO) -> KeySa
             if BillConnection._meta.db_table not in connection.introspection.table_names():
                 return None
             rows = list(
-                _raw_rows(
-                    BillConnection.objects.using(using).order_by("-updated_at", "-pk")
-                )[:KEY_SAMPLE_ROWS]
+                _raw_rows(BillConnection.objects.using(using).order_by("-updated_at", "-pk"))[
+                    :KEY_SAMPLE_ROWS
+                ]
             )
     except DatabaseError as exc:
-        logger.log(log_level, "cannot read the stored secrets of database %r to verify "
-                   "FIELD_ENCRYPTION_KEY against them: %s", using, type(exc).__name__)
+        logger.log(
+            log_level,
+            "cannot read the stored secrets of database %r to verify "
+            "FIELD_ENCRYPTION_KEY against them: %s",
+            using,
+            type(exc).__name__,
+        )
         return None
     tokens = [
         token

@@ -207,8 +207,11 @@ def deprecated_settings_in_use(user: dict[str, Any]) -> list[tuple[str, str]]:
         value = user.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             found.append(
-                (key, f"Durations are datetime.timedelta values: give timedelta(seconds={value!r}) "
-                      "(a number of seconds is still read, until the next release).")
+                (
+                    key,
+                    f"Durations are datetime.timedelta values: give timedelta(seconds={value!r}) "
+                    "(a number of seconds is still read, until the next release).",
+                )
             )
     return found
 
@@ -223,7 +226,9 @@ class BillIntegrationSettings:
     def user_settings(self) -> dict[str, Any]:
         value = getattr(settings, SETTINGS_NAME, {}) or {}
         if not isinstance(value, dict):
-            raise ImproperlyConfigured(f"{SETTINGS_NAME} must be a dict, not {type(value).__name__}.")
+            raise ImproperlyConfigured(
+                f"{SETTINGS_NAME} must be a dict, not {type(value).__name__}."
+            )
         return value
 
     def __getattr__(self, name: str) -> Any:

@@ -292,9 +292,7 @@ class MfaTextLimited(RateLimited):
 
     code = "mfa_text_limited"
     default_message = _("Too many MFA text messages were asked for in the last minute.")
-    customer_text = _(
-        "Too many codes were texted in the last minute. Ask for a new code%(when)s."
-    )
+    customer_text = _("Too many codes were texted in the last minute. Ask for a new code%(when)s.")
 
     def __init__(self, message: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("scope", "mfa_texts")

@@ -266,7 +266,9 @@ def rotate_all(
             report.rows_seen += 1
             outcome, count = _rotate_loaded_row(row, using=using, crypter=crypter, primary=primary)
             if outcome == CONFLICT:
-                outcome, count = rotate_row(row["pk"], using=using, crypter=crypter, primary=primary)
+                outcome, count = rotate_row(
+                    row["pk"], using=using, crypter=crypter, primary=primary
+                )
             if outcome == ROTATED:
                 report.rows_rotated += 1
                 report.fields_rotated += count
@@ -300,4 +302,3 @@ def rotate_all(
         len(report.conflict_ids),
     )
     return report
-

@@ -130,9 +130,11 @@ def redact_text(text: str) -> str:
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
     text = _KEYED_VALUE.sub(
-        lambda m: m.group(0)
-        if m.group("value") == REDACTED
-        else f"{m.group('key')}{m.group('sep')}{REDACTED}",
+        lambda m: (
+            m.group(0)
+            if m.group("value") == REDACTED
+            else f"{m.group('key')}{m.group('sep')}{REDACTED}"
+        ),
         text,
     )
     for shape in _SHAPES:
@@ -150,8 +152,9 @@ def redact(value: Any, *, _depth: int = 0) -> Any:
         return redact_text(value.decode("utf-8", errors="replace"))
     if isinstance(value, dict):
         return {
-            key: REDACTED if is_secret_name(key) and item not in (None, "") else
-            redact(item, _depth=_depth + 1)
+            key: REDACTED
+            if is_secret_name(key) and item not in (None, "")
+            else redact(item, _depth=_depth + 1)
             for key, item in value.items()
         }
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -235,7 +238,8 @@ def install(*, logger_names: Iterable[str] = APP_LOGGERS, root: bool = False) ->
     # A logger's filters see only records created on that logger, not its children's: add it
     # to the child loggers that exist already too (bill_integration.sessions, ...).
     existing = [
-        name for name, item in logging.Logger.manager.loggerDict.items()
+        name
+        for name, item in logging.Logger.manager.loggerDict.items()
         if isinstance(item, logging.Logger) and any(name.startswith(f"{n}.") for n in names)
     ]
     for name in [*names, *existing]:

@@ -61,7 +61,9 @@ def connect() -> None:
         from celery.signals import beat_init, worker_init
     except ImportError:  # pragma: no cover - celery is a dependency, but stay importable
         return
-    worker_init.connect(refuse_to_start_without_key, weak=False,
-                        dispatch_uid="bill_integration.refuse_worker")
-    beat_init.connect(refuse_to_start_without_key, weak=False,
-                      dispatch_uid="bill_integration.refuse_beat")
+    worker_init.connect(
+        refuse_to_start_without_key, weak=False, dispatch_uid="bill_integration.refuse_worker"
+    )
+    beat_init.connect(
+        refuse_to_start_without_key, weak=False, dispatch_uid="bill_integration.refuse_beat"
+    )

@@ -242,7 +242,8 @@ class ConnectPageView(LoginRequiredMixin, TemplateView):
             "listable": [str(method) for method in LISTABLE_METHODS],
             # Environments whose developer key the SaaS supplies: the page does not ask for one.
             "hostKeys": [
-                name for name in bill_settings.environment_names()
+                name
+                for name in bill_settings.environment_names()
                 if bill_settings.host_developer_key(name)
             ],
             # Only ever sent back as a header; the API checks membership.

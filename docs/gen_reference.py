@@ -110,8 +110,13 @@ def rst_to_md(text: str) -> str:
                 i += 1
             while block and not block[-1].strip():
                 block.pop()
-            out += ["", "```text", *textwrap.dedent("\n".join(block)).strip("\n").splitlines(),
-                    "```", ""]
+            out += [
+                "",
+                "```text",
+                *textwrap.dedent("\n".join(block)).strip("\n").splitlines(),
+                "```",
+                "",
+            ]
             continue
         out.append(inline(line))
         i += 1
@@ -162,7 +167,7 @@ def comments_above(lines: list[str], lineno: int, prefix: str = "#") -> list[str
     found: list[str] = []
     index = lineno - 2
     while index >= 0 and lines[index].strip().startswith(prefix):
-        found.insert(0, lines[index].strip()[len(prefix):].strip())
+        found.insert(0, lines[index].strip()[len(prefix) :].strip())
         index -= 1
     return found
 
@@ -227,13 +232,19 @@ def gen_settings() -> str:
             shown = f"see [below](#default-{key.lower().replace('_', '-')})"
         if key in imported:
             meaning += " A dotted path (imported on first use) or the object itself."
-        rows.append([f"`{key}`", shown, meaning or missing(f"setting {key} has no comment in conf.DEFAULTS")])
+        rows.append(
+            [
+                f"`{key}`",
+                shown,
+                meaning or missing(f"setting {key} has no comment in conf.DEFAULTS"),
+            ]
+        )
     parts = [table(["key", "default", "meaning"], rows)]
     for key, default in long_values:
         import pprint
 
         parts += [
-            f'\n#### Default of `{key}` {{ #default-{key.lower().replace("_", "-")} }}\n',
+            f"\n#### Default of `{key}` {{ #default-{key.lower().replace('_', '-')} }}\n",
             "```python\n" + pprint.pformat(default, width=88, sort_dicts=False) + "\n```",
         ]
     return "\n".join(parts)
@@ -244,8 +255,10 @@ def gen_deprecated_settings() -> str:
 
     rows = [[f"`{key}`", inline(advice)] for key, advice in conf.DEPRECATED_SETTINGS.items()]
     rows += [
-        [f"`{key}` as a number of seconds", "Give a `datetime.timedelta` (a number is converted, "
-         "until the next release)."]
+        [
+            f"`{key}` as a number of seconds",
+            "Give a `datetime.timedelta` (a number is converted, until the next release).",
+        ]
         for key in getattr(conf, "SECONDS_SETTINGS", ())
     ]
     return table(["key", "what to do instead"], rows)
@@ -269,8 +282,13 @@ def gen_constants() -> str:
     rows = []
     for name, value in vars(constants).items():
         if name.isupper() and not name.startswith("_"):
-            rows.append([f"`{name}`", format_value(value),
-                         prose(docs.get(name, [])) or missing(f"constant {name} has no #: comment")])
+            rows.append(
+                [
+                    f"`{name}`",
+                    format_value(value),
+                    prose(docs.get(name, [])) or missing(f"constant {name} has no #: comment"),
+                ]
+            )
     return table(["constant", "value", "what BILL says"], rows)
 
 
@@ -282,8 +300,11 @@ def signal_objects() -> dict[str, Any]:
 
     from bill_integration import signals
 
-    return {name: obj for name, obj in vars(signals).items()
-            if isinstance(obj, Signal) and not name.startswith("_")}
+    return {
+        name: obj
+        for name, obj in vars(signals).items()
+        if isinstance(obj, Signal) and not name.startswith("_")
+    }
 
 
 def gen_signals() -> str:
@@ -296,14 +317,23 @@ def gen_signals() -> str:
         match = re.search(r"\bkwargs:\s*(.+?)\.?\s*$", text)
         kwargs = ", ".join(f"`{arg.strip()}`" for arg in match.group(1).split(",")) if match else ""
         when = inline(text[: match.start()].strip() if match else text)
-        rows.append([f"`{name}`", when or missing(f"signal {name} has no #: comment"),
-                     kwargs or missing(f"signal {name} names no kwargs in its #: comment")])
+        rows.append(
+            [
+                f"`{name}`",
+                when or missing(f"signal {name} has no #: comment"),
+                kwargs or missing(f"signal {name} names no kwargs in its #: comment"),
+            ]
+        )
     out = table(["signal", "sent when", "keyword arguments"], rows)
     renamed = getattr(signals, "_RENAMED", {})
     if renamed:
-        out += "\n\nOld names, still importable (reading one warns with a `DeprecationWarning`):\n\n"
-        out += table(["old name", "the same signal as"],
-                     [[f"`{old}`", f"`{new}`"] for old, new in renamed.items()])
+        out += (
+            "\n\nOld names, still importable (reading one warns with a `DeprecationWarning`):\n\n"
+        )
+        out += table(
+            ["old name", "the same signal as"],
+            [[f"`{old}`", f"`{new}`"] for old, new in renamed.items()],
+        )
     return out
 
 
@@ -316,9 +346,12 @@ def app_tasks() -> dict[str, Any]:
 
     import bill_integration.tasks  # noqa: F401  (registers the shared tasks)
 
-    return {name: task for name, task in sorted(current_app.tasks.items())
-            if name.startswith("bill_integration.")
-            or str(getattr(task, "__module__", "")).startswith("bill_integration")}
+    return {
+        name: task
+        for name, task in sorted(current_app.tasks.items())
+        if name.startswith("bill_integration.")
+        or str(getattr(task, "__module__", "")).startswith("bill_integration")
+    }
 
 
 def _decorator_options(function: Callable[..., Any]) -> str:
@@ -330,8 +363,11 @@ def _decorator_options(function: Callable[..., Any]) -> str:
     node = tree.body[0]
     for decorator in getattr(node, "decorator_list", []):
         if isinstance(decorator, ast.Call):
-            return ", ".join(f"`{kw.arg}={ast.unparse(kw.value)}`"
-                             for kw in decorator.keywords if kw.arg != "name")
+            return ", ".join(
+                f"`{kw.arg}={ast.unparse(kw.value)}`"
+                for kw in decorator.keywords
+                if kw.arg != "name"
+            )
     return ""
 
 
@@ -341,7 +377,7 @@ def _module_doc_entry(module_doc: str, name: str) -> str:
     for index, line in enumerate(lines):
         if line.strip() == f"``{name}``":
             body = []
-            for following in lines[index + 1:]:
+            for following in lines[index + 1 :]:
                 if following.strip() and not following.startswith((" ", "\t")):
                     break
                 body.append(following)
@@ -358,12 +394,19 @@ def gen_tasks() -> str:
         summary = first_paragraph(function.__doc__)
         details = _module_doc_entry(getattr(module, "__doc__", ""), name)
         options = _decorator_options(function)
-        parts += [f"### `{name}`\n", f"```python\n{signature}\n```\n",
-                  summary or missing(f"task {name} has no docstring"), ""]
+        parts += [
+            f"### `{name}`\n",
+            f"```python\n{signature}\n```\n",
+            summary or missing(f"task {name} has no docstring"),
+            "",
+        ]
         if details:
             parts += [details, ""]
-        parts += [f"Defined as `{function.__module__}.{function.__name__}`"
-                  + (f"; options {options}." if options else "."), ""]
+        parts += [
+            f"Defined as `{function.__module__}.{function.__name__}`"
+            + (f"; options {options}." if options else "."),
+            "",
+        ]
     return "\n".join(parts)
 
 
@@ -374,8 +417,11 @@ def app_commands() -> dict[str, Any]:
     """``name -> Command`` for every management command of the app."""
     from django.core.management import get_commands, load_command_class
 
-    return {name: load_command_class(app, name) for name, app in sorted(get_commands().items())
-            if app == "bill_integration"}
+    return {
+        name: load_command_class(app, name)
+        for name, app in sorted(get_commands().items())
+        if app == "bill_integration"
+    }
 
 
 def gen_commands() -> str:
@@ -397,13 +443,25 @@ def gen_commands() -> str:
             default = action.default
             shown_default = "" if default in (None, False, argparse.SUPPRESS) else f"`{default}`"
             help_text = formatter._expand_help(action) if action.help else ""
-            rows.append([label, shown_default, inline(help_text)
-                         or missing(f"option {label} of {name} has no help")])
-            synopsis.append(f"[{action.option_strings[0]}{' ' + metavar if action.nargs != 0 else ''}]"
-                            if action.option_strings else metavar or action.dest)
+            rows.append(
+                [
+                    label,
+                    shown_default,
+                    inline(help_text) or missing(f"option {label} of {name} has no help"),
+                ]
+            )
+            synopsis.append(
+                f"[{action.option_strings[0]}{' ' + metavar if action.nargs != 0 else ''}]"
+                if action.option_strings
+                else metavar or action.dest
+            )
         help_text = inline(str(command.help or "")) or missing(f"command {name} has no help")
-        parts += [f"### `{name}`\n", f"```\npython manage.py {name} {' '.join(synopsis)}\n```\n",
-                  help_text, ""]
+        parts += [
+            f"### `{name}`\n",
+            f"```\npython manage.py {name} {' '.join(synopsis)}\n```\n",
+            help_text,
+            "",
+        ]
         if rows:
             parts += [table(["option", "default", "what it does"], rows), ""]
         for group in parser._mutually_exclusive_groups:
@@ -414,8 +472,10 @@ def gen_commands() -> str:
         body = doc.split("\n\n", 1)[1] if "\n\n" in doc else ""
         if body.strip():
             parts += [rst_to_md(body), ""]
-        parts += ["Django's own options (`--verbosity`, `--settings`, `--traceback`, ...) apply "
-                  "too.", ""]
+        parts += [
+            "Django's own options (`--verbosity`, `--settings`, `--traceback`, ...) apply too.",
+            "",
+        ]
     return "\n".join(parts)
 
 
@@ -425,8 +485,11 @@ def gen_commands() -> str:
 def _error_names() -> dict[str, Any]:
     from bill_integration import exceptions
 
-    return {name: obj for name, obj in vars(exceptions).items()
-            if isinstance(obj, type) and issubclass(obj, exceptions.BillIntegrationError)}
+    return {
+        name: obj
+        for name, obj in vars(exceptions).items()
+        if isinstance(obj, type) and issubclass(obj, exceptions.BillIntegrationError)
+    }
 
 
 def _raises(doc: str) -> str:
@@ -473,7 +536,7 @@ def _wrap(signature: str, width: int = 88) -> str:
             start = index + 1
     params.append(signature[start:close].strip())
     body = "".join(f"    {param},\n" for param in params if param)
-    return f"{signature[:opening]}(\n{body}){signature[close + 1:]}"
+    return f"{signature[:opening]}(\n{body}){signature[close + 1 :]}"
 
 
 def gen_services() -> str:
@@ -484,9 +547,12 @@ def gen_services() -> str:
         obj = getattr(services, name)
         kind = "class" if inspect.isclass(obj) else "function"
         doc = inspect.getdoc(obj) or ""
-        parts += [f"### `{name}`\n", f"```python\n{kind if kind == 'class' else 'def'} "
-                  f"{_signature(obj, name)}\n```\n",
-                  rst_to_md(doc) or missing(f"services.{name} has no docstring"), ""]
+        parts += [
+            f"### `{name}`\n",
+            f"```python\n{kind if kind == 'class' else 'def'} {_signature(obj, name)}\n```\n",
+            rst_to_md(doc) or missing(f"services.{name} has no docstring"),
+            "",
+        ]
         raises = _raises(doc)
         if raises:
             parts += [f"**Raises:** {raises}.", ""]
@@ -494,9 +560,12 @@ def gen_services() -> str:
             for attr, member in vars(obj).items():
                 if attr.startswith("_") or not callable(member):
                     continue
-                parts += [f"#### `{name}.{attr}`\n",
-                          f"```python\ndef {_signature(member, attr, method=True)}\n```\n",
-                          rst_to_md(inspect.getdoc(member) or ""), ""]
+                parts += [
+                    f"#### `{name}.{attr}`\n",
+                    f"```python\ndef {_signature(member, attr, method=True)}\n```\n",
+                    rst_to_md(inspect.getdoc(member) or ""),
+                    "",
+                ]
                 raises = _raises(inspect.getdoc(member) or "")
                 if raises:
                     parts += [f"**Raises:** {raises}.", ""]
@@ -524,13 +593,20 @@ def gen_errors() -> str:
             if cls is None:
                 class_rows.append([f"`{code}`", "", "", missing(f"error code {code} has no class")])
                 continue
-            parent = next((base.__name__ for base in cls.__mro__[1:]
-                           if issubclass(base, exceptions.BillIntegrationError)), "")
+            parent = next(
+                (
+                    base.__name__
+                    for base in cls.__mro__[1:]
+                    if issubclass(base, exceptions.BillIntegrationError)
+                ),
+                "",
+            )
             raised = f"`{cls.__name__}`" + (f"<br>(a kind of `{parent}`)" if parent else "")
             meaning = first_paragraph(cls.__doc__) or missing(f"{cls.__name__} has no docstring")
             customer = cls.for_customer()  # without customer_text: the developer's message
-            class_rows.append([f"`{code}`", cls.api_status, raised,
-                               f"{meaning}<br><br>*Message:* {customer}"])
+            class_rows.append(
+                [f"`{code}`", cls.api_status, raised, f"{meaning}<br><br>*Message:* {customer}"]
+            )
     out = [
         "## Errors of the app and of BILL\n",
         "Raised by the services (catch them in Python), recorded as a connection's "
@@ -545,13 +621,16 @@ def gen_errors() -> str:
         from bill_integration.client.errors import BILL_ERROR_CODES
     except ImportError:  # pragma: no cover
         return "\n".join(out)
-    bill_rows = [[f"`{bdc}`", f"`{cls.__name__}`", f"`{cls.code}`"]
-                 for bdc, cls in BILL_ERROR_CODES.items()]
-    out += ["\n## BILL's codes\n",
-            "What the client raises for each `BDC_xxxx` code BILL answers with "
-            "(`bill_integration.client.errors.BILL_ERROR_CODES`); any other code is "
-            "`UnexpectedResponse`, whatever the HTTP status.\n",
-            table(["BILL code", "exception", "code"], bill_rows)]
+    bill_rows = [
+        [f"`{bdc}`", f"`{cls.__name__}`", f"`{cls.code}`"] for bdc, cls in BILL_ERROR_CODES.items()
+    ]
+    out += [
+        "\n## BILL's codes\n",
+        "What the client raises for each `BDC_xxxx` code BILL answers with "
+        "(`bill_integration.client.errors.BILL_ERROR_CODES`); any other code is "
+        "`UnexpectedResponse`, whatever the HTTP status.\n",
+        table(["BILL code", "exception", "code"], bill_rows),
+    ]
     return "\n".join(out)
 
 
@@ -605,7 +684,9 @@ def _type(schema: dict[str, Any]) -> str:
         if "format" in schema:
             text += f" ({schema['format']})"
     if schema.get("enum"):
-        text += ": " + ", ".join(f"`{value}`" for value in schema["enum"] if value not in ("", None))
+        text += ": " + ", ".join(
+            f"`{value}`" for value in schema["enum"] if value not in ("", None)
+        )
     if schema.get("nullable"):
         text += " or `null`"
     return text
@@ -619,65 +700,122 @@ def _description(text: str | None) -> str:
 
 def gen_rest_api() -> str:
     schema = openapi()
-    overview = [[f"[`{method.upper()} {path}`](#op-{operation.get('operationId')})",
-                 operation.get("summary", "")]
-                for path, operations in schema.get("paths", {}).items()
-                for method, operation in operations.items()
-                if isinstance(operation, dict) and "responses" in operation]
+    overview = [
+        [
+            f"[`{method.upper()} {path}`](#op-{operation.get('operationId')})",
+            operation.get("summary", ""),
+        ]
+        for path, operations in schema.get("paths", {}).items()
+        for method, operation in operations.items()
+        if isinstance(operation, dict) and "responses" in operation
+    ]
     parts = ["## Operations\n", table(["operation", "what it does"], overview), ""]
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             title = f"{method.upper()} {path}"
-            parts += [f"### {title} {{ #op-{operation.get('operationId')} }}\n",
-                      f"**{operation.get('summary', '')}** (`{operation.get('operationId')}`)\n",
-                      _description(operation.get("description")), ""]
+            parts += [
+                f"### {title} {{ #op-{operation.get('operationId')} }}\n",
+                f"**{operation.get('summary', '')}** (`{operation.get('operationId')}`)\n",
+                _description(operation.get("description")),
+                "",
+            ]
             security = [name for item in operation.get("security", []) for name in item]
             if security:
-                parts += ["Authentication: " + ", ".join(f"`{name}`" for name in security)
-                          + ".", ""]
+                parts += [
+                    "Authentication: " + ", ".join(f"`{name}`" for name in security) + ".",
+                    "",
+                ]
             params = operation.get("parameters", [])
             if params:
-                parts += [table(["parameter", "in", "required", "type", "description"], [
-                    [f"`{p['name']}`", p.get("in", ""), "yes" if p.get("required") else "no",
-                     _type(p.get("schema", {})), _description(p.get("description"))]
-                    for p in params]), ""]
+                parts += [
+                    table(
+                        ["parameter", "in", "required", "type", "description"],
+                        [
+                            [
+                                f"`{p['name']}`",
+                                p.get("in", ""),
+                                "yes" if p.get("required") else "no",
+                                _type(p.get("schema", {})),
+                                _description(p.get("description")),
+                            ]
+                            for p in params
+                        ],
+                    ),
+                    "",
+                ]
             body = operation.get("requestBody")
             if body:
                 content = body.get("content", {})
                 types = ", ".join(f"`{media}`" for media in content)
                 first = next(iter(content.values()), {})
-                parts += [f"Request body ({'required' if body.get('required') else 'optional'}):"
-                          f" {_type(first.get('schema', {}))}, as {types}.", ""]
+                parts += [
+                    f"Request body ({'required' if body.get('required') else 'optional'}):"
+                    f" {_type(first.get('schema', {}))}, as {types}.",
+                    "",
+                ]
             rows = []
             for status, response in sorted(operation.get("responses", {}).items()):
                 media = response.get("content", {})
                 first = next(iter(media.values()), {})
-                rows.append([f"`{status}`", _type(first["schema"]) if "schema" in first else "none",
-                             _description(response.get("description"))])
+                rows.append(
+                    [
+                        f"`{status}`",
+                        _type(first["schema"]) if "schema" in first else "none",
+                        _description(response.get("description")),
+                    ]
+                )
             parts += [table(["status", "body", "when"], rows), ""]
     parts += ["## Schemas\n"]
     for name, component in schema.get("components", {}).get("schemas", {}).items():
-        parts += [f"### {name} {{ #{_anchor(name)} }}\n", _description(component.get("description")), ""]
+        parts += [
+            f"### {name} {{ #{_anchor(name)} }}\n",
+            _description(component.get("description")),
+            "",
+        ]
         properties = component.get("properties")
         if properties:
             required = set(component.get("required", []))
             rows = []
             for prop, spec in properties.items():
-                flags = [flag for flag, on in (("required", prop in required),
-                                               ("read-only", spec.get("readOnly")),
-                                               ("write-only", spec.get("writeOnly"))) if on]
-                rows.append([f"`{prop}`", _type(spec), ", ".join(flags),
-                             _description(spec.get("description"))])
+                flags = [
+                    flag
+                    for flag, on in (
+                        ("required", prop in required),
+                        ("read-only", spec.get("readOnly")),
+                        ("write-only", spec.get("writeOnly")),
+                    )
+                    if on
+                ]
+                rows.append(
+                    [
+                        f"`{prop}`",
+                        _type(spec),
+                        ", ".join(flags),
+                        _description(spec.get("description")),
+                    ]
+                )
             parts += [table(["field", "type", "", "description"], rows), ""]
         elif component.get("enum"):
             parts += ["One of " + ", ".join(f"`{value}`" for value in component["enum"]) + ".", ""]
     schemes = schema.get("components", {}).get("securitySchemes", {})
     if schemes:
-        parts += ["### Authentication schemes\n", table(["name", "type", "where"], [
-            [f"`{name}`", spec.get("type", ""), f"{spec.get('in', '')} `{spec.get('name', '')}`"]
-            for name, spec in schemes.items()]), ""]
+        parts += [
+            "### Authentication schemes\n",
+            table(
+                ["name", "type", "where"],
+                [
+                    [
+                        f"`{name}`",
+                        spec.get("type", ""),
+                        f"{spec.get('in', '')} `{spec.get('name', '')}`",
+                    ]
+                    for name, spec in schemes.items()
+                ],
+            ),
+            "",
+        ]
     return "\n".join(parts)
 
 
@@ -694,12 +832,21 @@ def gen_fixtures() -> str:
         if marker is None:
             continue
         fixture_name = marker.name or getattr(obj, "name", name)
-        bullet = re.search(rf"^\* ``{re.escape(fixture_name)}`` [—-]+ (.+?)(?=^\* |\Z)", module_doc,
-                           re.MULTILINE | re.DOTALL)
+        bullet = re.search(
+            rf"^\* ``{re.escape(fixture_name)}`` [—-]+ (.+?)(?=^\* |\Z)",
+            module_doc,
+            re.MULTILINE | re.DOTALL,
+        )
         text = bullet.group(1) if bullet else (obj.__doc__ or "")
         text = " ".join(text.split())
-        rows.append([f"`{fixture_name}`", marker.scope,
-                     inline(text[:1].upper() + text[1:]) or missing(f"fixture {fixture_name} has no docstring")])
+        rows.append(
+            [
+                f"`{fixture_name}`",
+                marker.scope,
+                inline(text[:1].upper() + text[1:])
+                or missing(f"fixture {fixture_name} has no docstring"),
+            ]
+        )
     return table(["fixture", "scope", "what it gives"], rows)
 
 
@@ -710,8 +857,10 @@ def gen_emulator_faults() -> str:
     out = table(["fault kind", "what a matching request gets"], rows)
     limits = ", ".join(f"`{name}` ({value})" for name, value in state.DEFAULT_LIMITS.items())
     counters = ", ".join(f"`{name}`" for name in state.COUNTER_NAMES)
-    return out + f"\n\nLimits (`set_limits(...)`, until the next `reset()`): {limits}.\n\n" \
+    return (
+        out + f"\n\nLimits (`set_limits(...)`, until the next `reset()`): {limits}.\n\n"
         f"Counters (`counters(organization_id=..., dev_key=...)`): {counters}."
+    )
 
 
 # --- the hook -------------------------------------------------------------------------------------
@@ -747,8 +896,11 @@ def _outside_links(markdown: str, page_path: Path, docs_dir: Path) -> str:
         if resolved.is_relative_to(docs_dir.resolve()):
             return match.group(0)
         if not resolved.is_relative_to(ROOT) or not resolved.exists():
-            log.warning("gen_reference: %s links to %s, which is not in the repository",
-                        page_path.relative_to(docs_dir), target)
+            log.warning(
+                "gen_reference: %s links to %s, which is not in the repository",
+                page_path.relative_to(docs_dir),
+                target,
+            )
             return match.group(0)
         relative = resolved.relative_to(ROOT).as_posix()
         return f"{text} (`{relative}` in the repository)" if f"`{relative}`" != text else text
@@ -775,8 +927,9 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     def replace(match: re.Match[str]) -> str:
         generator = GENERATORS.get(match.group(1))
         if generator is None:
-            log.warning("gen_reference: %s has an unknown marker %r", page.file.src_uri,
-                        match.group(0))
+            log.warning(
+                "gen_reference: %s has an unknown marker %r", page.file.src_uri, match.group(0)
+            )
             return match.group(0)
         return generator()
 
@@ -786,7 +939,9 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, help="write one .md per section (and openapi.yaml) here")
+    parser.add_argument(
+        "--out", type=Path, help="write one .md per section (and openapi.yaml) here"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     setup_django()

@@ -11,4 +11,6 @@ import os
 
 from project.settings.test import *
 
-FIELD_ENCRYPTION_KEY = [k.strip() for k in os.environ["BILL_TEST_FIELD_KEYS"].split(",") if k.strip()]
+FIELD_ENCRYPTION_KEY = [
+    k.strip() for k in os.environ["BILL_TEST_FIELD_KEYS"].split(",") if k.strip()
+]

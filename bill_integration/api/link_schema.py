@@ -36,7 +36,8 @@ def method_serializer(method: str) -> type[serializers.Serializer]:
     attrs: dict[str, Any] = {
         "auth_method": serializers.ChoiceField(
             choices=[(str(method), str(AuthMethod(method).label))],
-            help_text=_("How you sign in to BILL: %(label)s.") % {"label": AuthMethod(method).label},
+            help_text=_("How you sign in to BILL: %(label)s.")
+            % {"label": AuthMethod(method).label},
         )
     }
     for name in [*entry.fields, *entry.optional]:

@@ -101,8 +101,9 @@ def _codes_error(http_status: int, meaning: str) -> OpenApiResponse:
 
 BILL_ERRORS = {
     409: _codes_error(
-        409, "another change won at the same time (reload and retry), or the account must be "
-        "linked again."
+        409,
+        "another change won at the same time (reload and retry), or the account must be "
+        "linked again.",
     ),
     429: _codes_error(429, "a BILL limit of the developer key; see Retry-After."),
     502: _codes_error(502, "BILL answered oddly, needs MFA, or the session ended."),

@@ -116,7 +116,9 @@ class V2Api:
         return found
 
     def session_info(self, http: HttpClient, *, session_id: str, dev_key: str) -> SessionInfo:
-        response = http.send("POST", "/GetSessionInfo.json", data=session_credentials(session_id, dev_key))
+        response = http.send(
+            "POST", "/GetSessionInfo.json", data=session_credentials(session_id, dev_key)
+        )
         body = raise_for_answer(response)
         status = response.status_code
         return SessionInfo(
@@ -126,7 +128,9 @@ class V2Api:
         )
 
     def logout(self, http: HttpClient, *, session_id: str, dev_key: str) -> None:
-        raise_for_answer(http.send("POST", "/Logout.json", data=session_credentials(session_id, dev_key)))
+        raise_for_answer(
+            http.send("POST", "/Logout.json", data=session_credentials(session_id, dev_key))
+        )
 
     def request(
         self,

@@ -314,7 +314,10 @@ class EmulatorHandler(BaseHTTPRequestHandler):
                         None, f"{theirs}: must not be null", status=400, category="REQUEST"
                     )
             # Optional: an MFA remember-me id with its device gives a trusted session.
-            fields["remember_me_id"], fields["device"] = body.get("rememberMeId"), body.get("device")
+            fields["remember_me_id"], fields["device"] = (
+                body.get("rememberMeId"),
+                body.get("device"),
+            )
             if "password" not in names:
                 fields["password"], fields["console_token"] = "", console
             return fields
@@ -384,7 +387,9 @@ class EmulatorHandler(BaseHTTPRequestHandler):
 
     def v3_organizations(self, session: Session) -> None:
         # Field names UNCONFIRMED (https://developer.bill.com/reference/listallorganizations): id/name per result.
-        orgs = [{"id": o["organizationId"], "name": o["name"]} for o in organizations(session.account)]
+        orgs = [
+            {"id": o["organizationId"], "name": o["name"]} for o in organizations(session.account)
+        ]
         self._send(200, {"results": orgs, "nextPage": None, "prevPage": None})
 
     def v3_logout(self, session: Session) -> None:

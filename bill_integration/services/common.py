@@ -57,10 +57,14 @@ def log_outcome(
     level: int = logging.INFO,
 ) -> None:
     """One log line per link or refresh outcome: ids, outcome, BILL code, duration; no secrets."""
-    facts = describe(connection) if connection is not None else {
-        "connection_id": None,
-        "tenant_id": str(getattr(tenant, "pk", "")),
-    }
+    facts = (
+        describe(connection)
+        if connection is not None
+        else {
+            "connection_id": None,
+            "tenant_id": str(getattr(tenant, "pk", "")),
+        }
+    )
     logger.log(
         level,
         "bill %s %s connection=%s tenant=%s bill_code=%s duration_ms=%d",

@@ -182,7 +182,9 @@ def renew(
 
 def renew_or_keep_alive(connection: BillConnection, effects: Effects, at: datetime) -> str:
     """The sweep's renewal of a live session past ``MAX_SESSION_AGE`` (keep-alive if refused)."""
-    idle_enough = at - cast(datetime, connection.session_last_used_at) >= keepalive_after(connection)
+    idle_enough = at - cast(datetime, connection.session_last_used_at) >= keepalive_after(
+        connection
+    )
     return renew(connection, effects, reason="max_age", keep_alive_too=idle_enough)
 
 

@@ -159,7 +159,9 @@ def get_session(tenant: Any) -> BillSession:
     connection = _hot_row(tenant_id)
     if connection is None:
         raise ConnectionNotLinked()
-    if undecryptable.undecryptable(connection) and undecryptable.restore_if_decryptable(connection.pk):
+    if undecryptable.undecryptable(connection) and undecryptable.restore_if_decryptable(
+        connection.pk
+    ):
         connection = _hot_row(tenant_id)  # a key mistake was put right: back in service
         if connection is None:
             raise ConnectionNotLinked()

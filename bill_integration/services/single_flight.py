@@ -59,7 +59,9 @@ def obtain(connection_id: int, *, stale_version: int | None, reason: str) -> Bil
     while True:
         with undecryptable.failing_closed(connection_id=connection_id):
             try:
-                connection = _obtain_locked(connection_id, stale_version=stale_version, reason=reason)
+                connection = _obtain_locked(
+                    connection_id, stale_version=stale_version, reason=reason
+                )
             except ConflictError:
                 # The row moved on under our login (a relink): re-read it, its session may do.
                 connection = None

@@ -59,7 +59,7 @@ def _encryption_keys() -> list[str]:
         except (TypeError, ValueError):  # never echo the value
             raise ImproperlyConfigured(
                 f"FIELD_ENCRYPTION_KEY entry {position} is not a valid Fernet key (32 url-safe "
-                "base64-encoded bytes). Generate one with: python -c \"from cryptography.fernet "
+                'base64-encoded bytes). Generate one with: python -c "from cryptography.fernet '
                 'import Fernet; print(Fernet.generate_key().decode())"'
             ) from None
     return keys

@@ -33,7 +33,11 @@ def _membership(request: HttpRequest) -> Membership | None:
     memberships = Membership.objects.select_related("tenant").filter(user=user)
     wanted = request.headers.get(TENANT_HEADER)
     if wanted:
-        membership = memberships.filter(tenant_id=wanted).first() if wanted.isascii() and wanted.isdigit() and len(wanted) <= 18 else None
+        membership = (
+            memberships.filter(tenant_id=wanted).first()
+            if wanted.isascii() and wanted.isdigit() and len(wanted) <= 18
+            else None
+        )
     else:
         found = list(memberships[:2])
         membership = found[0] if len(found) == 1 else None

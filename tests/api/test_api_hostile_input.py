@@ -171,9 +171,7 @@ def test_lone_surrogate_is_refused_not_a_database_error(
         "emoji \U0001f600 pw",
     ],
 )
-def test_unicode_passwords_still_link(
-    owner_api, tenant, bill_emulator, bill_environment, password
-):
+def test_unicode_passwords_still_link(owner_api, tenant, bill_emulator, bill_environment, password):
     account = bill_emulator.state.add_account(username="unicode@example.com", password=password)
     response = put(owner_api, credentials(account))
     assert response.status_code == 201, response.content

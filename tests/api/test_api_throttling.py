@@ -128,7 +128,9 @@ def test_refresh_is_throttled_per_user_across_tenants(
     user = make_user(tenants[0], "owner")
     Membership.objects.create(user=user, tenant=tenants[1], role="owner")
     for each in tenants:
-        account = bill_emulator.state.add_account(username=f"{each.slug}@example.com", password="pw")
+        account = bill_emulator.state.add_account(
+            username=f"{each.slug}@example.com", password="pw"
+        )
         services.link(each, actor=user, **credentials(account))
     codes = [api_as(user, tenant=tenants[i % 2]).post(REFRESH_URL).status_code for i in range(4)]
     assert codes == [200, 200, 200, 429]  # 2 per tenant would allow a 4th: the user limit held
@@ -155,9 +157,7 @@ def test_refused_refreshes_by_members_do_not_use_up_the_allowance(
 # --- what a 429 says: the action that was refused, in words -------------------------------------
 
 
-def test_refresh_refusal_speaks_of_refreshes_not_links(
-    refresh_rates, tenant, make_user, linked
-):
+def test_refresh_refusal_speaks_of_refreshes_not_links(refresh_rates, tenant, make_user, linked):
     owner = make_user(tenant, "owner")
     for _ in range(2):
         assert api_as(owner).post(REFRESH_URL).status_code == 200

@@ -83,7 +83,7 @@ class Findings:
         lowered = text.lower()
         start = lowered.find(MARKER)
         while start != -1:
-            snippet = text[max(0, start - 60):start + 60].replace("\n", " ")
+            snippet = text[max(0, start - 60) : start + 60].replace("\n", " ")
             self.found.append(f"{place}: …{snippet}…")
             start = lowered.find(MARKER, start + 1)
 
@@ -150,17 +150,18 @@ def scan_response(findings: Findings, place: str, response: Any) -> None:
 
 
 def scan_database(findings: Findings) -> None:
-    secret_columns = {
-        BillConnection._meta.get_field(name).column for name in SECRET_FIELDS
-    }
+    secret_columns = {BillConnection._meta.get_field(name).column for name in SECRET_FIELDS}
     with db.cursor() as cursor:
         for table in db.introspection.table_names(cursor):
             columns = [
-                c.name for c in db.introspection.get_table_description(cursor, table)
+                c.name
+                for c in db.introspection.get_table_description(cursor, table)
                 if not (table == BillConnection._meta.db_table and c.name in secret_columns)
             ]
             qn = db.ops.quote_name
-            cursor.execute(f"SELECT {', '.join(qn(c) + '::text' for c in columns)} FROM {qn(table)}")
+            cursor.execute(
+                f"SELECT {', '.join(qn(c) + '::text' for c in columns)} FROM {qn(table)}"
+            )
             for row in cursor.fetchall():
                 findings.scan(f"database {table}", row)
     for session_key in SessionStore.get_model_class().objects.values_list("session_key", flat=True):
@@ -216,11 +217,20 @@ def error_reports(findings: Findings, logs: dict[str, Any], place: str) -> int:
             data = reporter.get_traceback_data()
             before = len(findings.found)
             for frame in data["frames"]:
-                where = f"{place} error report frame {frame['filename'].split('site-packages/')[-1]}"
+                where = (
+                    f"{place} error report frame {frame['filename'].split('site-packages/')[-1]}"
+                )
                 for name, value in frame["vars"]:
                     findings.scan(f"{where} {frame['function']}() local {name!r}", value)
-            for part in ("filtered_POST_items", "request_GET_items", "request_COOKIES_items",
-                         "request_FILES_items", "request_meta", "settings", "exception_value"):
+            for part in (
+                "filtered_POST_items",
+                "request_GET_items",
+                "request_COOKIES_items",
+                "request_FILES_items",
+                "request_meta",
+                "settings",
+                "exception_value",
+            ):
                 findings.scan(f"{place} error report {part} ({request.path})", data.get(part))
             if len(findings.found) == before:
                 findings.scan(f"{place} error report (text)", reporter.get_traceback_text())
@@ -234,22 +244,36 @@ def error_reports(findings: Findings, logs: dict[str, Any], place: str) -> int:
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_no_canary_anywhere_after_every_path(
-    tenant, make_user, bill_emulator, bill_environment, bill_clock, canary_session_ids,
-    logs, monkeypatch, admin_user,
+    tenant,
+    make_user,
+    bill_emulator,
+    bill_environment,
+    bill_clock,
+    canary_session_ids,
+    logs,
+    monkeypatch,
+    admin_user,
 ):
     findings = Findings()
     raised: list[BaseException] = []
     state = bill_emulator.state
     account = state.add_account(
-        username="ap-canary@example.com", password=PASSWORD, dev_key=DEV_KEY, api_token=API_TOKEN,
+        username="ap-canary@example.com",
+        password=PASSWORD,
+        dev_key=DEV_KEY,
+        api_token=API_TOKEN,
     )
     owner = make_user(tenant, "owner")
     api = APIClient()
     api.force_login(owner)
     creds = {
-        "username": account.username, "password": PASSWORD,
-        "organization_id": account.organization_id, "dev_key": DEV_KEY,
-        "api_token": API_TOKEN, "environment": bill_environment, "api_version": "v3",
+        "username": account.username,
+        "password": PASSWORD,
+        "organization_id": account.organization_id,
+        "dev_key": DEV_KEY,
+        "api_token": API_TOKEN,
+        "environment": bill_environment,
+        "api_version": "v3",
     }
     broker_url = django_settings.CELERY_BROKER_URL
     redis.Redis.from_url(broker_url).delete("celery")
@@ -279,14 +303,18 @@ def test_no_canary_anywhere_after_every_path(
     assert connection.password == PASSWORD  # (the canary really is stored)
     findings.scan("repr(BillConnection)", repr(connection) + str(connection))
     login_result = get_client(bill_environment, "v3").login(
-        username=account.username, password=PASSWORD,
-        organization_id=account.organization_id, dev_key=DEV_KEY,
+        username=account.username,
+        password=PASSWORD,
+        organization_id=account.organization_id,
+        dev_key=DEV_KEY,
     )
     findings.scan("repr(LoginResult)", repr(login_result) + str(login_result))
 
     # --- BILL failures: transient, rate limit, refused stored password, then relink ----------
-    for fault, expected in (({"kind": "status", "status": 503}, 503),
-                            ({"kind": "error", "code": "BDC_1144"}, 429)):
+    for fault, expected in (
+        ({"kind": "status", "status": 503}, 503),
+        ({"kind": "error", "code": "BDC_1144"}, 429),
+    ):
         state.set_fault(**fault)
         try:
             services.refresh(tenant, force=True)
@@ -313,8 +341,12 @@ def test_no_canary_anywhere_after_every_path(
     bill_clock.advance(keepalive_after_idle().total_seconds() + 30)  # due for a keep-alive
     due = BillConnection.objects.without_secrets().get(tenant=tenant)
     assert tasks.refresh_due_sessions.apply().get() >= 1, (
-        due.status, due.last_error_code, due.next_attempt_at, due.session_last_used_at,
-        due.session_obtained_at, bill_clock.now() if hasattr(bill_clock, "now") else None,
+        due.status,
+        due.last_error_code,
+        due.next_attempt_at,
+        due.session_last_used_at,
+        due.session_obtained_at,
+        bill_clock.now() if hasattr(bill_clock, "now") else None,
     )
     assert broker_queue_length(broker_url) >= 1  # the sweep's messages sit in Redis
     tasks.refresh_session.apply_async((connection.pk,))
@@ -335,14 +367,16 @@ def test_no_canary_anywhere_after_every_path(
     from project.tenants.models import Tenant
 
     other = Tenant.objects.create(name="Other", slug="other")
-    state.add_account(username="admin-canary@example.com", password=ADMIN_PASSWORD,
-                      dev_key=DEV_KEY, api_token="")
+    state.add_account(
+        username="admin-canary@example.com", password=ADMIN_PASSWORD, dev_key=DEV_KEY, api_token=""
+    )
     with monkeypatch.context() as patch:
         patch.setattr(client_v3, "raise_for_answer", boom)
         patch.setattr(client_v2, "raise_for_answer", boom)
         for version in ("v3", "v2"):
             response = crashing.put(
-                CONNECTION_URL, {**creds, "password": NEW_PASSWORD, "api_version": version},
+                CONNECTION_URL,
+                {**creds, "password": NEW_PASSWORD, "api_version": version},
                 content_type="application/json",
             )
             assert response.status_code == 500
@@ -350,11 +384,19 @@ def test_no_canary_anywhere_after_every_path(
         response = crashing.post(REFRESH_URL)
         assert response.status_code == 500
         scan_response(findings, "POST refresh 500", response)
-        response = admin.post(ADMIN_ADD_URL, {
-            "tenant": other.pk, "environment": bill_environment, "api_version": "v3",
-            "username": "admin-canary@example.com", "organization_id": account.organization_id,
-            "password": ADMIN_PASSWORD, "dev_key": DEV_KEY, "api_token": "",
-        })
+        response = admin.post(
+            ADMIN_ADD_URL,
+            {
+                "tenant": other.pk,
+                "environment": bill_environment,
+                "api_version": "v3",
+                "username": "admin-canary@example.com",
+                "organization_id": account.organization_id,
+                "password": ADMIN_PASSWORD,
+                "dev_key": DEV_KEY,
+                "api_token": "",
+            },
+        )
         assert response.status_code == 500
     assert error_reports(findings, logs, "unexpected errors") == 4
 

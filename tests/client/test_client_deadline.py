@@ -61,17 +61,19 @@ CALLS = {
     "v3 session info": lambda env, account: _session_info("v3", env, account),
     "v2 session info": lambda env, account: _session_info("v2", env, account),
     "v3 caller request": lambda env, account: (
-        lambda client, result: lambda: client.request(
-            "GET", "/v3/vendors", session_id=result.session_id, dev_key=account.dev_key
+        lambda client, result: (
+            lambda: client.request(
+                "GET", "/v3/vendors", session_id=result.session_id, dev_key=account.dev_key
+            )
         )
     )(get_client(env, "v3"), _login("v3", env, account)),
     "v2 logout": lambda env, account: (
-        lambda client, result: lambda: client.logout(
-            session_id=result.session_id, dev_key=account.dev_key
+        lambda client, result: (
+            lambda: client.logout(session_id=result.session_id, dev_key=account.dev_key)
         )
     )(get_client(env, "v2"), _login("v2", env, account)),
-    "spend token check": lambda env, account: lambda: get_spend_client(env).current_user(
-        api_token=account.api_token
+    "spend token check": lambda env, account: (
+        lambda: get_spend_client(env).current_user(api_token=account.api_token)
     ),
 }
 
@@ -114,7 +116,9 @@ def test_the_deadline_is_not_the_read_timeout(one_second_deadline, bill_account,
     assert client.call_deadline == 1.0
 
 
-def test_a_slow_answer_within_the_deadline_is_read_whole(bill_environment, bill_account, bill_emulator):
+def test_a_slow_answer_within_the_deadline_is_read_whole(
+    bill_environment, bill_account, bill_emulator
+):
     bill_emulator.state.set_fault(
         "drip", dev_key=bill_account.dev_key, interval=0.002, seconds=0.2, headers=True
     )
@@ -166,7 +170,12 @@ def test_an_endless_body_is_cut_off_at_the_cap():
 
 
 def test_the_default_cap_is_ten_megabytes():
-    assert BillClient("http://bill.invalid/connect", connect_timeout=1, read_timeout=1).max_response_bytes == 10 * 1024 * 1024
+    assert (
+        BillClient(
+            "http://bill.invalid/connect", connect_timeout=1, read_timeout=1
+        ).max_response_bytes
+        == 10 * 1024 * 1024
+    )
 
 
 # --- settings -------------------------------------------------------------------------------
@@ -216,7 +225,10 @@ def test_check_accepts_the_defaults(bill_settings):
             {"CONNECT_TIMEOUT": timedelta(seconds=5), "READ_TIMEOUT": timedelta(seconds=55)},
             "CONNECT_TIMEOUT + READ_TIMEOUT: 60 s",
         ),
-        ({"CALL_DEADLINE": timedelta(seconds=20), "CONCURRENCY_LEASE": timedelta(seconds=15)}, "given: 20 s"),
+        (
+            {"CALL_DEADLINE": timedelta(seconds=20), "CONCURRENCY_LEASE": timedelta(seconds=15)},
+            "given: 20 s",
+        ),
     ],
 )
 def test_check_refuses_a_deadline_the_lease_does_not_outlive(bill_settings, changes, says):

@@ -207,7 +207,11 @@ def test_later_calls_never_follow_the_login_answers_api_endpoint():
             }
         else:
             data = {"organizationId": "00801ABCDEFGHIJKabcd", "userId": "00601ABCDEFGHIJKabcd"}
-        reply(handler, 200, {"response_status": 0, "response_message": "Success", "response_data": data})
+        reply(
+            handler,
+            200,
+            {"response_status": 0, "response_message": "Success", "response_data": data},
+        )
 
     with CannedServer(elsewhere) as other, CannedServer(bill) as configured:
         client = BillClient(configured.url + "/api/v2", "v2", connect_timeout=5, read_timeout=5)

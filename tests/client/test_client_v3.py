@@ -414,7 +414,9 @@ def test_v3_session_info_reports_mfa_status(bill_environment, bill_account, bill
     client = get_client(bill_environment, "v3")
     info = probe(client, bill_account, login(client, bill_account))
     assert (info.mfa_status, info.mfa_bypass) == ("CHALLENGE", False)  # MFA on, not trusted
-    off = bill_emulator.state.add_account(username="off@example.com", password="pw-off1", mfa_enabled=False)
+    off = bill_emulator.state.add_account(
+        username="off@example.com", password="pw-off1", mfa_enabled=False
+    )
     assert probe(client, off, login(client, off)).mfa_status == "DISABLED"
 
 

@@ -224,8 +224,13 @@ def test_manage_py_check_refuses_in_a_fresh_process(key):
         "BILL_TEST_FIELD_KEYS": key,
     }
     result = subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode != 0
     expected = checks.E001_KEY_MISSING if not key else checks.E002_KEY_MALFORMED
@@ -250,9 +255,13 @@ def store_connections(count: int, *, key: str) -> None:
         for n in range(count):
             tenant = Tenant.objects.create(name=f"Tenant {n}", slug=f"key-{key[:6]}-{n}")
             BillConnection.objects.create(
-                tenant=tenant, environment="sandbox", username=f"ap{n}@example.com",
-                organization_id=f"008{n:015d}", dev_key_fingerprint="f",
-                password=f"password-{n}", dev_key=f"devkey-{n}",
+                tenant=tenant,
+                environment="sandbox",
+                username=f"ap{n}@example.com",
+                organization_id=f"008{n:015d}",
+                dev_key_fingerprint="f",
+                password=f"password-{n}",
+                dev_key=f"devkey-{n}",
             )
 
 

@@ -45,8 +45,13 @@ def test_bills_limits_are_constants_not_settings():
 
 
 def test_every_duration_default_is_a_timedelta():
-    durations = [key for key in DEFAULTS if key.endswith(("TIMEOUT", "INTERVAL", "WAIT", "LEASE",
-                                                           "MARGIN", "AGE", "EXPIRES", "IDLE"))]
+    durations = [
+        key
+        for key in DEFAULTS
+        if key.endswith(
+            ("TIMEOUT", "INTERVAL", "WAIT", "LEASE", "MARGIN", "AGE", "EXPIRES", "IDLE")
+        )
+    ]
     durations += ["BACKOFF_BASE", "BACKOFF_MAX"]
     assert {"CONNECT_TIMEOUT", "READ_TIMEOUT"} <= set(durations)
     for key in durations:
@@ -59,7 +64,9 @@ def test_every_duration_default_is_a_timedelta():
 def test_removed_keys_read_as_bills_constants_when_the_project_does_not_set_them(project):
     project.remove(*DEPRECATED_SETTINGS)
     assert bill_settings.SESSION_IDLE_TIMEOUT == constants.SESSION_IDLE_TIMEOUT
-    assert bill_settings.MAX_CONCURRENT_PER_ORGANIZATION == constants.MAX_CONCURRENT_PER_ORGANIZATION
+    assert (
+        bill_settings.MAX_CONCURRENT_PER_ORGANIZATION == constants.MAX_CONCURRENT_PER_ORGANIZATION
+    )
     assert bill_settings.CLOCK is timezone.now
 
 

@@ -69,18 +69,36 @@ def demo(tmp_path):
     }
     env.pop("BILL_TEST_DB", None)
     manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True,
-                   timeout=120)
-    setup = subprocess.run([*manage, "bill_demo_setup"], cwd=ROOT, env=env, check=True,
-                           capture_output=True, text=True, timeout=60)
+    subprocess.run(
+        [*manage, "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=120
+    )
+    setup = subprocess.run(
+        [*manage, "bill_demo_setup"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     log = open(tmp_path / "honcho.log", "w")
-    stack = subprocess.Popen([str(BIN / "honcho"), "-f", "Procfile", "start"], cwd=ROOT, env=env,
-                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    stack = subprocess.Popen(
+        [str(BIN / "honcho"), "-f", "Procfile", "start"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_for_port(web_port)
         wait_for_port(emulator_port)
-        yield {"output": setup.stdout, "web": f"http://127.0.0.1:{web_port}",
-               "emulator": f"http://127.0.0.1:{emulator_port}", "log": tmp_path / "honcho.log"}
+        yield {
+            "output": setup.stdout,
+            "web": f"http://127.0.0.1:{web_port}",
+            "emulator": f"http://127.0.0.1:{emulator_port}",
+            "log": tmp_path / "honcho.log",
+        }
     finally:
         os.killpg(stack.pid, signal.SIGTERM)
         try:
@@ -96,9 +114,13 @@ def sign_in(web: str, username: str, password: str) -> requests.Session:
     assert page.status_code == 200
     answer = browser.post(
         f"{web}/accounts/login/",
-        data={"username": username, "password": password,
-              "csrfmiddlewaretoken": browser.cookies["csrftoken"]},
-        headers={"Referer": f"{web}/accounts/login/"}, timeout=10,
+        data={
+            "username": username,
+            "password": password,
+            "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+        },
+        headers={"Referer": f"{web}/accounts/login/"},
+        timeout=10,
     )
     assert answer.status_code == 200 and "sessionid" in browser.cookies, answer.text[:500]
     return browser
@@ -146,8 +168,9 @@ def test_demo_serves_admin_links_the_demo_account_and_keeps_it_alive(demo):
     deadline = time.monotonic() + 45
     counters = {}
     while time.monotonic() < deadline:
-        counters = requests.get(control, params={"organization_id": bill["organization_id"]},
-                                timeout=5).json()
+        counters = requests.get(
+            control, params={"organization_id": bill["organization_id"]}, timeout=5
+        ).json()
         if counters.get("session_info", 0) >= 1:
             break
         time.sleep(1)

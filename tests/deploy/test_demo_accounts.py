@@ -34,9 +34,11 @@ def arguments(item: dict) -> dict:
             "oauth_client_id": item["client_id"],
             "oauth_client_secret": item["client_secret"],
         }
-    secret = {"console_token": item["console_token"]} if item.get("console_token") else {
-        "password": item["password"]
-    }
+    secret = (
+        {"console_token": item["console_token"]}
+        if item.get("console_token")
+        else {"password": item["password"]}
+    )
     return {
         "auth_method": method,
         "username": item["username"],
@@ -64,7 +66,5 @@ def test_the_demo_makes_one_account_of_each_method_and_each_links(
         assert secret in text, item["kind"]
     bill_emulator.state.load_accounts(accounts)
     for item in accounts:
-        connection = services.link(
-            make_tenant(), environment=bill_environment, **arguments(item)
-        )
+        connection = services.link(make_tenant(), environment=bill_environment, **arguments(item))
         assert connection.auth_method == KINDS[item.get("kind", "user")]

@@ -33,8 +33,13 @@ def compose(*args: str) -> subprocess.CompletedProcess[str]:
     # An empty environment for interpolation: the file must validate with nothing set.
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
     return subprocess.run(
-        [binary, "-f", str(COMPOSE), *args], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=120, check=False,
+        [binary, "-f", str(COMPOSE), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -81,7 +86,10 @@ def test_app_services_wait_for_healthy_postgres_and_redis(resolved):
         }, name
         env = service["environment"]
         assert env["DJANGO_SETTINGS_MODULE"] == "project.settings.production"
-        assert env["DATABASE_URL"].startswith("postgres://") and "@postgres:5432/" in env["DATABASE_URL"]
+        assert (
+            env["DATABASE_URL"].startswith("postgres://")
+            and "@postgres:5432/" in env["DATABASE_URL"]
+        )
         assert env["CELERY_BROKER_URL"] == "redis://redis:6379/0"
         # Nothing secret has a default baked into the compose file.
         assert env["SECRET_KEY"] == "" and env["FIELD_ENCRYPTION_KEY"] == ""

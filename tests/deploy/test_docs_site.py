@@ -33,9 +33,22 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "project.settings.test"),
     }
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file",
-         str(ROOT / "mkdocs.yml"), "--site-dir", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -52,8 +65,13 @@ def codes_in(text: str) -> set[str]:
 
 
 def test_the_site_builds_strict_with_every_section(site: Path) -> None:
-    for name in ("tutorial/install", "how-to/celery", "reference/settings", "explanation/sessions",
-                 "benchmarks"):
+    for name in (
+        "tutorial/install",
+        "how-to/celery",
+        "reference/settings",
+        "explanation/sessions",
+        "benchmarks",
+    ):
         assert (site / name / "index.html").is_file(), name
     assert "<!-- reference:" not in (site / "reference" / "settings" / "index.html").read_text()
 
@@ -119,7 +137,8 @@ def test_every_error_code_is_in_the_errors_reference_with_its_status(site: Path)
     statuses = {**API_ERROR_CODES, **{cls.code: cls.api_status for cls in error_classes()}}
     assert set(ERROR_CODES) == set(statuses)
     wrong = [
-        code for code, status in statuses.items()
+        code
+        for code, status in statuses.items()
         if not re.search(rf"<td><code>{re.escape(code)}</code></td>\s*<td>{status}</td>", text)
     ]
     assert wrong == []
@@ -137,8 +156,11 @@ def test_every_operation_of_the_schema_is_in_the_rest_api_reference(site: Path) 
     from drf_spectacular.generators import SchemaGenerator
 
     schema = SchemaGenerator().get_schema(request=None, public=True)
-    operations = [f"{method.upper()} {path}" for path, methods in schema["paths"].items()
-                  for method in methods]
+    operations = [
+        f"{method.upper()} {path}"
+        for path, methods in schema["paths"].items()
+        for method in methods
+    ]
     assert "GET /api/bill/connection/" in operations
     text = page(site, "reference/rest-api")
     assert [op for op in operations if op not in text] == []
@@ -151,7 +173,9 @@ def test_every_operation_of_the_schema_is_in_the_rest_api_reference(site: Path) 
 
 @pytest.fixture
 def gen_reference():
-    spec = importlib.util.spec_from_file_location("gen_reference", ROOT / "docs" / "gen_reference.py")
+    spec = importlib.util.spec_from_file_location(
+        "gen_reference", ROOT / "docs" / "gen_reference.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

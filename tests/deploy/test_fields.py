@@ -59,8 +59,9 @@ def test_a_row_written_under_key_a_and_read_with_only_key_b_raises(stored, setti
         BillConnection.objects.get(pk=stored.pk)
     message = str(caught.value)
     assert "BillConnection." in message and "FIELD_ENCRYPTION_KEY" in message
-    assert not any(secret in message or secret in repr(caught.value)
-                   for secret in CANARIES.values())
+    assert not any(
+        secret in message or secret in repr(caught.value) for secret in CANARIES.values()
+    )
     # Plain columns stay readable, so status pages still work.
     row = BillConnection.objects.without_secrets().get(pk=stored.pk)
     assert row.organization_id == "00801ACMEORGANIZA1bcd"
@@ -88,8 +89,13 @@ def test_expressions_are_refused_instead_of_being_encrypted_as_text(stored):
 
 def test_empty_secret_is_stored_as_null(tenant):
     row = BillConnection.objects.create(
-        tenant=tenant, environment="sandbox", username="a@b.test",
-        organization_id="00801X", password="p", dev_key="d", api_token="",
+        tenant=tenant,
+        environment="sandbox",
+        username="a@b.test",
+        organization_id="00801X",
+        password="p",
+        dev_key="d",
+        api_token="",
     )
     assert raw_row(row.pk)["api_token"] is None
     assert BillConnection.objects.get(pk=row.pk).api_token is None

@@ -62,8 +62,12 @@ def test_a_tenant_model_that_does_not_resolve_is_a_system_check_not_a_traceback(
         ),
     }
     result = subprocess.run(
-        [sys.executable, "manage.py", *command], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "manage.py", *command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
@@ -173,7 +177,9 @@ def test_dev_py_demo_uses_the_state_folder_it_is_given(monkeypatch, tmp_path):
     dev = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(dev)
     monkeypatch.setattr(dev, "ROOT", tmp_path / "checkout")
-    assert dev.demo_state_dir({"BILL_DEMO_STATE_DIR": str(tmp_path / "state")}) == tmp_path / "state"
+    assert (
+        dev.demo_state_dir({"BILL_DEMO_STATE_DIR": str(tmp_path / "state")}) == tmp_path / "state"
+    )
     assert dev.demo_state_dir({}) == tmp_path / "checkout" / ".demo"
     # The command creates that folder and no other (then stop it before it runs anything).
 
@@ -196,8 +202,11 @@ def test_dev_py_demo_uses_the_state_folder_it_is_given(monkeypatch, tmp_path):
 
 def test_the_readme_has_no_relative_links_and_cites_no_file_outside_the_repo():
     readme = (ROOT / "README.md").read_text()
-    relative = [link for link in re.findall(r"\]\(([^)]+)\)", readme)
-                if not link.startswith(("http://", "https://", "#"))]
+    relative = [
+        link
+        for link in re.findall(r"\]\(([^)]+)\)", readme)
+        if not link.startswith(("http://", "https://", "#"))
+    ]
     assert relative == []  # they break on a package index, where README.md is the description
     for name in ("README.md", "dev.py"):
         assert not re.search(r"(?<![\w-])DESIGN\.md", (ROOT / name).read_text()), name

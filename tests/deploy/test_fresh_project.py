@@ -65,7 +65,7 @@ SNIPPET_FILES = {
 }
 
 #: The tenant app's models: the project's own, as a SaaS has them.
-TENANT_MODELS = '''
+TENANT_MODELS = """
 from django.conf import settings
 from django.db import models
 
@@ -93,10 +93,10 @@ class Membership(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["user", "organization"], name="one_membership"),
         ]
-'''
+"""
 
 #: The project's own production hygiene for ``check --deploy`` (nothing about bill_integration).
-DEPLOY_SETTINGS = f'''
+DEPLOY_SETTINGS = f"""
 import os
 
 from {PROJECT}.settings import *  # noqa: F403
@@ -109,7 +109,7 @@ SECURE_HSTS_SECONDS = 60 * 60 * 24 * 365
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
-'''
+"""
 
 
 def readme_snippets() -> dict[str, str]:
@@ -161,11 +161,16 @@ class FreshProject:
             "PYTHONUNBUFFERED": "1",
         }
 
-    def run(self, *args: str | Path, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str | Path, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [str(a) for a in args], cwd=self.dir, env=env or self.env, capture_output=True,
-            text=True, timeout=timeout,
+            [str(a) for a in args],
+            cwd=self.dir,
+            env=env or self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
         return result
@@ -176,8 +181,12 @@ class FreshProject:
     def start(self, name: str, *args: str | Path) -> subprocess.Popen:
         log = self.logs / f"{name}.log"
         process = subprocess.Popen(
-            [str(a) for a in args], cwd=self.dir, env=self.env, stdout=log.open("w"),
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [str(a) for a in args],
+            cwd=self.dir,
+            env=self.env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.processes.append((process, log))
         return process
@@ -200,13 +209,27 @@ class FreshProject:
 def build_wheel(out: Path) -> Path:
     """The wheel of this checkout, built from a copy (no build/ or egg-info left in it)."""
     source = out / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", ".demo", "build", "dist", "*.egg-info", "__pycache__", ".*cache*",
-        "node_modules", "staticfiles",
-    ))
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            ".demo",
+            "build",
+            "dist",
+            "*.egg-info",
+            "__pycache__",
+            ".*cache*",
+            "node_modules",
+            "staticfiles",
+        ),
+    )
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     (wheel,) = out.glob("django_bill_integration-*.whl")
     return wheel
@@ -260,16 +283,32 @@ def test_the_readme_install_snippets_make_a_working_fresh_project(fresh_project,
     wheel = build_wheel(tmp_path / "dist")
     subprocess.run([sys.executable, "-m", "venv", str(project.venv)], check=True, timeout=120)
     pip = subprocess.run(
-        [project.bin / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         "-c", ROOT / "requirements" / "base.txt", *install_command(snippets, wheel)],
-        capture_output=True, text=True, timeout=600, env=project.env,
+        [
+            project.bin / "python",
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "-c",
+            ROOT / "requirements" / "base.txt",
+            *install_command(snippets, wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=project.env,
     )
     assert pip.returncode == 0, pip.stdout + pip.stderr
 
     # 2. A brand-new project with a tenant app of its own.
     project.dir.mkdir()
-    subprocess.run([project.bin / "django-admin", "startproject", PROJECT, project.dir],
-                   check=True, env=project.env, timeout=60)
+    subprocess.run(
+        [project.bin / "django-admin", "startproject", PROJECT, project.dir],
+        check=True,
+        env=project.env,
+        timeout=60,
+    )
     project.manage("startapp", "accounts")
     (project.dir / "accounts" / "models.py").write_text(TENANT_MODELS)
     settings_py = project.dir / PROJECT / "settings.py"
@@ -291,39 +330,64 @@ def test_the_readme_install_snippets_make_a_working_fresh_project(fresh_project,
     worker = project.start("worker", project.bin / "celery", *commands["worker"][1:])
     beat = project.start("beat", project.bin / "celery", *commands["beat"][1:])
 
-    deploy_env = {**project.env, "DJANGO_SETTINGS_MODULE": f"{PROJECT}.deploy_settings",
-                  "DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}
+    deploy_env = {
+        **project.env,
+        "DJANGO_SETTINGS_MODULE": f"{PROJECT}.deploy_settings",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+    }
     deploy_env.pop("BILL_EMULATOR_URL")  # production offers BILL's own environments only
     checked = project.run(project.bin / "python", *commands["check"][1:], env=deploy_env)
     assert "System check identified no issues" in checked.stdout, checked.stdout + checked.stderr
-    project.run(project.bin / "python", "-c",
-                "import django; django.setup(); from bill_integration.conf import bill_settings;"
-                "assert bill_settings.environment_names() == ['sandbox', 'production']",
-                env=deploy_env)
+    project.run(
+        project.bin / "python",
+        "-c",
+        "import django; django.setup(); from bill_integration.conf import bill_settings;"
+        "assert bill_settings.environment_names() == ['sandbox', 'production']",
+        env=deploy_env,
+    )
 
     # The emulator, with an accounts file in the documented format (the rest is generated).
-    (project.dir / "accounts.json").write_text(json.dumps(
-        {"accounts": [{"username": "ap@fresh.example", "password": "fresh-bill-password"}]}
-    ))
-    emulator = project.start("emulator", project.bin / "python", "manage.py", "bill_emulator",
-                             "--port", str(project.emulator_port), "--accounts", "accounts.json")
-    web = project.start("web", project.bin / "python", *commands["runserver"][1:],
-                        f"127.0.0.1:{project.web_port}", "--noreload")
+    (project.dir / "accounts.json").write_text(
+        json.dumps(
+            {"accounts": [{"username": "ap@fresh.example", "password": "fresh-bill-password"}]}
+        )
+    )
+    emulator = project.start(
+        "emulator",
+        project.bin / "python",
+        "manage.py",
+        "bill_emulator",
+        "--port",
+        str(project.emulator_port),
+        "--accounts",
+        "accounts.json",
+    )
+    web = project.start(
+        "web",
+        project.bin / "python",
+        *commands["runserver"][1:],
+        f"127.0.0.1:{project.web_port}",
+        "--noreload",
+    )
     wait_for_port(project.emulator_port, emulator, project.logs / "emulator.log")
     wait_for_port(project.web_port, web, project.logs / "web.log")
     emulator_url = project.env["BILL_EMULATOR_URL"]
     (account,) = requests.get(f"{emulator_url}/_emulator/accounts", timeout=10).json()["accounts"]
 
-    created = project.manage("shell", "-c", (
-        "from django.contrib.auth import get_user_model\n"
-        "from accounts.models import Membership, Organization\n"
-        "user = get_user_model().objects.create_user('owner', password='owner-password-1')\n"
-        "acme = Organization.objects.create(name='Acme')\n"
-        "beta = Organization.objects.create(name='Beta')\n"
-        "Membership.objects.create(user=user, organization=acme, role='owner')\n"
-        "Membership.objects.create(user=user, organization=beta, role='member')\n"
-        "print(acme.pk, beta.pk)\n"
-    ))
+    created = project.manage(
+        "shell",
+        "-c",
+        (
+            "from django.contrib.auth import get_user_model\n"
+            "from accounts.models import Membership, Organization\n"
+            "user = get_user_model().objects.create_user('owner', password='owner-password-1')\n"
+            "acme = Organization.objects.create(name='Acme')\n"
+            "beta = Organization.objects.create(name='Beta')\n"
+            "Membership.objects.create(user=user, organization=acme, role='owner')\n"
+            "Membership.objects.create(user=user, organization=beta, role='member')\n"
+            "print(acme.pk, beta.pk)\n"
+        ),
+    )
     acme, beta = created.stdout.strip().splitlines()[-1].split()
 
     # 5. Sign in (LOGIN_URL, Django's login view and the README's template) and land on the
@@ -332,21 +396,34 @@ def test_the_readme_install_snippets_make_a_working_fresh_project(fresh_project,
     browser = requests.Session()
     page = browser.get(f"{site}/connect/bill/?tenant={acme}", timeout=10)
     assert page.url.startswith(f"{site}/accounts/login/"), page.url  # sent to LOGIN_URL
-    signed_in = browser.post(page.url, data={
-        "username": "owner", "password": "owner-password-1",
-        "csrfmiddlewaretoken": browser.cookies["csrftoken"], "next": f"/connect/bill/?tenant={acme}",
-    }, timeout=10)
+    signed_in = browser.post(
+        page.url,
+        data={
+            "username": "owner",
+            "password": "owner-password-1",
+            "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+            "next": f"/connect/bill/?tenant={acme}",
+        },
+        timeout=10,
+    )
     assert signed_in.status_code == 200 and signed_in.url.endswith(f"/connect/bill/?tenant={acme}")
     assert "Connect your BILL account" in signed_in.text
 
     # Link Acme's BILL account through the API the page uses, naming the tenant by header.
     api = f"{site}/api/bill/connection/"
     headers = {"X-CSRFToken": browser.cookies["csrftoken"], "X-Tenant-ID": acme}
-    linked = browser.put(api, headers=headers, timeout=30, json={
-        "username": account["username"], "password": account["password"],
-        "organization_id": account["organization_id"], "dev_key": account["dev_key"],
-        "environment": "emulator",
-    })
+    linked = browser.put(
+        api,
+        headers=headers,
+        timeout=30,
+        json={
+            "username": account["username"],
+            "password": account["password"],
+            "organization_id": account["organization_id"],
+            "dev_key": account["dev_key"],
+            "environment": "emulator",
+        },
+    )
     assert linked.status_code in (200, 201), linked.text
     assert linked.json()["status"] == "active"
     other = browser.get(api, headers={"X-Tenant-ID": beta}, timeout=10).json()
@@ -357,18 +434,25 @@ def test_the_readme_install_snippets_make_a_working_fresh_project(fresh_project,
     assert browser.get(f"{site}/api/schema/", timeout=10).status_code == 200
 
     # get_session(...).request(...) from the project's own code.
-    called = project.manage("shell", "-c", (
-        "import json\n"
-        "from accounts.models import Organization\n"
-        "from bill_integration.services import get_session\n"
-        f"session = get_session(Organization.objects.get(pk={acme}))\n"
-        "print(json.dumps(session.request('GET', '/v3/vendors', params={'max': 20})))\n"
-    ))
+    called = project.manage(
+        "shell",
+        "-c",
+        (
+            "import json\n"
+            "from accounts.models import Organization\n"
+            "from bill_integration.services import get_session\n"
+            f"session = get_session(Organization.objects.get(pk={acme}))\n"
+            "print(json.dumps(session.request('GET', '/v3/vendors', params={'max': 20})))\n"
+        ),
+    )
     json.loads(called.stdout.strip().splitlines()[-1])
 
     def counters() -> dict:
-        return requests.get(f"{emulator_url}/_emulator/counters", timeout=10,
-                            params={"organization_id": account["organization_id"]}).json()
+        return requests.get(
+            f"{emulator_url}/_emulator/counters",
+            timeout=10,
+            params={"organization_id": account["organization_id"]},
+        ).json()
 
     logins = counters()["logins"]
     assert logins == 1 and counters().get("session_info", 0) == 0

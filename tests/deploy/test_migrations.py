@@ -32,7 +32,10 @@ def test_no_missing_migrations_under_test_settings():
 @pytest.mark.slow
 def test_no_missing_migrations_with_another_tenant_model_and_auto_field(tmp_path):
     result = manage(
-        "makemigrations", "--check", "--dry-run", settings="tests.settings_swapped",
+        "makemigrations",
+        "--check",
+        "--dry-run",
+        settings="tests.settings_swapped",
         env={"BILL_SWAPPED_DB": str(tmp_path / "db.sqlite3")},
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -46,14 +49,19 @@ def test_migrate_from_scratch_with_another_tenant_model(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     # The connection's tenant column really points at the swapped model (a UUID key).
     probe = manage(
-        "shell", "-c",
+        "shell",
+        "-c",
         "from bill_integration.models import BillConnection as C;"
         "f = C._meta.get_field('tenant');"
         "print(f.related_model._meta.label, f.target_field.get_internal_type())",
-        settings="tests.settings_swapped", env=env,
+        settings="tests.settings_swapped",
+        env=env,
     )
     assert probe.returncode == 0, probe.stderr
-    assert probe.stdout.strip().splitlines()[-1].split() == ["swapped_tenants.Organization", "UUIDField"]
+    assert probe.stdout.strip().splitlines()[-1].split() == [
+        "swapped_tenants.Organization",
+        "UUIDField",
+    ]
     check = manage("check", settings="tests.settings_swapped", env=env)
     assert check.returncode == 0, check.stdout + check.stderr
 

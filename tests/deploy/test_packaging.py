@@ -20,7 +20,9 @@ def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     (built,) = out.glob("django_bill_integration-*.whl")
     return built
@@ -40,12 +42,22 @@ def test_fresh_venv_installs_and_imports(wheel, tmp_path):
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     # With its declared dependencies, as a user's `pip install` would.
-    subprocess.run([python, "-m", "pip", "install", "-q", str(wheel)],
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     result = subprocess.run(
-        [python, "-c", "import bill_integration, django, rest_framework, celery, requests;"
-                       "print(bill_integration.__version__)"],
-        capture_output=True, text=True, cwd=tmp_path,
+        [
+            python,
+            "-c",
+            "import bill_integration, django, rest_framework, celery, requests;"
+            "print(bill_integration.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0.1.0"

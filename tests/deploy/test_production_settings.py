@@ -65,20 +65,28 @@ def test_settings_come_from_the_environment():
     assert settings_value("settings.DATABASES['default']['ENGINE']") == (
         "django.db.backends.postgresql"
     )
-    assert settings_value("settings.ALLOWED_HOSTS") == "['bill.example.com', 'www.bill.example.com']"
+    assert (
+        settings_value("settings.ALLOWED_HOSTS") == "['bill.example.com', 'www.bill.example.com']"
+    )
     assert settings_value("len(settings.FIELD_ENCRYPTION_KEY)") == "2"
     assert settings_value("settings.CELERY_BROKER_URL") == "redis://redis:6379/0"
     assert settings_value("settings.DEBUG") == "False"
     # REDIS_URL stands in for the broker when CELERY_BROKER_URL is not set.
-    assert settings_value(
-        "settings.CELERY_BROKER_URL", CELERY_BROKER_URL=None, REDIS_URL="redis://cache:6379/3"
-    ) == "redis://cache:6379/3"
+    assert (
+        settings_value(
+            "settings.CELERY_BROKER_URL", CELERY_BROKER_URL=None, REDIS_URL="redis://cache:6379/3"
+        )
+        == "redis://cache:6379/3"
+    )
     assert "emulator" not in settings_value("list(settings.BILL_INTEGRATION['ENVIRONMENTS'])")
     # Every root handler redacts, and Celery keeps these handlers in the worker.
-    assert settings_value(
-        "sorted({type(f).__name__ for h in __import__('logging').getLogger().handlers "
-        "for f in h.filters})"
-    ) == "['RedactSecretsFilter']"
+    assert (
+        settings_value(
+            "sorted({type(f).__name__ for h in __import__('logging').getLogger().handlers "
+            "for f in h.filters})"
+        )
+        == "['RedactSecretsFilter']"
+    )
     assert settings_value("settings.CELERY_WORKER_HIJACK_ROOT_LOGGER") == "False"
 
 
@@ -138,11 +146,15 @@ def test_the_web_health_check_passes_against_the_production_app(tmp_path):
         "PATH": f"{PYTHON_BIN}{os.pathsep}/usr/bin:/bin",
         "HOME": os.environ.get("HOME", "/tmp"),
         "DJANGO_SETTINGS_MODULE": "project.settings.production",
-        **DUMMY_ENV, **env_overrides,
+        **DUMMY_ENV,
+        **env_overrides,
     }
     server = subprocess.Popen(
-        [sys.executable, "-c", serve], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, "-c", serve],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 30

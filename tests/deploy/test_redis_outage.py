@@ -60,8 +60,19 @@ class RedisServer:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is needed (it runs the suite's broker too)"
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -123,9 +134,7 @@ def test_a_redis_kill_mid_sweep_loses_no_session_and_no_budget(
         connections = [make_connection(login=False, idle=40 * 60) for _ in range(30)]
         bill_emulator.state.set_fault("latency", seconds=0.15, path="login")
         send_sweep(worker_queue)
-        wait_for(
-            lambda: bill_emulator.state.counters()["logins"] >= 5, what="the first logins"
-        )
+        wait_for(lambda: bill_emulator.state.counters()["logins"] >= 5, what="the first logins")
         limiter_redis.kill()  # mid-sweep: some logins done, some running, most to come
         time.sleep(1.5)
         limiter_redis.start()  # back, empty: no persistence
@@ -134,10 +143,14 @@ def test_a_redis_kill_mid_sweep_loses_no_session_and_no_budget(
         advance_everywhere(bill_app, 5 * 60)  # past any backoff, well before a keep-alive
         sweep_until(
             worker_queue,
-            lambda: BillConnection.objects.filter(
-                pk__in=[c.pk for c in connections], status=ConnectionStatus.ACTIVE, version__gt=0
-            ).count()
-            == 30,
+            lambda: (
+                BillConnection.objects.filter(
+                    pk__in=[c.pk for c in connections],
+                    status=ConnectionStatus.ACTIVE,
+                    version__gt=0,
+                ).count()
+                == 30
+            ),
             timeout=120,
             what="30 active connections with sessions",
         )

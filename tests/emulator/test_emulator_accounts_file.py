@@ -28,7 +28,9 @@ def emulator():
 
 def post(url: str, body) -> tuple[int, dict]:
     request = urllib.request.Request(
-        f"{url}/_emulator/accounts", data=json.dumps(body).encode(), method="POST",
+        f"{url}/_emulator/accounts",
+        data=json.dumps(body).encode(),
+        method="POST",
         headers={"Content-Type": "application/json"},
     )
     try:
@@ -45,8 +47,10 @@ def test_the_shipped_example_file_posts_as_it_is_and_its_account_logs_in(emulato
     [account] = document["accounts"]
     assert [a["username"] for a in answer["accounts"]] == [account["username"]]
     login = BillClient(emulator.v3_base, "v3").login(
-        username=account["username"], password=account["password"],
-        organization_id=account["organization_id"], dev_key=account["dev_key"],
+        username=account["username"],
+        password=account["password"],
+        organization_id=account["organization_id"],
+        dev_key=account["dev_key"],
     )
     assert login.session_id
 
@@ -60,8 +64,9 @@ def test_a_bare_list_and_a_single_account_are_accepted_too(emulator):
 
 
 def test_a_misspelled_field_is_refused_with_the_emulators_explanation(emulator):
-    status, answer = post(emulator.url, {"accounts": [{"username": "c@example.com",
-                                                       "pasword": "typo"}]})
+    status, answer = post(
+        emulator.url, {"accounts": [{"username": "c@example.com", "pasword": "typo"}]}
+    )
     assert status == 400 and "pasword" in answer["error"]
     status, answer = post(emulator.url, {"accounts": "not a list"})
     assert status == 400 and '{"accounts": [...]}' in answer["error"]

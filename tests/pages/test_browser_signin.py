@@ -22,7 +22,11 @@ OTHERS = [
 
 
 def test_link_with_a_sync_token_through_the_page(
-    browser, live_server, people, bill_environment, bill_emulator  # noqa: F811
+    browser,
+    live_server,
+    people,
+    bill_environment,
+    bill_emulator,  # noqa: F811
 ):
     tenant = people
     account = bill_emulator.state.add_account(kind="sync_token", api_token="")
@@ -48,7 +52,11 @@ def test_link_with_a_sync_token_through_the_page(
 
 
 def test_a_person_with_three_organizations_picks_one_on_the_page(
-    browser, live_server, people, bill_environment, bill_emulator  # noqa: F811
+    browser,
+    live_server,
+    people,
+    bill_environment,
+    bill_emulator,  # noqa: F811
 ):
     tenant = people
     account = bill_emulator.state.add_account(
@@ -80,7 +88,12 @@ def test_a_person_with_three_organizations_picks_one_on_the_page(
 
 
 def test_a_person_with_one_organization_is_not_asked(
-    browser, live_server, people, bill_environment, bill_emulator, bill_settings  # noqa: F811
+    browser,
+    live_server,
+    people,
+    bill_environment,
+    bill_emulator,
+    bill_settings,  # noqa: F811
 ):
     tenant = people
     account = bill_emulator.state.add_account(api_token="")

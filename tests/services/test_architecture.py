@@ -28,8 +28,7 @@ def _modules() -> list[Path]:
     return [
         path
         for path in PACKAGE.rglob("*.py")
-        if not str(path.relative_to(PACKAGE)).startswith(ALLOWED)
-        and "migrations" not in path.parts
+        if not str(path.relative_to(PACKAGE)).startswith(ALLOWED) and "migrations" not in path.parts
     ]
 
 

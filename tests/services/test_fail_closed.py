@@ -42,8 +42,12 @@ def lost(tenant, bill_environment):
     """A connection whose secrets were encrypted with a key that is no longer configured."""
     with override_settings(FIELD_ENCRYPTION_KEY=LOST_KEY):
         connection = BillConnection.objects.create(
-            tenant=tenant, environment=bill_environment, username="ap@example.com",
-            organization_id="00801LOSTKEY000000", dev_key_fingerprint="f", **CANARIES,
+            tenant=tenant,
+            environment=bill_environment,
+            username="ap@example.com",
+            organization_id="00801LOSTKEY000000",
+            dev_key_fingerprint="f",
+            **CANARIES,
         )
     return connection.pk
 
@@ -98,6 +102,7 @@ def transitions():
 
     sent: list[str] = []
     names = ("connection_needs_relink", "connection_recovered", "connection_degraded")
+
     def receiver_for(name: str):  # noqa: ANN202 - a closure per signal name
         return lambda **kwargs: sent.append(name)
 
@@ -211,18 +216,27 @@ def celery(role: str, keys: str, workdir: Path, **extra_env: str) -> subprocess.
     }
     extra = ["--pool", "solo"]
     if role == "beat":
-        extra = ["--scheduler", "celery.beat:PersistentScheduler",
-                 "--schedule", str(workdir / "beat-schedule")]
+        extra = [
+            "--scheduler",
+            "celery.beat:PersistentScheduler",
+            "--schedule",
+            str(workdir / "beat-schedule"),
+        ]
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "project", role, "--loglevel", "INFO", *extra],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("role", ["worker", "beat"])
 @pytest.mark.parametrize(
-    "keys,check_id", [("", "bill_integration.E001"), ("not-a-key", "bill_integration.E002")],
+    "keys,check_id",
+    [("", "bill_integration.E001"), ("not-a-key", "bill_integration.E002")],
     ids=["missing", "malformed"],
 )
 def test_celery_refuses_to_start_without_a_valid_key(role, keys, check_id, tmp_path):
@@ -304,11 +318,19 @@ def test_celery_refuses_to_start_with_a_key_that_is_not_the_datas(role, tenant, 
     data_key = Fernet.generate_key().decode()
     with override_settings(FIELD_ENCRYPTION_KEY=data_key):
         BillConnection.objects.create(
-            tenant=tenant, environment="sandbox", username="ap@example.com",
-            organization_id="00801WRONGKEY00000", dev_key_fingerprint="f", **CANARIES,
+            tenant=tenant,
+            environment="sandbox",
+            username="ap@example.com",
+            organization_id="00801WRONGKEY00000",
+            dev_key_fingerprint="f",
+            **CANARIES,
         )
-    proc = celery(role, Fernet.generate_key().decode(), tmp_path,
-                  BILL_TEST_DB_NAME=db_connection.settings_dict["NAME"])
+    proc = celery(
+        role,
+        Fernet.generate_key().decode(),
+        tmp_path,
+        BILL_TEST_DB_NAME=db_connection.settings_dict["NAME"],
+    )
     try:
         output, _ = proc.communicate(timeout=60)
     finally:
@@ -334,8 +356,15 @@ def test_the_guard_lets_start_and_warns_when_the_database_cannot_be_read():
         "BILL_TEST_FIELD_KEYS": Fernet.generate_key().decode(),
         "BILL_TEST_DB_PORT": "1",  # nothing listens there
     }
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "started" in result.stdout
     assert "cannot read the stored secrets of database 'default'" in result.stdout + result.stderr

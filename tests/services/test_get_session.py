@@ -144,7 +144,9 @@ def test_request_gives_up_after_one_relogin(make_connection, bill_emulator):
     assert counters(bill_emulator, connection)["logins"] == 2  # one re-login, no loop
 
 
-@pytest.mark.postgresql(reason="counts queries: the PostgreSQL limiter's go through its own connection, SQLite's ORM limiter's do not")
+@pytest.mark.postgresql(
+    reason="counts queries: the PostgreSQL limiter's go through its own connection, SQLite's ORM limiter's do not"
+)
 @pytest.mark.django_db
 def test_last_use_is_recorded_at_most_once_per_interval(
     make_connection, bill_emulator, bill_app, django_assert_max_num_queries

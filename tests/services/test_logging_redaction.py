@@ -43,11 +43,23 @@ def log(logger, *args, **kwargs):
 @pytest.mark.parametrize(
     "name,secret",
     [
-        ("password", True), ("new_password", True), ("devKey", True), ("dev_key", True),
-        ("apiToken", True), ("api_token", True), ("sessionId", True), ("session_id", True),
-        ("X-Session-Id", True), ("SECRET_KEY", True), ("csrfmiddlewaretoken", True),
-        ("token", True), ("dev_key_fingerprint", False), ("username", False),
-        ("organization_id", False), ("session_last_used_at", False), ("connection_id", False),
+        ("password", True),
+        ("new_password", True),
+        ("devKey", True),
+        ("dev_key", True),
+        ("apiToken", True),
+        ("api_token", True),
+        ("sessionId", True),
+        ("session_id", True),
+        ("X-Session-Id", True),
+        ("SECRET_KEY", True),
+        ("csrfmiddlewaretoken", True),
+        ("token", True),
+        ("dev_key_fingerprint", False),
+        ("username", False),
+        ("organization_id", False),
+        ("session_last_used_at", False),
+        ("connection_id", False),
     ],
 )
 def test_secret_names(name, secret):
@@ -57,8 +69,13 @@ def test_secret_names(name, secret):
 def test_keyed_values_in_message_args_are_redacted(captured):
     logger, stream = captured
     log(logger, "login password=%s devKey=%s", PASSWORD, DEV_KEY)
-    log(logger, "body %s", json.dumps({"userName": "a@b.c", "password": PASSWORD,
-                                        "devKey": DEV_KEY, "orgId": "00801ABC"}))
+    log(
+        logger,
+        "body %s",
+        json.dumps(
+            {"userName": "a@b.c", "password": PASSWORD, "devKey": DEV_KEY, "orgId": "00801ABC"}
+        ),
+    )
     log(logger, "form devKey=%s&sessionId=%s&data={}", DEV_KEY, SESSION)
     log(logger, "headers {'sessionId': '%s', 'apiToken': '%s'}", SESSION, TOKEN)
     out = stream.getvalue()
@@ -175,7 +192,9 @@ def test_install_root_adds_the_filter_to_root_handlers_once():
 
 def test_redact_keeps_non_secret_structure():
     assert redact({"status": "active", "count": 3, "password": PASSWORD}) == {
-        "status": "active", "count": 3, "password": REDACTED,
+        "status": "active",
+        "count": 3,
+        "password": REDACTED,
     }
     assert redact([1, None, {"token": ""}]) == [1, None, {"token": ""}]
 

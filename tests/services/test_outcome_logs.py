@@ -28,9 +28,12 @@ def outcomes(caplog):
 
 def credentials(account, environment, **overrides):
     return {
-        "username": account.username, "password": account.password,
-        "organization_id": account.organization_id, "dev_key": account.dev_key,
-        "environment": environment, **overrides,
+        "username": account.username,
+        "password": account.password,
+        "organization_id": account.organization_id,
+        "dev_key": account.dev_key,
+        "environment": environment,
+        **overrides,
     }
 
 
@@ -65,30 +68,47 @@ def no_secret_in(records, account):
 @pytest.mark.django_db
 def test_a_link_is_logged_once(tenant, linked, bill_account):
     connection, records = linked
-    assert_one(records, action="link", outcome="linked",
-               connection_id=connection.pk, tenant_id=tenant.pk)
+    assert_one(
+        records, action="link", outcome="linked", connection_id=connection.pk, tenant_id=tenant.pk
+    )
     no_secret_in(records, bill_account)
 
 
 @pytest.mark.django_db
-def test_a_refused_link_is_logged_once_with_bill_code(tenant, bill_account, bill_environment,
-                                                      bill_emulator, outcomes):
+def test_a_refused_link_is_logged_once_with_bill_code(
+    tenant, bill_account, bill_environment, bill_emulator, outcomes
+):
     with pytest.raises(InvalidCredentials):
-        services.link(tenant, **credentials(bill_account, bill_environment,
-                                            password="wrong-password-123"))
-    assert_one(outcomes(), action="link", outcome="failed:invalid_credentials",
-               connection_id=None, tenant_id=tenant.pk, bill_code="BDC_1101")
+        services.link(
+            tenant, **credentials(bill_account, bill_environment, password="wrong-password-123")
+        )
+    assert_one(
+        outcomes(),
+        action="link",
+        outcome="failed:invalid_credentials",
+        connection_id=None,
+        tenant_id=tenant.pk,
+        bill_code="BDC_1101",
+    )
 
 
 @pytest.mark.django_db
-def test_a_refused_relink_names_the_connection(tenant, linked, bill_account, bill_environment,
-                                               outcomes):
+def test_a_refused_relink_names_the_connection(
+    tenant, linked, bill_account, bill_environment, outcomes
+):
     connection, _ = linked
     with pytest.raises(InvalidCredentials):
-        services.link(tenant, **credentials(bill_account, bill_environment,
-                                            password="wrong-password-123"))
-    assert_one(outcomes(), action="link", outcome="failed:invalid_credentials",
-               connection_id=connection.pk, tenant_id=tenant.pk, bill_code="BDC_1101")
+        services.link(
+            tenant, **credentials(bill_account, bill_environment, password="wrong-password-123")
+        )
+    assert_one(
+        outcomes(),
+        action="link",
+        outcome="failed:invalid_credentials",
+        connection_id=connection.pk,
+        tenant_id=tenant.pk,
+        bill_code="BDC_1101",
+    )
 
 
 @pytest.mark.django_db
@@ -114,8 +134,11 @@ def test_a_failed_refresh_is_logged_once_with_its_real_duration(
         services.refresh(tenant, force=True)
     bill_emulator.state.clear_faults()
     record, duration = assert_one(
-        outcomes(), action=ANY_ACTION, outcome="failed:bill_unavailable",
-        connection_id=connection.pk, tenant_id=tenant.pk,
+        outcomes(),
+        action=ANY_ACTION,
+        outcome="failed:bill_unavailable",
+        connection_id=connection.pk,
+        tenant_id=tenant.pk,
     )
     assert duration >= 300  # the time BILL took, not 0
     no_secret_in([record], bill_account)

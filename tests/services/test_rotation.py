@@ -108,8 +108,12 @@ def test_a_row_no_key_decrypts_is_reported_and_left_byte_identical():
     tenant = Tenant.objects.create(name="Lost", slug="lost")
     with override_settings(FIELD_ENCRYPTION_KEY=LOST_KEY):
         lost = BillConnection.objects.create(
-            tenant=tenant, environment="sandbox", username="x@example.com",
-            organization_id="0080000000099", dev_key_fingerprint="f", **secrets_for(99),
+            tenant=tenant,
+            environment="sandbox",
+            username="x@example.com",
+            organization_id="0080000000099",
+            dev_key_fingerprint="f",
+            **secrets_for(99),
         ).pk
     before = raw_tokens(lost)
     with override_settings(FIELD_ENCRYPTION_KEY=[NEW_KEY, OLD_KEY]):
@@ -320,14 +324,24 @@ def test_killed_at_30_and_70_percent_then_finished_every_row_decrypts_with_the_n
 
     done = subprocess.run(
         [sys.executable, "manage.py", "bill_rotate_keys", "--no-progress"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert f"in {total - second} rows" in done.stdout
 
     check = subprocess.run(
         [sys.executable, "manage.py", "bill_rotate_keys", "--check"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert check.returncode == 0, check.stderr
     assert f"0 of {total} rows (0 secrets) still need an old key." in check.stdout

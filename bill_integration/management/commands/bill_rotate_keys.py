@@ -108,7 +108,9 @@ class Command(BaseCommand):
     def _undecryptable_text(ids: list[int]) -> str:
         return (
             f"{len(ids)} connections have a secret that no configured key decrypts (left "
-            "unchanged): " + ", ".join(map(str, ids[:50])) + (" …" if len(ids) > 50 else "")
+            "unchanged): "
+            + ", ".join(map(str, ids[:50]))
+            + (" …" if len(ids) > 50 else "")
             + ". Add the key they were encrypted with back to FIELD_ENCRYPTION_KEY, or link "
             "those BILL accounts again."
         )

@@ -33,19 +33,31 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         state_dir = Path(getattr(settings, "STATE_DIR", settings.BASE_DIR / ".demo"))
         state_dir.mkdir(parents=True, exist_ok=True)
-        login = self._load_or_create(state_dir / "demo-login.json", lambda: {
-            "username": DEMO_USERNAME, "password": secrets.token_urlsafe(9)})
+        login = self._load_or_create(
+            state_dir / "demo-login.json",
+            lambda: {"username": DEMO_USERNAME, "password": secrets.token_urlsafe(9)},
+        )
         accounts_file = state_dir / "bill-accounts.json"
-        accounts = self._load_or_create(accounts_file, lambda: {"accounts": [{
-            "username": DEMO_BILL_USER,
-            "password": "demo-" + secrets.token_urlsafe(8),
-            "organization_id": ids.organization_id(),
-            "dev_key": ids.dev_key(),
-            "api_token": "demo-spend-" + secrets.token_urlsafe(12),
-            "first_name": "Demo", "last_name": "Payables",
-            # The phone BILL "texts" MFA codes to (read them from the emulator, below).
-            "mfa_phones": [{"number": "+15550100042", "type": "MOBILE", "primary": True}],
-        }]})
+        accounts = self._load_or_create(
+            accounts_file,
+            lambda: {
+                "accounts": [
+                    {
+                        "username": DEMO_BILL_USER,
+                        "password": "demo-" + secrets.token_urlsafe(8),
+                        "organization_id": ids.organization_id(),
+                        "dev_key": ids.dev_key(),
+                        "api_token": "demo-spend-" + secrets.token_urlsafe(12),
+                        "first_name": "Demo",
+                        "last_name": "Payables",
+                        # The phone BILL "texts" MFA codes to (read them from the emulator, below).
+                        "mfa_phones": [
+                            {"number": "+15550100042", "type": "MOBILE", "primary": True}
+                        ],
+                    }
+                ]
+            },
+        )
         if self._add_other_kinds(accounts):
             accounts_file.write_text(json.dumps(accounts, indent=2))
         account = accounts["accounts"][0]
@@ -53,13 +65,15 @@ class Command(BaseCommand):
 
         user_model = get_user_model()
         user, _ = user_model.objects.get_or_create(
-            username=login["username"], defaults={"is_staff": True, "is_superuser": True})
+            username=login["username"], defaults={"is_staff": True, "is_superuser": True}
+        )
         user.is_staff = user.is_superuser = True
         user.set_password(login["password"])
         user.save()
         tenant, _ = Tenant.objects.get_or_create(slug="demo-co", defaults={"name": "Demo Co"})
         Membership.objects.update_or_create(
-            user=user, tenant=tenant, defaults={"role": Membership.Role.OWNER})
+            user=user, tenant=tenant, defaults={"role": Membership.Role.OWNER}
+        )
 
         port = getattr(settings, "DEMO_PORT", 8000)
         emulator_port = getattr(settings, "EMULATOR_PORT", 8111)
@@ -77,7 +91,7 @@ class Command(BaseCommand):
             f"    Organization ID  {account['organization_id']}\n"
             f"    Developer Key    {account['dev_key']}\n"
             f"    API token        {account['api_token']}  (optional, Spend & Expense)\n\n"
-            "  Or choose another answer to \"How do you sign in to BILL?\" (same developer key):\n"
+            '  Or choose another answer to "How do you sign in to BILL?" (same developer key):\n'
             f"    Sync token          name {by_kind['sync_token']['username']}, token "
             f"{by_kind['sync_token']['password']}, organization "
             f"{by_kind['sync_token']['organization_id']}\n"
@@ -88,8 +102,8 @@ class Command(BaseCommand):
             f"    OAuth client        client ID {by_kind['oauth']['client_id']}, secret "
             f"{by_kind['oauth']['client_secret']}\n"
             "  Leave the organization ID empty (email and password): BILL lists three to choose.\n\n"
-            "  Paying bills needs BILL's MFA trust: on the page, \"Trust this app for payments\".\n"
-            "  The emulator does not send text messages; read the 6-digit code it \"texted\" here:\n"
+            '  Paying bills needs BILL\'s MFA trust: on the page, "Trust this app for payments".\n'
+            '  The emulator does not send text messages; read the 6-digit code it "texted" here:\n'
             f"    http://127.0.0.1:{emulator_port}/_emulator/mfa/code?username={account['username']}\n"
         )
 
@@ -109,7 +123,10 @@ class Command(BaseCommand):
             added = True
         common = {"dev_key": main["dev_key"], "api_token": None}
         extra = {
-            "sync_token": {"username": "demo-sync", "password": "demo-" + secrets.token_urlsafe(12)},
+            "sync_token": {
+                "username": "demo-sync",
+                "password": "demo-" + secrets.token_urlsafe(12),
+            },
             "console": {
                 "username": "console@demo-co.example",
                 "password": "unused-" + secrets.token_urlsafe(8),
