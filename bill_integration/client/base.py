@@ -302,6 +302,19 @@ def parse_json_body(response: requests.Response) -> Any:
         ) from None
 
 
+def require_bool(
+    body: Any, key: str, *, http_status: int, what: str, default: bool | None = None
+) -> Any:
+    """``body[key]`` as a boolean (``default`` when absent; ``None``: it must be there)."""
+    present = isinstance(body, dict) and key in body
+    if not present and default is not None:
+        return default
+    value = body.get(key) if present else None
+    if not isinstance(value, bool):
+        raise unexpected(f"{what}: field {key!r} is not a boolean.", http_status=http_status)
+    return value
+
+
 def require_str(body: Any, key: str, *, http_status: int, what: str, optional: bool = False) -> Any:
     """``body[key]`` as a non-empty string, or an :class:`UnexpectedResponse` naming the field."""
     if not isinstance(body, dict):

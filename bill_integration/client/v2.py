@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from ..exceptions import BillAPIError
-from .base import HttpClient, parse_json_body, require_str, session_credentials
+from .base import HttpClient, parse_json_body, require_bool, require_str, session_credentials
 from .errors import error_for_answer, on_code_check, on_text_message, unexpected
 from .types import LoginResult, MfaPhone, Organization, SessionInfo, StepUpResult
 
@@ -215,7 +215,5 @@ class V2Api:
             dev_key,
             {"mfaId": remember_me_id, "deviceId": device},
         )
-        trusted = body.get("isTrusted") if isinstance(body, dict) else None
-        if not isinstance(trusted, bool):
-            raise unexpected("MFAStatus: field 'isTrusted' is not a boolean.", http_status=status)
+        trusted = require_bool(body, "isTrusted", http_status=status, what="MFAStatus")
         return StepUpResult(trusted=trusted, session_trusted=False)

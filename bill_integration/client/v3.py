@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from ..exceptions import BillAPIError
-from .base import HttpClient, parse_json_body, require_str, session_credentials
+from .base import HttpClient, parse_json_body, require_bool, require_str, session_credentials
 from .errors import error_for_answer, on_code_check, on_text_message, unexpected
 from .types import LoginResult, MfaPhone, SessionInfo, StepUpResult
 
@@ -86,9 +86,7 @@ class V3Api:
         response = http.send("POST", "/v3/login", json=body)
         body = raise_for_answer(response, session_call=False)
         status = response.status_code
-        trusted = body.get("trusted", False) if isinstance(body, dict) else False
-        if not isinstance(trusted, bool):
-            raise unexpected("Login: field 'trusted' is not a boolean.", http_status=status)
+        trusted = require_bool(body, "trusted", http_status=status, what="Login", default=False)
         return LoginResult(
             session_id=require_str(body, "sessionId", http_status=status, what="Login"),
             organization_id=require_str(body, "organizationId", http_status=status, what="Login"),
@@ -224,7 +222,5 @@ class V3Api:
             dev_key,
             {"rememberMeId": remember_me_id, "device": device},
         )
-        trusted = body.get("trusted") if isinstance(body, dict) else None
-        if not isinstance(trusted, bool):
-            raise unexpected("MFA step-up: field 'trusted' is not a boolean.", http_status=status)
+        trusted = require_bool(body, "trusted", http_status=status, what="MFA step-up")
         return StepUpResult(trusted=trusted, session_trusted=trusted)

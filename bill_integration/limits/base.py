@@ -7,6 +7,7 @@ The public functions in ``bill_integration.limits`` turn its answers into except
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -76,6 +77,31 @@ class DatabaseLimiterBase:
 
     def _states(self) -> Any:
         return limiter_models()[1].objects.using(self.alias)
+
+    def _take(
+        self,
+        kind: str,
+        key: str,
+        *,
+        limit: int | None,
+        at: datetime,
+        expires_at: datetime,
+        token: str,
+    ) -> bool:
+        """Create one ``kind`` row for ``key`` unless ``limit`` unexpired ones exist."""
+        raise NotImplementedError
+
+    def acquire_login(self, fingerprint: str, *, budget: int, at: datetime) -> bool:
+        expires_at, token = at + LOGIN_WINDOW, uuid.uuid4().hex
+        return self._take(
+            "login", fingerprint, limit=budget, at=at, expires_at=expires_at, token=token
+        )
+
+    def record_login(self, fingerprint: str, *, token: str, at: datetime) -> None:
+        """Journal a login another backend (Redis) granted; never refused."""
+        self._take(
+            "login", fingerprint, limit=None, at=at, expires_at=at + LOGIN_WINDOW, token=token
+        )
 
     def login_window(self, fingerprint: str, *, at: datetime) -> tuple[int, datetime | None]:
         from django.db.models import Count, Min

@@ -23,7 +23,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from .base import LOGIN_WINDOW, DatabaseLimiterBase, limiter_models
+from .base import DatabaseLimiterBase, limiter_models
 
 
 def advisory_id(key: str) -> int:
@@ -114,18 +114,6 @@ class PostgreSQLLimiter(DatabaseLimiterBase):
                 [kind, key, token, at, expires_at],
             )
             return True
-
-    def acquire_login(self, fingerprint: str, *, budget: int, at: datetime) -> bool:
-        expires_at, token = at + LOGIN_WINDOW, uuid.uuid4().hex
-        return self._take(
-            "login", fingerprint, limit=budget, at=at, expires_at=expires_at, token=token
-        )
-
-    def record_login(self, fingerprint: str, *, token: str, at: datetime) -> None:
-        """Journal a login another backend (Redis) granted; never refused."""
-        self._take(
-            "login", fingerprint, limit=None, at=at, expires_at=at + LOGIN_WINDOW, token=token
-        )
 
     def acquire_slot(
         self, key: str, fingerprint: str, *, limit: int, at: datetime, lease: timedelta

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import transaction
 
-from .base import LOGIN_WINDOW, DatabaseLimiterBase
+from .base import DatabaseLimiterBase
 
 
 class SQLiteLimiter(DatabaseLimiterBase):
@@ -38,18 +38,6 @@ class SQLiteLimiter(DatabaseLimiterBase):
                 return False
             self._events().create(kind=kind, key=key, token=token, at=at, expires_at=expires_at)
         return True
-
-    def acquire_login(self, fingerprint: str, *, budget: int, at: datetime) -> bool:
-        expires_at, token = at + LOGIN_WINDOW, uuid.uuid4().hex
-        return self._take(
-            "login", fingerprint, limit=budget, at=at, expires_at=expires_at, token=token
-        )
-
-    def record_login(self, fingerprint: str, *, token: str, at: datetime) -> None:
-        """Journal a login another backend (Redis) granted; never refused."""
-        self._take(
-            "login", fingerprint, limit=None, at=at, expires_at=at + LOGIN_WINDOW, token=token
-        )
 
     def acquire_slot(
         self, key: str, fingerprint: str, *, limit: int, at: datetime, lease: timedelta
