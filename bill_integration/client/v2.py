@@ -100,7 +100,7 @@ class V2Api:
     ) -> list[Organization]:
         """``ListOrgs.json``: the organizations these credentials open (no session, no orgId).
 
-        Items carry ``orgId`` and ``orgName`` (bill-api.md §1.6); an item without an id is
+        Items carry ``orgId`` and ``orgName`` (https://developer.bill.com/v2/docs/authentication-overview); an item without an id is
         skipped, a missing name is empty. BILL counts it as a login (200 an hour).
         """
         form = {"userName": username, "password": password, "devKey": dev_key}

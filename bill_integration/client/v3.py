@@ -75,7 +75,7 @@ class V3Api:
         console_token: str | None = None,
     ) -> LoginResult:
         body = {"username": username, "organizationId": organization_id, "devKey": dev_key}
-        if console_token:  # Accountant Console: consoleApiToken and no password (§2.3)
+        if console_token:  # Accountant Console: consoleApiToken and no password (https://developer.bill.com/docs/bill-accountant-console-operations)
             body["consoleApiToken"] = console_token
         else:
             body["password"] = password

@@ -3,7 +3,7 @@
 A customer who signs in with an email and password (or a sync token) often does not know the
 organization ID BILL's login needs. :func:`list_organizations` asks BILL with the credentials
 of *this request only* (v2 ``ListOrgs.json``: no session and no organization ID needed,
-bill-api-auth-and-events.md §3.2), so the list never shows another tenant's organizations.
+https://developer.bill.com/docs/api-rate-limits), so the list never shows another tenant's organizations.
 
 BILL counts ``ListOrgs.json`` as a login (200 an hour per developer key): it is taken from the
 login budget as the tenant's *attempt* (:func:`gateway.list_organizations`). Nothing is stored.
