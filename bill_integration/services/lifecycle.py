@@ -44,6 +44,7 @@ from ..exceptions import (
     BillIntegrationError,
     ConflictError,
     InvalidCredentials,
+    LoginBudgetExhausted,
     RateLimited,
     SessionInvalid,
     TransientError,
@@ -159,9 +160,7 @@ def renew(
     try:
         login(connection, effects, reason=reason)
         return LOGGED_IN
-    except RateLimited as exc:
-        if exc.scope != "login_budget":  # only our own budget is worth waiting out this way
-            raise
+    except LoginBudgetExhausted as exc:  # only our own budget is worth waiting out this way
         refused = exc
     retry_at = _shortfall(connection, refused, now(), "keeps its live session past MAX_SESSION_AGE")
     outcome = RENEWAL_DEFERRED
@@ -247,7 +246,7 @@ def _policy(
     if isinstance(exc, UntrustedSession):
         # BDC_1361: BILL wants MFA for this account; logging in again cannot fix that.
         return Status.NEEDS_RELINK, None, exc.code, failures, logging.WARNING
-    if isinstance(exc, RateLimited) and exc.scope == "login_budget":  # LoginBudgetExhausted
+    if isinstance(exc, LoginBudgetExhausted):
         # Not the tenant's failure: the developer key's budget is spent.
         retry_at = _shortfall(connection, exc, moment, "waits")
         if old_status == Status.DEGRADED:
