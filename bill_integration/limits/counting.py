@@ -95,7 +95,8 @@ def window(at: datetime) -> tuple[datetime, datetime]:
 
 def upkeep_limit() -> int:
     """Upkeep calls allowed per rolling hour: ``UPKEEP_SHARE`` of BILL's hourly limit."""
-    return math.floor(float(bill_settings.UPKEEP_SHARE) * MAX_CALLS_PER_HOUR)
+    # The epsilon keeps 0.00015 x 20,000 at 3, not 2.9999...
+    return math.floor(float(bill_settings.UPKEEP_SHARE) * MAX_CALLS_PER_HOUR + 1e-9)
 
 
 def _backend() -> LimiterBackend:
