@@ -165,3 +165,22 @@ def test_the_database_limiter_reuses_its_connections(bill_settings, bill_app, mo
     with limits.request_slot("fp-pool", "00801000000000000001"):
         pass
     limits.close_connections()
+
+
+def test_checks_refuse_bad_limit_settings_and_recommend_redis(settings):
+    from bill_integration.limits.checks import (
+        E013_LIMIT_SETTINGS,
+        W004_DATABASE_LIMITER,
+        check_database_limiter,
+        check_limit_settings,
+    )
+
+    settings.BILL_INTEGRATION = {"UPKEEP_SHARE": 1.5, "LOGINS_PER_MINUTE": 0}
+    found = check_limit_settings()
+    assert [e.id for e in found] == [E013_LIMIT_SETTINGS] * 2
+    assert "UPKEEP_SHARE" in found[0].msg and "LOGINS_PER_MINUTE" in found[1].msg
+    settings.BILL_INTEGRATION = {"LOGINS_PER_MINUTE": None, "UPKEEP_SHARE": 0.5}
+    assert check_limit_settings() == []
+    assert [w.id for w in check_database_limiter()] == [W004_DATABASE_LIMITER]  # PostgreSQL
+    settings.BILL_INTEGRATION = {"REDIS_URL": "redis://127.0.0.1:6379/13"}
+    assert check_database_limiter() == []
