@@ -18,6 +18,7 @@ from django.db import DatabaseError, connections, router, transaction
 from django.utils.module_loading import import_string
 
 from .client.checks import E010_CALL_DEADLINE, check_call_deadline
+from .services.warmth_checks import E013_WARMTH, check_warmth
 from .conf import (
     DEFAULTS,
     DEPRECATED_SETTINGS,
@@ -440,6 +441,8 @@ def check_key_decrypts_stored_secrets_on_deploy(
     return wrong_key_errors([router.db_for_read(BillConnection)])
 
 
-# E010 (CALL_DEADLINE below CONCURRENCY_LEASE) lives beside the client that enforces the deadline.
+# E010 (CALL_DEADLINE below CONCURRENCY_LEASE) lives beside the client that enforces the deadline;
+# E013 (WARMTH, ALWAYS_WARM) beside the policy it configures.
 register()(check_call_deadline)
-__all__ = ["E010_CALL_DEADLINE"]
+register()(check_warmth)
+__all__ = ["E010_CALL_DEADLINE", "E013_WARMTH"]
