@@ -18,7 +18,6 @@ from django.db import DatabaseError, connections, router, transaction
 from django.utils.module_loading import import_string
 
 from .client.checks import E010_CALL_DEADLINE, check_call_deadline
-from .services.warmth_checks import E013_WARMTH, check_warmth
 from .conf import (
     DEFAULTS,
     DEPRECATED_SETTINGS,
@@ -29,6 +28,7 @@ from .conf import (
     get_tenant_model,
     merge_environments,
 )
+from .services.warmth_checks import E013_WARMTH, check_warmth
 
 logger = logging.getLogger("bill_integration.checks")
 
