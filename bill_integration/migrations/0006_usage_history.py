@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('bill_integration', '0004_auth_methods'),
+        ('bill_integration', '0005_call_counts'),
     ]
 
     operations = [
