@@ -32,6 +32,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
 
+from .. import limits
 from ..auth_methods import METHODS, NONE, OAUTH_RENEW_BEFORE, OAUTH_TOKEN
 from ..conf import bill_settings, now
 from ..exceptions import (
@@ -42,7 +43,7 @@ from ..exceptions import (
 )
 from ..models import BillConnection
 from ..models import ConnectionStatus as Status
-from . import gateway, lifecycle, trust, undecryptable
+from . import gateway, lifecycle, trust, undecryptable, warmth
 from .freshness import (
     BUDGET_EXHAUSTED,
     KEEP_ALIVE,
@@ -113,9 +114,9 @@ def _session_due(at: datetime, method: str) -> Q:
 
 
 def _most_recent_first(query: QuerySet[Any]) -> QuerySet[Any]:
-    """The order upkeep is spent in: most valuable first, so a short ``UPKEEP_SHARE`` or login
-    budget cuts the least valuable. Today "most recently used"; the one place to replace with
-    an expected value (``services/warmth.py``)."""
+    """The order one sweep works in: most recently used first, so within a sweep a short
+    ``UPKEEP_SHARE`` or login budget cuts the idlest. Across the hour the least valuable are
+    cut by the pressure :func:`warmth.decide` weighs (:func:`upkeep_pressure`)."""
     return query.order_by(F("session_last_used_at").desc(nulls_last=True), "pk")
 
 
@@ -224,6 +225,14 @@ def refresh_connection(connection_id: int, *, force_due: bool = False) -> str:
         return f"failed:{exc.code}"
 
 
+def upkeep_pressure(connection: BillConnection, at: datetime) -> float:
+    """How short the upkeep share of the connection's developer key runs now (0..1): what
+    :func:`warmth.decide` weighs a keep-alive against."""
+    limit = limits.upkeep_limit()
+    used = limit - limits.upkeep_room(connection.dev_key_fingerprint, at=at)
+    return warmth.pressure_from(used, limit)
+
+
 def _refresh_locked(connection_id: int, *, force_due: bool) -> str:
     effects = Effects()
     with transaction.atomic():
@@ -232,7 +241,7 @@ def _refresh_locked(connection_id: int, *, force_due: bool) -> str:
             exists = BillConnection.objects.filter(pk=connection_id).exists()
             return BUSY if exists else MISSING
         moment = now()
-        action = due_action(connection, moment)
+        action = due_action(connection, moment, pressure=upkeep_pressure(connection, moment))
         if action is None and force_due and connection.status in SWEPT_STATUSES:
             action = None if backing_off(connection, moment) else KEEP_ALIVE
         if action is None:

@@ -81,6 +81,9 @@ PREWARM_AT = 0.5
 PREWARM_LEAD = timedelta(minutes=5)
 #: How far ahead :func:`decide` looks for the next visit.
 LOOKAHEAD = timedelta(days=7)
+#: Upkeep may spend this share of ``UPKEEP_SHARE``'s calls before the bar to keep a session
+#: warm rises (:func:`pressure_from`), so the last of the share goes to the most valuable.
+PRESSURE_FROM = 0.7
 #: A connection this young is kept warm whatever its (empty) history says.
 NEW_CONNECTION_WARM = timedelta(hours=24)
 #: The policies of setting ``WARMTH``.
@@ -216,6 +219,15 @@ def expected_wait(rates: list[float], at: datetime) -> timedelta:
         if cumulative > 12:  # the rest adds less than a millionth
             break
     return timedelta(hours=waited)
+
+
+def pressure_from(used: int, limit: int) -> float:
+    """How short the upkeep share runs (0..1) when ``used`` of its ``limit`` calls are spent in
+    the rolling hour: none until :data:`PRESSURE_FROM` of it, full when it is all spent."""
+    if limit <= 0:
+        return 1.0
+    share = used / limit
+    return min(max((share - PRESSURE_FROM) / (1 - PRESSURE_FROM), 0.0), 1.0)
 
 
 def needed_value(pressure: float) -> float:

@@ -251,3 +251,34 @@ def test_a_callers_calls_record_one_visit_each(make_connection, bill_emulator, b
     session = get_session(connection.tenant)
     session.request("GET", "/v3/vendors")
     assert stored(connection).usage_visits == 2
+
+
+@pytest.mark.django_db
+def test_when_the_upkeep_share_runs_short_the_least_valuable_lapse_first(
+    make_connection, bill_emulator, bill_app
+):
+    from bill_integration import limits
+
+    busy, nightly_one = make_connection(), make_connection()
+    for connection in (busy, nightly_one):
+        age(connection, days=28)
+    start = bill_app.now()
+    row = stored(busy)  # a call every two hours for four weeks
+    visits(row, [start - timedelta(hours=hour) for hour in range(24 * 28, 0, -2)])
+    other = stored(nightly_one)  # one visit a day, twelve hours from now
+    visits(other, [start - timedelta(days=day, hours=12) for day in range(28, 0, -1)])
+    for saved in (row, other):
+        BillConnection.objects.filter(pk=saved.pk).update(
+            usage_visits=saved.usage_visits,
+            usage_histogram=saved.usage_histogram,
+            usage_last_at=saved.usage_last_at,
+        )
+    bill_app.advance(31 * 60)  # both idle long enough for a keep-alive
+    moment = bill_app.now()
+    assert due_action(stored(busy), moment) == due_action(stored(nightly_one), moment) == KEEP_ALIVE
+    # 95 % of the upkeep share is spent this hour: the bar rises.
+    for connection in (busy, nightly_one):  # (each has its own developer key here)
+        fingerprint = stored(connection).dev_key_fingerprint
+        limits.count_call(fingerprint, limits.KEEP_ALIVE, n=int(limits.upkeep_limit() * 0.95))
+    assert refresh_connection(nightly_one.pk) == NOT_DUE  # lapses: worth least
+    assert refresh_connection(busy.pk) == "kept_alive"  # kept: its next visit is near
