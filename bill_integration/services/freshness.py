@@ -137,7 +137,9 @@ def backing_off(connection: BillConnection, at: datetime) -> bool:
     return connection.next_attempt_at is not None and connection.next_attempt_at > at
 
 
-def due_action(connection: BillConnection, at: datetime, *, pressure: float = 0.0) -> str | None:
+def due_action(
+    connection: BillConnection, at: datetime, *, pressure: float = 0.0, login_pressure: float = 0.0
+) -> str | None:
     """What the sweep should do for ``connection`` at ``at``: :data:`LOGIN`, :data:`KEEP_ALIVE`
     or ``None``. :func:`bill_integration.services.sweep.due_connection_ids` is the same rule
     as one query (before the warmth decision, which needs the row's usage history).
@@ -145,11 +147,14 @@ def due_action(connection: BillConnection, at: datetime, *, pressure: float = 0.
     Work that would keep a session warm (a keep-alive, a renewal, a login for a session that
     lapsed) is done only when :func:`warmth.decide` says so at ``pressure``; a tenant let
     lapse logs in when it next calls (``get_session``), or just before its usual time.
+    ``pressure`` and ``login_pressure`` (0..1) say how short the developer key's calls and
+    logins run (``sweep.budget_pressures``).
     """
     action = _session_work(connection, at)
-    if action is None or warmth.decide(connection, at, pressure=pressure).keep_warm:
-        return action
-    return None
+    if action is None:
+        return None
+    decision = warmth.decide(connection, at, pressure=pressure, login_pressure=login_pressure)
+    return action if decision.keep_warm else None
 
 
 def _session_work(connection: BillConnection, at: datetime) -> str | None:

@@ -50,7 +50,6 @@ import base64
 import binascii
 import math
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -81,6 +80,12 @@ PREWARM_AT = 0.5
 PREWARM_LEAD = timedelta(minutes=5)
 #: How far ahead :func:`decide` looks for the next visit.
 LOOKAHEAD = timedelta(days=7)
+LOOKAHEAD_HOURS = int(LOOKAHEAD / timedelta(hours=1))
+#: The most a day's history can make a visit that day certain (see :func:`_day_calibration`).
+DAY_CERTAINTY = 0.97
+#: Under full login pressure a login is worth this many times :data:`LOGIN_WORTH`: with the
+#: login budget short, keep-alives are the cheaper way to have a session when the visit comes.
+LOGIN_PRESSURE_WORTH = 4.0
 #: Upkeep may spend this share of ``UPKEEP_SHARE``'s calls before the bar to keep a session
 #: warm rises (:func:`pressure_from`), so the last of the share goes to the most valuable.
 PRESSURE_FROM = 0.7
@@ -190,27 +195,54 @@ def weekly_rates(connection: Any, at: datetime) -> list[float]:
     return rates
 
 
-def _pieces(at: datetime, end: datetime) -> Iterator[tuple[datetime, float]]:
-    """``(start, hours)`` of each piece of ``(at, end]`` cut at hour boundaries."""
-    moment = at
-    while moment < end:
-        hour_end = moment.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-        piece = min(hour_end, end) - moment
-        yield moment, piece / timedelta(hours=1)
-        moment += piece
+def _hours_ahead(rates: list[float], at: datetime, hours: int) -> list[tuple[float, float]]:
+    """``(rate, length in hours)`` of each piece of the ``hours`` hours after ``at``, cut at hour
+    boundaries, each rate scaled by its day's :func:`_day_calibration`."""
+    elapsed = (at - _EPOCH_MONDAY) / timedelta(hours=1)
+    first = int(elapsed // 1)
+    pieces = [(rates[first % SLOTS], 1 - (elapsed - first))]
+    pieces += [(rates[(first + step) % SLOTS], 1.0) for step in range(1, hours)]
+    if elapsed > first:
+        pieces.append((rates[(first + hours) % SLOTS], elapsed - first))
+    calibrated = []
+    for day in range(0, len(pieces), 24):
+        window = pieces[day : day + 24]
+        scale = _day_calibration(sum(rate * length for rate, length in window))
+        calibrated += [(rate * scale, length) for rate, length in window]
+    return calibrated
+
+
+def _day_calibration(expected: float) -> float:
+    """How much to scale a day's hourly rates so the day's chance of a visit is ``expected``
+    (at most :data:`DAY_CERTAINTY`), not ``1 - exp(-expected)``.
+
+    Per-hour Poisson rates read a tenant that comes once a day at a habit that drifts over
+    two or three hours as a 63 % chance a day; its visits are one a day, almost surely.
+    """
+    if expected <= 0:
+        return 1.0
+    chance = min(expected, DAY_CERTAINTY)
+    return max(1.0, -math.log(1 - chance) / expected)
 
 
 def expected_visits(rates: list[float], start: datetime, end: datetime) -> float:
     """Expected visits in ``(start, end]`` (visits spread evenly inside each hour)."""
-    return sum(rates[slot_of(moment) % SLOTS] * hours for moment, hours in _pieces(start, end))
+    hours = max(math.ceil((end - start) / timedelta(hours=1)), 1)
+    total, left = 0.0, (end - start) / timedelta(hours=1)
+    for rate, length in _hours_ahead(rates, start, hours):
+        piece = min(length, left)
+        total += rate * piece
+        left -= piece
+        if left <= 0:
+            break
+    return total
 
 
 def expected_wait(rates: list[float], at: datetime) -> timedelta:
-    """Expected time from ``at`` to the next visit (visits as a Poisson process), capped at
-    :data:`LOOKAHEAD`: the integral of the chance that no visit happened yet."""
+    """Expected time from ``at`` to the next visit, capped at :data:`LOOKAHEAD`: the integral
+    of the chance that no visit happened yet (visits as a Poisson process, calibrated per day)."""
     waited, cumulative = 0.0, 0.0
-    for moment, hours in _pieces(at, at + LOOKAHEAD):
-        rate = rates[slot_of(moment)]
+    for rate, hours in _hours_ahead(rates, at, LOOKAHEAD_HOURS):
         if rate > 0:
             waited += math.exp(-cumulative) * (1 - math.exp(-rate * hours)) / rate
         else:
@@ -221,13 +253,13 @@ def expected_wait(rates: list[float], at: datetime) -> timedelta:
     return timedelta(hours=waited)
 
 
-def pressure_from(used: int, limit: int) -> float:
-    """How short the upkeep share runs (0..1) when ``used`` of its ``limit`` calls are spent in
-    the rolling hour: none until :data:`PRESSURE_FROM` of it, full when it is all spent."""
+def pressure_from(used: int, limit: int, *, start: float = PRESSURE_FROM) -> float:
+    """How short a budget runs (0..1) when ``used`` of its ``limit`` is spent in the rolling
+    hour: none until ``start`` of it, full when it is all spent."""
     if limit <= 0:
         return 1.0
     share = used / limit
-    return min(max((share - PRESSURE_FROM) / (1 - PRESSURE_FROM), 0.0), 1.0)
+    return min(max((share - start) / (1 - start), 0.0), 1.0)
 
 
 def needed_value(pressure: float) -> float:
@@ -244,15 +276,18 @@ def pinned(connection: Any) -> bool:
     return bool(pins) and str(connection.tenant_id) in {str(tenant) for tenant in pins}
 
 
-def decide(connection: Any, at: datetime, *, pressure: float = 0.0) -> WarmthDecision:
+def decide(
+    connection: Any, at: datetime, *, pressure: float = 0.0, login_pressure: float = 0.0
+) -> WarmthDecision:
     """Keep ``connection``'s session warm at ``at``, or let it lapse.
 
-    ``value`` is what keeping it warm until the next visit saves per call it costs:
-    :data:`LOGIN_WORTH` over the keep-alive calls of the expected wait. Kept warm when the
-    value reaches :func:`needed_value` (1 without pressure, 10 under full pressure) while the
-    session is alive, or when an hour in which a visit is likely (:data:`PREWARM_AT`) starts
-    within :data:`PREWARM_LEAD` or has started (alive or lapsed: log in ahead of the visit);
-    otherwise ``prewarm_at`` says when that next happens.
+    ``value`` is what keeping it warm until the next visit saves per call it costs: a login's
+    worth (:data:`LOGIN_WORTH`, up to :data:`LOGIN_PRESSURE_WORTH` times more under
+    ``login_pressure``, how short the login budget runs) over the keep-alive calls of the
+    expected wait. Kept warm when the value reaches :func:`needed_value` of ``pressure`` (how
+    short the calls run) while the session is alive, or when an hour in which a visit is
+    likely (:data:`PREWARM_AT`) starts within :data:`PREWARM_LEAD` or has started (alive or
+    lapsed: log in ahead of the visit); otherwise ``prewarm_at`` says when that next happens.
     """
     if pinned(connection):
         return WarmthDecision(keep_warm=True, value=math.inf)
@@ -262,9 +297,13 @@ def decide(connection: Any, at: datetime, *, pressure: float = 0.0) -> WarmthDec
     from .freshness import keepalive_after, session_is_alive  # freshness imports this module
 
     rates = weekly_rates(connection, at)
+    if not any(rates):
+        return WarmthDecision(keep_warm=False, value=0.0)
     wait = expected_wait(rates, at)
     cost = max(wait / keepalive_after(connection), 0.01)  # keep-alive calls until the visit
-    value = LOGIN_WORTH / cost
+    login_pressure = min(max(login_pressure, 0.0), 1.0)
+    worth = LOGIN_WORTH * (1 + (LOGIN_PRESSURE_WORTH - 1) * login_pressure)
+    value = worth / cost
     prewarm_at = _next_likely_hour(rates, at, pressure)
     if prewarm_at is not None and prewarm_at <= at:
         return WarmthDecision(keep_warm=True, value=value)
@@ -278,11 +317,11 @@ def decide(connection: Any, at: datetime, *, pressure: float = 0.0) -> WarmthDec
 def _next_likely_hour(rates: list[float], at: datetime, pressure: float) -> datetime | None:
     """:data:`PREWARM_LEAD` before the first hour (the current one included) in which a visit
     is likely enough to log in ahead of it; ``None`` within :data:`LOOKAHEAD`."""
-    # An hour's expected visits read as its chance (a slot visited every week expects one).
-    needed = PREWARM_AT + (0.9 - PREWARM_AT) * min(max(pressure, 0.0), 1.0)
+    likely = PREWARM_AT + (0.9 - PREWARM_AT) * min(max(pressure, 0.0), 1.0)
+    needed = -math.log(1 - likely)  # expected visits in the hour for that chance
     hour = at.replace(minute=0, second=0, microsecond=0)
-    for step in range(int(LOOKAHEAD / timedelta(hours=1)) + 1):
-        start = hour + timedelta(hours=step)
-        if rates[slot_of(start)] >= needed:
+    for step, (rate, _) in enumerate(_hours_ahead(rates, hour, LOOKAHEAD_HOURS)):
+        if rate >= needed:
+            start = hour + timedelta(hours=step)
             return max(start - PREWARM_LEAD, hour) if step else hour
     return None
