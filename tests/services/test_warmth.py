@@ -154,6 +154,28 @@ def test_pressure_cuts_the_least_valuable_tenants_first():
     assert warmth.needed_value(0.0) < warmth.needed_value(0.5) < warmth.needed_value(1.0)
 
 
+def test_a_daily_tenant_whose_hour_drifts_is_still_read_as_daily():
+    start = MONDAY - timedelta(weeks=4)
+    drift = [0, 50, -40, 95, 10, -70, 30]  # minutes around 09:00, a different hour some days
+    moments = [start + timedelta(days=day, hours=9, minutes=drift[day % 7]) for day in range(28)]
+    row = visits(history(created_at=start), moments)
+    after_visit = MONDAY + timedelta(hours=11)
+    row.session_last_used_at = after_visit
+    wait = warmth.expected_wait(warmth.weekly_rates(row, after_visit), after_visit)
+    assert timedelta(hours=20) <= wait <= timedelta(hours=25)  # tomorrow's visit, near surely
+    assert decide(row, after_visit).keep_warm is True
+
+
+def test_a_short_login_budget_makes_keeping_warm_worth_more():
+    row = nightly(weeks=4)
+    moment = MONDAY + timedelta(hours=3)  # tonight's sync is 23 hours away
+    row.session_last_used_at = moment
+    calm = decide(row, moment, pressure=0.5)
+    short = decide(row, moment, pressure=0.5, login_pressure=1.0)
+    assert short.value == pytest.approx(calm.value * warmth.LOGIN_PRESSURE_WORTH)
+    assert (calm.keep_warm, short.keep_warm) == (False, True)
+
+
 def test_settings_pin_tenants_or_keep_every_tenant_warm(bill_settings):
     row = history(tenant_id=42)
     assert decide(row, MONDAY).keep_warm is False
