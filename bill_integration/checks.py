@@ -28,6 +28,7 @@ from .conf import (
     get_tenant_model,
     merge_environments,
 )
+from .services.warmth_checks import E013_WARMTH, check_warmth
 
 logger = logging.getLogger("bill_integration.checks")
 
@@ -440,6 +441,8 @@ def check_key_decrypts_stored_secrets_on_deploy(
     return wrong_key_errors([router.db_for_read(BillConnection)])
 
 
-# E010 (CALL_DEADLINE below CONCURRENCY_LEASE) lives beside the client that enforces the deadline.
+# E010 (CALL_DEADLINE below CONCURRENCY_LEASE) lives beside the client that enforces the deadline;
+# E013 (WARMTH, ALWAYS_WARM) beside the policy it configures.
 register()(check_call_deadline)
-__all__ = ["E010_CALL_DEADLINE"]
+register()(check_warmth)
+__all__ = ["E010_CALL_DEADLINE", "E013_WARMTH"]

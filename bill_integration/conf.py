@@ -126,6 +126,12 @@ DEFAULTS: dict[str, Any] = {
     "MFA_DEVICE_NAME": None,
     # MFA phone lists, codes asked for and codes entered, per tenant and per user.
     "MFA_THROTTLE_RATES": {"tenant": "20/hour", "user": "20/hour"},
+    # Which sessions the sweep keeps warm: "predicted" (tenants likely to call BILL before the
+    # session would lapse, from each tenant's own history; services/warmth.py) or "always"
+    # (every linked tenant around the clock: ~2 calls per tenant-hour, ~10,000 tenants a key).
+    "WARMTH": "predicted",
+    # Tenant ids whose sessions are always kept warm, whatever their history says.
+    "ALWAYS_WARM": (),
     # The SaaS's own developer keys: {environment: key}; tenants linking there give none.
     "DEVELOPER_KEYS": {},
     # Whether a tenant may still send its own developer key where DEVELOPER_KEYS has one.

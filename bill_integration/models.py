@@ -180,6 +180,21 @@ class BillConnection(models.Model):
     mfa_bypass = models.BooleanField(
         _("BILL MFA bypass"), null=True, blank=True, help_text=_("mfaBypass, last seen.")
     )
+    # The tenant's own use of BILL (services/warmth.py): whether to keep its session warm.
+    usage_last_at = models.DateTimeField(
+        _("last called BILL at"),
+        null=True,
+        blank=True,
+        help_text=_("The last call the tenant itself made (keep-alives and logins aside)."),
+    )
+    usage_visits = models.PositiveIntegerField(_("visits"), default=0)
+    usage_histogram = models.CharField(
+        _("visits by hour of week"),
+        max_length=448,
+        blank=True,
+        default="",
+        help_text=_("168 hourly slots of decayed visit counts (base64)."),
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
