@@ -156,7 +156,7 @@ def simulate_ours(
         organization_id="o",
         dev_key_fingerprint="f",
         tenant_id=tenant.index,
-        created_at=tr.moment(start - 90 * tr.DAY),
+        created_at=tr.moment(tr.FIRST_WEEK * tr.WEEK),  # when the history starts
     )
     for visit in tenant.visits:  # the history: earlier weeks, as the hot path recorded them
         if visit.start < start:
