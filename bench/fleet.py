@@ -223,6 +223,7 @@ def run(
         passed, failed = capacity.served(outcome, share)
         results[policy] = {
             "passed": passed,
+            "whole_budget": capacity.served(outcome, 1.0)[0]["tenants"],
             "failed": failed,
             "rates": per_tenant_hour(outcome),
             "totals": dict(outcome["totals"]),
