@@ -155,9 +155,7 @@ class Problem:
             step = 1
             while step * 2 <= length:
                 prev = table[-1]
-                table.append(
-                    [min(prev[i], prev[i + step]) for i in range(length - 2 * step + 1)]
-                )
+                table.append([min(prev[i], prev[i + step]) for i in range(length - 2 * step + 1)])
                 step *= 2
             classes.append((p, table, wh, mh))
 

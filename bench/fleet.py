@@ -146,11 +146,7 @@ class Capacity:
         for hour in range(HOURS):
             logins = (h["background_logins"][hour] + h["caller_logins"][hour]) * scale
             upkeep = (h["keep_alives"][hour] + h["background_logins"][hour]) * scale
-            calls = (
-                callers[hour]
-                + logins
-                + (h["keep_alives"][hour] + h["replays"][hour]) * scale
-            )
+            calls = callers[hour] + logins + (h["keep_alives"][hour] + h["replays"][hour]) * scale
             busiest["calls"] = max(busiest["calls"], calls)
             busiest["logins"] = max(busiest["logins"], logins)
             busiest["upkeep"] = max(busiest["upkeep"], upkeep)

@@ -75,7 +75,7 @@ class Bill:
 
     def __init__(self, adversary: Adversary, rng: random.Random) -> None:
         self.adversary, self.rng = adversary, rng
-        self.last = -10**9  # true last call on the session
+        self.last = -(10**9)  # true last call on the session
         self.dropped_at = 10**12
 
     def login(self, at: float) -> None:
@@ -249,7 +249,9 @@ def simulate_ours(
 # --- baselines: harness code ----------------------------------------------------------------
 
 
-def simulate_baseline(name: str, tenant: tr.Tenant, adversary: Adversary, *, seed: int = 0) -> Outcome:
+def simulate_baseline(
+    name: str, tenant: tr.Tenant, adversary: Adversary, *, seed: int = 0
+) -> Outcome:
     """``nango``, ``naive`` (log in every 30 min) or ``every_request`` for one tenant."""
     rng = random.Random(f"{seed}:{tenant.index}:{name}")
     out, bill = Outcome(), Bill(adversary, rng)

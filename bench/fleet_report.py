@@ -193,8 +193,8 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
         f"{outcome['adversary_sample']} tenants): BILL's real idle limit 30 minutes (the app "
         "assumes 35), random drops (0.2 % of sessions an hour), the sweep off for 3 hours on "
         "day 2 and every sweep action up to 2 minutes late; and the same with the sweep "
-        "disabled. \"Could have known\" = dead by BILL's documented 35-minute rule when handed "
-        "out; \"unannounced\" = ended early by BILL.\n\n"
+        'disabled. "Could have known" = dead by BILL\'s documented 35-minute rule when handed '
+        'out; "unannounced" = ended early by BILL.\n\n'
         + common.table(
             [
                 "policy / scenario",
