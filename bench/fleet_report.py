@@ -207,4 +207,30 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
         )
         + "\n"
         + common.table(["target", "measured", "result"], targets)
+        + "\n"
+        + _limits(outcome)
+    )
+
+
+def _limits(outcome: dict[str, Any]) -> str:
+    """What stops each of our policies, in the figures of this run."""
+    r, bound, share = outcome["results"], outcome["bound"]["bound"], outcome["share"]
+    today, new = r["today"]["passed"], r["new"]["passed"]
+    return (
+        f"**What sets the limit.** The bound ({bound:,}) sits just under the N at which "
+        f"callers' own calls alone fill an hour ({outcome['bound']['callers_only']:,}): on "
+        "this trace the busiest working hours, when the Americas and Europe overlap, leave "
+        "almost nothing for upkeep, so no policy reaches 30,000 tenants on it. Today's policy "
+        f"stops at {today['tenants']:,} because keeping everyone alive costs "
+        f"{r['today']['rates']['upkeep']:.2f} calls per tenant-hour and upkeep may use "
+        f"{share:.0%} of 20,000 ({r['today']['whole_budget']:,} if it could use all of it). "
+        f"The new policy stops at {new['tenants']:,} on the login limit "
+        f"({new.get('logins', 0):,.0f} logins in its busiest hour) while its upkeep uses "
+        f"{new.get('upkeep', 0):,.0f} calls in its busiest hour of the {share * 20_000:,.0f} "
+        "it may: it spends logins where calls are plentiful. `warmth.decide` prices a login at "
+        "a fixed 80 keep-alive calls, so a daily tenant's overnight wait (its expected wait "
+        "after a visit reads about 40 hours: a visit jittered over 2-3 hour slots is not "
+        "certain in any one of them) is let lapse and the tenant is logged in again at its "
+        "`prewarm_at` each working day: about one login per daily tenant per working day, "
+        "all in working hours.\n"
     )
