@@ -467,7 +467,7 @@ Each section is rewritten in place by its own command; run everything with
 
 """
 
-ORDER = ("efficiency", "capacity", "sweep", "hotpath", "stampede", "limiter")
+ORDER = ("efficiency", "capacity", "sweep", "hotpath", "stampede", "limiter", "fleet")
 
 
 def _summary(sections: dict[str, str]) -> str:

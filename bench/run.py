@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common
 
-BENCHMARKS = ("efficiency", "capacity", "sweep", "hotpath", "stampede", "limiter")
+BENCHMARKS = ("efficiency", "capacity", "sweep", "hotpath", "stampede", "limiter", "fleet")
 
 
 def main(argv: list[str] | None = None) -> int:
