@@ -15,6 +15,9 @@ the sweep and the tests agree on what "valid" and "due" mean.
 * **Due** (:func:`due_action`): what the sweep should do now: keep the session alive once it
   has been idle ``keepalive_after_idle()``, log in when there is no session, when it surely
   expired, or when ``MAX_SESSION_AGE`` is near.
+* **Next due** (:func:`next_due_at`): the first moment :func:`due_action` answers something,
+  stored in ``BillConnection.next_due_at`` with every write of the inputs (``DUE_FIELDS``), so
+  the sweep selects ``next_due_at <= now`` on a partial index instead of scanning the table.
 
 Each sign-in method has its own rules (``auth_methods.METHODS``): a sync-token session idles
 48 hours and is kept alive after 12; an OAuth access token has no idle timer and is renewed
@@ -32,7 +35,7 @@ from ..auth_methods import LOGIN as RENEW_BY_LOGIN
 from ..auth_methods import NONE, OAUTH_DEFAULT_LIFETIME, OAUTH_RENEW_BEFORE, OAUTH_TOKEN, rules
 from ..conf import bill_settings, keepalive_after_idle
 from ..exceptions import ConnectionDisabled, ConnectionNeedsRelink, LoginBudgetExhausted
-from ..models import BillConnection, ConnectionStatus
+from ..models import SWEPT_STATUSES, BillConnection, ConnectionStatus
 
 #: The columns get_session() reads: enough to judge validity and build a BillSession.
 HOT_FIELDS = (
@@ -52,8 +55,6 @@ HOT_FIELDS = (
     "last_error_code",
     "version",
 )
-#: Statuses the sweep looks after (needs_relink and disabled wait for a person).
-SWEPT_STATUSES = (ConnectionStatus.ACTIVE, ConnectionStatus.DEGRADED, ConnectionStatus.RATE_LIMITED)
 UNHEALTHY_STATUSES = (ConnectionStatus.DEGRADED, ConnectionStatus.RATE_LIMITED)
 #: last_error_code of an active connection whose MAX_SESSION_AGE renewal waits for the budget.
 BUDGET_EXHAUSTED = LoginBudgetExhausted.code
@@ -173,3 +174,42 @@ def due_action(connection: BillConnection, at: datetime) -> str | None:
     if idle >= keep_after:
         return KEEP_ALIVE
     return None
+
+
+def next_due_at(connection: BillConnection, at: datetime) -> datetime | None:
+    """The first moment from ``at`` on when :func:`due_action` answers something (``None``:
+    never, until the row is written again). ``at`` itself when the connection is due now.
+
+    :func:`due_action` only compares ``at`` with moments stored on the row (each rule is
+    ``at >= moment`` or ``at < moment``), so its answer can only change at those moments: the
+    first of them (or ``at``) at which it answers is exact. Valid while the row's
+    ``DUE_FIELDS`` are unchanged; every writer of them stores a new value, except the hot
+    path's use mark, which only makes the row due *later* (the sweep's re-check then stores
+    the new moment).
+    """
+    if connection.status not in SWEPT_STATUSES or rules(connection.auth_method).renewal == NONE:
+        return None
+    for moment in sorted({at, *(m for m in _moments(connection) if m > at)}):
+        if due_action(connection, moment) is not None:
+            return moment
+    return None
+
+
+def _moments(connection: BillConnection) -> list[datetime]:
+    """Every moment at which :func:`due_action`'s answer for this row may change."""
+    settings = bill_settings
+    moments = [connection.next_attempt_at]
+    if connection.session_expires_at is not None:
+        moments.append(connection.session_expires_at - OAUTH_RENEW_BEFORE)
+    last_used = connection.session_last_used_at
+    if last_used is not None:
+        timeout = idle_timeout(connection) or settings.SESSION_IDLE_TIMEOUT
+        moments += [
+            last_used + keepalive_after(connection),
+            last_used + timeout + settings.LAST_USED_WRITE_INTERVAL,
+            last_used + timeout - settings.SESSION_SAFETY_MARGIN,
+        ]
+    obtained = connection.session_obtained_at
+    if obtained is not None and settings.MAX_SESSION_AGE is not None:
+        moments.append(obtained + settings.MAX_SESSION_AGE - settings.SESSION_SAFETY_MARGIN)
+    return [moment for moment in moments if moment is not None]

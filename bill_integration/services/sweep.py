@@ -5,9 +5,9 @@ Beat runs ``bill_integration.refresh_due_sessions`` every ``SWEEP_INTERVAL``; it
 task per due id, and each task runs :func:`refresh_connection`. Without Celery,
 ``manage.py bill_refresh_sessions`` runs the same functions in-process.
 
-* :func:`due_connection_ids` finds due connections with one query on plain columns, most
-  recently used first (so a login-budget shortfall hits idle tenants). It is the query form of
-  :func:`freshness.due_action`.
+* :func:`due_connection_ids` finds due connections with one query on the partial index of
+  ``next_due_at`` (:func:`freshness.next_due_at`, stored with every session write), most
+  recently used first (so a login-budget shortfall hits idle tenants).
 * :func:`refresh_connection` re-checks under the row lock (``skip_locked``: a duplicate task
   for a row being handled does nothing) that the work is still due, then keeps a live
   session alive with BILL's cheapest authenticated call, or logs in when BILL says the
@@ -30,23 +30,19 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, QuerySet
 
-from ..auth_methods import METHODS, NONE, OAUTH_RENEW_BEFORE, OAUTH_TOKEN
-from ..conf import bill_settings, now
+from ..conf import now
 from ..exceptions import BillIntegrationError, ConflictError, DecryptionFailed
 from ..models import BillConnection
-from ..models import ConnectionStatus as Status
 from . import gateway, lifecycle, trust, undecryptable
 from .freshness import (
-    BUDGET_EXHAUSTED,
     KEEP_ALIVE,
     LOGIN,
     SWEPT_STATUSES,
     backing_off,
     due_action,
-    idle_timeout,
-    keepalive_after,
+    next_due_at,
     session_is_alive,
 )
 from .locking import Effects, lock
@@ -60,51 +56,17 @@ Progress = Callable[[int, str], Any]
 def due_connection_ids(at: datetime | None = None, *, limit: int | None = None) -> list[int]:
     """Ids of the connections due at ``at``, most recently used first (one query).
 
-    One condition per sign-in method (``auth_methods.METHODS``): its own idle timeout and
-    keep-alive cadence; OAuth tokens when they near ``session_expires_at``; Spend & Expense-only
-    connections never.
+    ``status in SWEPT_STATUSES AND next_due_at <= at``: a range of the partial index
+    ``bill_conn_next_due``, so the cost follows the number due, not the table (the sort of
+    the due rows by last use is over those rows only). ``next_due_at`` is a lower bound
+    (:func:`freshness.next_due_at`); :func:`refresh_connection` re-checks each row with
+    :func:`freshness.due_action` under its lock and stores the right moment when it is not due.
     """
     at = at or now()
-    due = Q(pk__in=[])
-    for method, entry in METHODS.items():
-        if entry.renewal == NONE:
-            continue
-        if entry.renewal == OAUTH_TOKEN:
-            renew = Q(session_expires_at__isnull=True) | Q(
-                session_expires_at__lte=at + OAUTH_RENEW_BEFORE
-            )
-            waits = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=at)
-            due |= Q(auth_method=method) & waits & renew
-            continue
-        due |= Q(auth_method=method) & _session_due(at, method)
-    query = (
-        BillConnection.objects.filter(status__in=SWEPT_STATUSES)
-        .filter(due)
-        .values_list("pk", flat=True)
-    )
+    query = BillConnection.objects.filter(
+        status__in=SWEPT_STATUSES, next_due_at__lte=at
+    ).values_list("pk", flat=True)
     return list(_most_recent_first(query)[:limit] if limit else _most_recent_first(query))
-
-
-def _session_due(at: datetime, method: str) -> Q:
-    """The due rule of a method whose session idles (:func:`freshness.due_action` as a query)."""
-    probe = BillConnection(auth_method=method)
-    timeout = idle_timeout(probe) or bill_settings.SESSION_IDLE_TIMEOUT
-    idle = Q(session_last_used_at__lte=at - keepalive_after(probe))
-    due = Q(session_last_used_at__isnull=True) | idle
-    # Still trusted (session_is_alive): only such a session is kept alive while it waits.
-    alive = Q(session_last_used_at__gt=at - timeout + bill_settings.SESSION_SAFETY_MARGIN)
-    max_age = bill_settings.MAX_SESSION_AGE
-    if max_age is not None:
-        due |= Q(session_obtained_at__isnull=True) | Q(
-            session_obtained_at__lte=at - max_age + bill_settings.SESSION_SAFETY_MARGIN
-        )
-    waits = (
-        Q(next_attempt_at__isnull=True)
-        | Q(next_attempt_at__lte=at)
-        # a renewal waiting for the login budget: keep the live session alive meanwhile
-        | (Q(status=Status.ACTIVE, last_error_code=BUDGET_EXHAUSTED) & idle & alive)
-    )
-    return waits & due
 
 
 def _most_recent_first(query: QuerySet[Any]) -> QuerySet[Any]:
@@ -225,6 +187,7 @@ def _refresh_locked(connection_id: int, *, force_due: bool) -> str:
         if action is None and force_due and connection.status in SWEPT_STATUSES:
             action = None if backing_off(connection, moment) else KEEP_ALIVE
         if action is None:
+            _store_next_due(connection, moment)
             return NOT_DUE
         started = time.monotonic()
         try:
@@ -244,3 +207,12 @@ def _refresh_locked(connection_id: int, *, force_due: bool) -> str:
             outcome = f"failed:{connection.last_error_code}"
     effects.send()
     return outcome
+
+
+def _store_next_due(connection: BillConnection, moment: datetime) -> None:
+    """A row picked but not due (used by a caller since, or a duplicate task): store when it
+    is, so the next sweeps skip it. Only ``next_due_at`` (and under the row lock)."""
+    due_at = next_due_at(connection, moment)
+    if due_at != connection.next_due_at:
+        BillConnection.objects.filter(pk=connection.pk).update(next_due_at=due_at)
+        connection.next_due_at = due_at
