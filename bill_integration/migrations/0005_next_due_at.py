@@ -41,7 +41,7 @@ def fill_next_due_at(apps, schema_editor):
     for row in rows.iterator(chunk_size=2000):
         has_session = row.pop("has_session")
         row_id = row.pop("pk")
-        state = SimpleNamespace(**row, session_id="stored" if has_session else None)
+        state = SimpleNamespace(pk=row_id, **row, session_id="stored" if has_session else None)
         batch.append(connection_model(pk=row_id, next_due_at=next_due_at(state, at)))
         if len(batch) == 2000:
             connection_model.objects.bulk_update(batch, ["next_due_at"])

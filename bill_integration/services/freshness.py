@@ -27,6 +27,7 @@ Spend & Expense-only connection has no session at all (always usable, never due)
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -131,6 +132,39 @@ def session_is_valid(connection: BillConnection, at: datetime) -> bool:
     return True
 
 
+#: ``MAX_SESSION_AGE`` renewals come up to this share of the age early, by connection.
+RENEWAL_SPREAD = 0.1
+#: The golden ratio's fraction: ``pk * it mod 1`` spreads consecutive ids evenly over [0, 1).
+_GOLDEN = 0.6180339887498949
+
+
+def renewal_at(connection: BillConnection) -> datetime | None:
+    """When the sweep renews this session for ``MAX_SESSION_AGE`` (``None``: no session age
+    recorded, or no ``MAX_SESSION_AGE``).
+
+    Up to ``RENEWAL_SPREAD`` of the age before the age (less the safety margin), by a fixed
+    fraction of the connection's id: tenants linked together (an import, a migration) renew
+    spread over ~17 hours of a 7-day age instead of in one sweep, which would spend the
+    developer key's 200 logins an hour at once. The same connection always gets the same
+    moment.
+    """
+    max_age = bill_settings.MAX_SESSION_AGE
+    obtained = connection.session_obtained_at
+    if max_age is None or obtained is None:
+        return None
+    early = max_age * RENEWAL_SPREAD * _spread(getattr(connection, "pk", None))
+    return obtained + max_age - bill_settings.SESSION_SAFETY_MARGIN - early
+
+
+def _spread(pk: Any) -> float:
+    """A fraction in [0, 1) fixed per connection id (consecutive ids evenly apart)."""
+    if pk is None:
+        return 0.0
+    if not isinstance(pk, int):  # a custom primary key: any stable number will do
+        pk = int.from_bytes(hashlib.blake2b(str(pk).encode(), digest_size=8).digest(), "big")
+    return (pk * _GOLDEN) % 1.0
+
+
 def backing_off(connection: BillConnection, at: datetime) -> bool:
     """Whether the connection waits (``next_attempt_at``) after a failure."""
     return connection.next_attempt_at is not None and connection.next_attempt_at > at
@@ -162,10 +196,9 @@ def due_action(connection: BillConnection, at: datetime) -> str | None:
     last_used = connection.session_last_used_at
     if last_used is None or not connection.session_id:
         return LOGIN
-    max_age = bill_settings.MAX_SESSION_AGE
-    if max_age is not None:
-        obtained = connection.session_obtained_at
-        if obtained is None or at >= obtained + max_age - bill_settings.SESSION_SAFETY_MARGIN:
+    if bill_settings.MAX_SESSION_AGE is not None:
+        renew_at = renewal_at(connection)
+        if renew_at is None or at >= renew_at:
             return LOGIN
     idle = at - last_used
     # Past the idle limit even allowing for the throttled last-use lag: surely gone at BILL.
@@ -209,7 +242,5 @@ def _moments(connection: BillConnection) -> list[datetime]:
             last_used + timeout + settings.LAST_USED_WRITE_INTERVAL,
             last_used + timeout - settings.SESSION_SAFETY_MARGIN,
         ]
-    obtained = connection.session_obtained_at
-    if obtained is not None and settings.MAX_SESSION_AGE is not None:
-        moments.append(obtained + settings.MAX_SESSION_AGE - settings.SESSION_SAFETY_MARGIN)
+    moments.append(renewal_at(connection))
     return [moment for moment in moments if moment is not None]

@@ -195,3 +195,35 @@ def test_the_migration_fills_next_due_at_without_decrypting(make_connection, bil
     assert stored(due).next_due_at <= now()
     assert stored(fresh).next_due_at == stored(fresh).session_last_used_at + KEEP_AFTER
     assert stored(relink).next_due_at is None
+
+
+def test_renewals_of_connections_linked_together_spread_over_the_jitter_window(bill_settings):
+    """1,000 connections linked in the same second renew for MAX_SESSION_AGE over ~17 hours
+    (10% of 7 days), evenly, each always at the same moment; not in one sweep."""
+    bill_settings(MAX_SESSION_AGE=timedelta(days=7))
+    t0 = now()
+    rows = [
+        BillConnection(pk=pk, session_obtained_at=t0, session_last_used_at=t0, session_id="s")
+        for pk in range(1, 1001)
+    ]
+    latest = t0 + timedelta(days=7) - timedelta(minutes=5)  # classic_cadence's margin
+    window = timedelta(days=7) * freshness.RENEWAL_SPREAD
+    moments = [freshness.renewal_at(row) for row in rows]
+    assert all(latest - window <= m <= latest for m in moments)
+    assert moments == [freshness.renewal_at(row) for row in rows]  # deterministic
+    by_hour: dict[int, int] = {}
+    for moment in moments:
+        hour = int((latest - moment) / timedelta(hours=1))
+        by_hour[hour] = by_hour.get(hour, 0) + 1
+    assert len(by_hour) == 17  # 16.8 hours: every hour of the window has renewals
+    assert max(by_hour.values()) <= 1000 / 16.8 * 1.2  # none more than 20% over the mean
+    # What the sweep does: due by age over the window, not all in one sweep.
+    for row in rows:  # kept alive a minute ago (due only by age)
+        row.session_last_used_at = latest - window + timedelta(hours=8) - timedelta(minutes=1)
+    halfway = latest - window + timedelta(hours=8)
+    due = sum(due_action(row, halfway) == freshness.LOGIN for row in rows)
+    assert 400 < due < 560  # about 8/16.8 of them
+    for row in rows:
+        row.session_last_used_at = t0
+    # Kept alive meanwhile: the next due moment is the keep-alive, the renewal comes later.
+    assert all(next_due_at(row, t0) == t0 + KEEP_AFTER for row in rows)
