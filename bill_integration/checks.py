@@ -28,6 +28,7 @@ from .conf import (
     get_tenant_model,
     merge_environments,
 )
+from .services.sweep import E014_SWEEP_BATCH_SIZE, check_batch_size
 
 logger = logging.getLogger("bill_integration.checks")
 
@@ -440,6 +441,8 @@ def check_key_decrypts_stored_secrets_on_deploy(
     return wrong_key_errors([router.db_for_read(BillConnection)])
 
 
-# E010 (CALL_DEADLINE below CONCURRENCY_LEASE) lives beside the client that enforces the deadline.
+# E010 (CALL_DEADLINE below CONCURRENCY_LEASE) lives beside the client that enforces the deadline,
+# E014 (SWEEP_BATCH_SIZE) beside the sweep that reads it.
 register()(check_call_deadline)
-__all__ = ["E010_CALL_DEADLINE"]
+register()(check_batch_size)
+__all__ = ["E010_CALL_DEADLINE", "E014_SWEEP_BATCH_SIZE"]

@@ -1,8 +1,9 @@
 """The sweep: find the connections whose session needs work, and do it, one row at a time.
 
 Beat runs ``bill_integration.refresh_due_sessions`` every ``SWEEP_INTERVAL``; it calls
-:func:`refresh_due` with a ``dispatch`` that sends one ``bill_integration.refresh_session``
-task per due id, and each task runs :func:`refresh_connection`. Without Celery,
+:func:`refresh_due` with a ``dispatch_batch`` that sends one ``bill_integration.refresh_sessions``
+task per ``SWEEP_BATCH_SIZE`` due ids, and each task runs :func:`refresh_connections` (each id
+through :func:`refresh_connection`, one limiter batch). Without Celery,
 ``manage.py bill_refresh_sessions`` runs the same functions in-process.
 
 * :func:`due_connection_ids` finds due connections with one query on the partial index of
@@ -29,10 +30,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.core.checks import Error
 from django.db import transaction
 from django.db.models import F, QuerySet
 
-from ..conf import now
+from ..conf import bill_settings, now
 from ..exceptions import BillIntegrationError, ConflictError, DecryptionFailed
 from ..models import BillConnection
 from . import gateway, lifecycle, trust, undecryptable
@@ -47,6 +49,10 @@ from .freshness import (
 )
 from .locking import Effects, lock
 
+E014_SWEEP_BATCH_SIZE = "bill_integration.E014"
+#: A batch's ids are refreshed one after another in one task: more would hold a worker thread
+#: for minutes (1,000 keep-alives at 100 ms) and leave the other threads idle at the end.
+MAX_BATCH_SIZE = 1000
 #: Outcomes of :func:`refresh_connection` besides lifecycle's kept_alive/logged_in/...
 NOT_DUE, BUSY, MISSING = "not_due", "busy", "missing"
 
@@ -114,16 +120,18 @@ def plan_due(*, tenant: Any = None, include_all: bool = False) -> list[PlannedRe
 def refresh_due(
     *,
     dispatch: Callable[[int], Any] | None = None,
+    dispatch_batch: Callable[[list[int]], Any] | None = None,
     progress: Progress | None = None,
     tenant: Any = None,
     include_all: bool = False,
 ) -> list[int]:
     """Handle every due connection; return their ids.
 
-    ``dispatch(connection_id)`` hands each id to someone else (the Celery task does
-    ``refresh_session.apply_async``); without it each is refreshed here, in order, and
-    ``progress(connection_id, outcome)`` is called after each (the management command's bar).
-    ``tenant`` and ``include_all`` are deprecated: use :func:`refresh_now`.
+    ``dispatch_batch(ids)`` hands the ids to someone else in lists of ``SWEEP_BATCH_SIZE``, in
+    order (the beat task sends one ``refresh_sessions`` message per list);
+    ``dispatch(connection_id)`` one by one. Without either each is refreshed here, in order,
+    and ``progress(connection_id, outcome)`` is called after each (the management command's
+    bar). ``tenant`` and ``include_all`` are deprecated: use :func:`refresh_now`.
     """
     if tenant is not None or include_all:
         warnings.warn(
@@ -136,6 +144,11 @@ def refresh_due(
     undecryptable.restore_all_decryptable()
     trust.notify_expiry()
     ids = due_connection_ids()
+    if dispatch_batch is not None:
+        size = bill_settings.SWEEP_BATCH_SIZE
+        for start in range(0, len(ids), size):
+            dispatch_batch(ids[start : start + size])
+        return ids
     if dispatch is not None:
         for connection_id in ids:
             dispatch(connection_id)
@@ -158,6 +171,29 @@ def _refresh_each(ids: Iterable[int], *, force_due: bool, progress: Progress | N
             if progress is not None:
                 progress(connection_id, outcome)
     return done
+
+
+def refresh_connections(connection_ids: Iterable[int]) -> list[str]:
+    """Refresh each connection still due, in order, within one limiter batch (the
+    ``refresh_sessions`` task's body): one outcome per id, as :func:`refresh_connection`."""
+    with gateway.batch():
+        return [refresh_connection(connection_id) for connection_id in connection_ids]
+
+
+def check_batch_size(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """E014: ``SWEEP_BATCH_SIZE`` is a whole number from 1 to 1,000 (checks.py registers it)."""
+    size = bill_settings.SWEEP_BATCH_SIZE
+    if isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= MAX_BATCH_SIZE:
+        return []
+    return [
+        Error(
+            f"BILL_INTEGRATION: SWEEP_BATCH_SIZE must be a whole number from 1 to "
+            f"{MAX_BATCH_SIZE:,} (got {size!r}).",
+            hint="Each batch is one task refreshing its connections one after another: 50-100 "
+            "keeps a batch within a few seconds of BILL calls and the worker threads busy.",
+            id=E014_SWEEP_BATCH_SIZE,
+        )
+    ]
 
 
 def refresh_connection(connection_id: int, *, force_due: bool = False) -> str:
