@@ -53,6 +53,8 @@ E014_SWEEP_BATCH_SIZE = "bill_integration.E014"
 #: A batch's ids are refreshed one after another in one task: more would hold a worker thread
 #: for minutes (1,000 keep-alives at 100 ms) and leave the other threads idle at the end.
 MAX_BATCH_SIZE = 1000
+#: A sweep with at least this many due ids is sent in at least this many messages.
+MIN_MESSAGES = 64
 #: Outcomes of :func:`refresh_connection` besides lifecycle's kept_alive/logged_in/...
 NOT_DUE, BUSY, MISSING = "not_due", "busy", "missing"
 
@@ -127,8 +129,8 @@ def refresh_due(
 ) -> list[int]:
     """Handle every due connection; return their ids.
 
-    ``dispatch_batch(ids)`` hands the ids to someone else in lists of ``SWEEP_BATCH_SIZE``, in
-    order (the beat task sends one ``refresh_sessions`` message per list);
+    ``dispatch_batch(ids)`` hands the ids to someone else in lists of at most
+    ``SWEEP_BATCH_SIZE`` (:func:`batch_size`), in order (the beat task sends one ``refresh_sessions`` message per list);
     ``dispatch(connection_id)`` one by one. Without either each is refreshed here, in order,
     and ``progress(connection_id, outcome)`` is called after each (the management command's
     bar). ``tenant`` and ``include_all`` are deprecated: use :func:`refresh_now`.
@@ -145,7 +147,7 @@ def refresh_due(
     trust.notify_expiry()
     ids = due_connection_ids()
     if dispatch_batch is not None:
-        size = bill_settings.SWEEP_BATCH_SIZE
+        size = batch_size(len(ids))
         for start in range(0, len(ids), size):
             dispatch_batch(ids[start : start + size])
         return ids
@@ -154,6 +156,15 @@ def refresh_due(
             dispatch(connection_id)
         return ids
     return _refresh_each(ids, force_due=False, progress=progress)
+
+
+def batch_size(due: int) -> int:
+    """Ids per message for a sweep of ``due`` ids: ``SWEEP_BATCH_SIZE``, or fewer so the sweep
+    is at least :data:`MIN_MESSAGES` messages. A batch runs on one worker thread, one id after
+    another: 1,000 due in batches of 100 would keep 10 threads busy for 10 s and the rest idle;
+    in 67 batches of 15 every thread of a usual pool gets work. Batching is for large sweeps,
+    where one message per id cost the beat about a millisecond each."""
+    return max(1, min(bill_settings.SWEEP_BATCH_SIZE, due // MIN_MESSAGES))
 
 
 def refresh_now(*, tenant: Any = None, progress: Progress | None = None) -> list[int]:

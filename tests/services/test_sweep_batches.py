@@ -17,9 +17,10 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("classic_cadence")]
 
 
 def test_the_sweep_hands_over_due_ids_in_batches_in_due_order(
-    make_connection, bill_app, bill_settings
+    make_connection, bill_app, bill_settings, monkeypatch
 ):
     bill_settings(SWEEP_BATCH_SIZE=3)
+    monkeypatch.setattr(sweep, "MIN_MESSAGES", 2)
     for minutes in [21, 25, 40, 22, 33, 27, 30]:
         make_connection(login=False, idle=minutes * 60)
     make_connection(login=False, idle=60)  # not due
@@ -29,9 +30,19 @@ def test_the_sweep_hands_over_due_ids_in_batches_in_due_order(
     assert batches == [order[0:3], order[3:6], order[6:7]]
 
 
+@pytest.mark.parametrize(
+    ("due", "size"), [(30_000, 100), (6_400, 100), (6_399, 99), (1_000, 15), (127, 1), (64, 1), (1, 1)]
+)
+def test_small_sweeps_are_spread_over_at_least_64_messages(bill_settings, due, size):
+    """A batch is one thread's work: 1,000 due in 10 batches would idle most worker threads."""
+    assert sweep.batch_size(due) == size
+    assert -(-due // size) >= min(due, sweep.MIN_MESSAGES)
+
+
 def test_the_beat_task_sends_one_refresh_sessions_message_per_batch(
     make_connection, bill_app, bill_settings, monkeypatch
 ):
+    monkeypatch.setattr(sweep, "MIN_MESSAGES", 2)
     bill_settings(SWEEP_BATCH_SIZE=2, TASK_QUEUE="sessions", TASK_EXPIRES=timedelta(minutes=4))
     made = [make_connection(login=False, idle=25 * 60) for _ in range(5)]
     sent: list[tuple] = []
