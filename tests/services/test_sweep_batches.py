@@ -31,7 +31,8 @@ def test_the_sweep_hands_over_due_ids_in_batches_in_due_order(
 
 
 @pytest.mark.parametrize(
-    ("due", "size"), [(30_000, 100), (6_400, 100), (6_399, 99), (1_000, 15), (127, 1), (64, 1), (1, 1)]
+    ("due", "size"),
+    [(30_000, 100), (6_400, 100), (6_399, 99), (1_000, 15), (127, 1), (64, 1), (1, 1)],
 )
 def test_small_sweeps_are_spread_over_at_least_64_messages(bill_settings, due, size):
     """A batch is one thread's work: 1,000 due in 10 batches would idle most worker threads."""
