@@ -108,6 +108,9 @@ def run(*, tenants: int, quiet: bool = False) -> dict[str, Any]:
 
     from .sweep_old_dispatch import OLD_REFRESH_DUE_SESSIONS
 
+    from .sweep_tables import _empty
+
+    _empty()  # the in-process part's rows belong to an emulator that is gone
     common.clock_beside_remote_emulator()
     keys = [ids.dev_key() for _ in range(max(1, tenants // TENANTS_PER_KEY))]
     accounts = common.make_credentials(tenants, keys, "celery")
