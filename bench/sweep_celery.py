@@ -107,7 +107,6 @@ def run(*, tenants: int, quiet: bool = False) -> dict[str, Any]:
     from project.celery import app
 
     from .sweep_old_dispatch import OLD_REFRESH_DUE_SESSIONS
-
     from .sweep_tables import _empty
 
     _empty()  # the in-process part's rows belong to an emulator that is gone
