@@ -93,9 +93,10 @@ def old_due_ids(at: datetime) -> list[int]:
     return list(query)
 
 
-def _insert_rows(start: int, count: int, due: int, at: datetime) -> None:
+def _insert_rows(start: int, count: int, due: int, at: datetime, *, relink: int = 50) -> None:
     """``count`` tenants and connections numbered from ``start``; the first ``due`` of them
-    idle 31 minutes (due now), the rest used within the last 30 minutes, 2% needs_relink."""
+    idle 31 minutes (due now), the rest used within the last 30 minutes, one in ``relink``
+    needs_relink (0: none)."""
     from bill_integration.conf import keepalive_after_idle
 
     keep = keepalive_after_idle().total_seconds()
@@ -120,14 +121,26 @@ def _insert_rows(start: int, count: int, due: int, at: datetime) -> None:
             FROM tenants_tenant t
             CROSS JOIN LATERAL (
                 SELECT
-                    CASE WHEN t.id %% 50 = 7 AND t.id >= %s THEN 'needs_relink' ELSE 'active'
-                    END AS status,
+                    CASE WHEN %s > 0 AND t.id %% greatest(%s, 1) = 7 AND t.id >= %s
+                    THEN 'needs_relink' ELSE 'active' END AS status,
                     CASE WHEN t.id < %s THEN %s::timestamptz - interval '31 minutes'
                     ELSE %s::timestamptz - (random() * interval '29 minutes') END AS used
             ) s
             WHERE t.id BETWEEN %s AND %s
             """,
-            [keep, at, at, start + due, start + due, at, at, start, start + count - 1],
+            [
+                keep,
+                at,
+                at,
+                relink,
+                relink,
+                start + due,
+                start + due,
+                at,
+                at,
+                start,
+                start + count - 1,
+            ],
         )
         cursor.execute(f"ANALYZE {TABLE}")
 
@@ -240,7 +253,7 @@ def hot(quiet: bool = False) -> dict[str, Any]:
 
     at = now()
     _empty()
-    _insert_rows(1, HOT_ROWS, 0, at)
+    _insert_rows(1, HOT_ROWS, 0, at, relink=0)  # all active: every one gets keep-alives
     before = f"{TABLE}_before"
     with db.cursor() as cursor:
         cursor.execute(
