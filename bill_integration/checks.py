@@ -29,6 +29,7 @@ from .conf import (
     merge_environments,
 )
 from .limits.checks import check_database_limiter, check_limit_settings
+from .services.sweep import E016_SWEEP_BATCH_SIZE, check_batch_size
 from .services.warmth_checks import E015_WARMTH, check_warmth
 
 logger = logging.getLogger("bill_integration.checks")
@@ -444,9 +445,10 @@ def check_key_decrypts_stored_secrets_on_deploy(
 
 # E010 (CALL_DEADLINE below CONCURRENCY_LEASE) lives beside the client that enforces the deadline;
 # E013 (limit settings) and W004 beside the limiter; E015 (WARMTH, ALWAYS_WARM) beside the
-# policy it configures.
+# policy it configures; E016 (SWEEP_BATCH_SIZE) beside the sweep that reads it.
 register()(check_call_deadline)
 register()(check_limit_settings)
 register(deploy=True)(check_database_limiter)
 register()(check_warmth)
-__all__ = ["E010_CALL_DEADLINE", "E015_WARMTH"]
+register()(check_batch_size)
+__all__ = ["E010_CALL_DEADLINE", "E015_WARMTH", "E016_SWEEP_BATCH_SIZE"]
