@@ -19,22 +19,22 @@ class TrivialView(APIView):
 
 
 class SameLookupsView(APIView):
-    """A second, informational baseline: the status endpoint's lookups, a constant answer.
+    """A second, informational baseline: the cached status endpoint's lookups, a constant.
 
-    Same authentication, the project's tenant resolver and access policy, and the same
-    connection query; only the status document (serializer) is left out. The difference to
-    the status endpoint is the cost of the document itself.
+    Same authentication, the project's tenant resolver and access policy, and the query of
+    the connection's change marker (``api/status_cache.py``); the cached document is left out.
+    The difference to the status endpoint is the cost of the document from the cache.
     """
 
     permission_classes = (IsAuthenticated,)
 
     def get(self, request: Request) -> Response:
         from bill_integration.api.permissions import resolve_access
-        from bill_integration.api.serializers import status_queryset
+        from bill_integration.api.status_cache import read_marker
 
         tenant, access = resolve_access(request)
-        connection = status_queryset().filter(tenant=tenant).first()
-        return Response({"status": connection.status if connection else None, "access": access})
+        marker = read_marker(tenant)
+        return Response({"version": marker[1] if marker else None, "access": access})
 
 
 urlpatterns = [

@@ -443,3 +443,11 @@ def check_key_decrypts_stored_secrets_on_deploy(
 # E010 (CALL_DEADLINE below CONCURRENCY_LEASE) lives beside the client that enforces the deadline.
 register()(check_call_deadline)
 __all__ = ["E010_CALL_DEADLINE"]
+
+
+@register()
+def check_status_cache(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """E013, beside the cache it bounds (imported here late: it needs DRF and the models)."""
+    from .api.status_cache import check_status_cache_seconds
+
+    return check_status_cache_seconds(app_configs, **kwargs)
