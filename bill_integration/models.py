@@ -297,6 +297,34 @@ class LimiterEvent(models.Model):
         return f"<LimiterEvent kind={self.kind!r} at={self.at!s}>"
 
 
+class CallCount(models.Model):
+    """Calls made to BILL with one developer key in one minute, by kind (``limits/counting.py``).
+
+    One row per (fingerprint, minute, kind), upserted as calls are made; the database limiters'
+    store (Redis keeps the same buckets as hashes). A rolling hour is the last 60 minutes' rows;
+    rows older than a day are pruned. ``kind`` is one of ``limits.CALL_KINDS`` or ``deferred``
+    (upkeep the share or the login pacing turned away: no call was made).
+    """
+
+    fingerprint = models.CharField(_("developer key fingerprint"), max_length=64)
+    minute = models.DateTimeField(_("minute"))
+    kind = models.CharField(_("kind"), max_length=16)
+    count = models.BigIntegerField(_("count"), default=0)
+
+    class Meta:
+        verbose_name = _("BILL call count")
+        verbose_name_plural = _("BILL call counts")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["fingerprint", "minute", "kind"], name="bill_call_count_bucket"
+            )
+        ]
+        indexes = [models.Index(fields=["minute"], name="bill_call_count_minute")]
+
+    def __repr__(self) -> str:
+        return f"<CallCount minute={self.minute!s} kind={self.kind!r} count={self.count}>"
+
+
 class DevKeyState(models.Model):
     """What the app knows about one developer key (by fingerprint): a BDC_1144 pause, and how
     often the login budget could not cover every due login (``bill_status`` shows both)."""

@@ -23,7 +23,10 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from .base import DatabaseLimiterBase, limiter_models
+from .base import DatabaseLimiterBase, call_count_model, limiter_models
+
+#: How often one process deletes minute buckets older than ``counting.KEEP_BUCKETS``.
+PRUNE_EVERY = timedelta(minutes=10)
 
 
 def advisory_id(key: str) -> int:
@@ -37,6 +40,7 @@ class PostgreSQLLimiter(DatabaseLimiterBase):
     def __init__(self, alias: str = DEFAULT_DB_ALIAS) -> None:
         super().__init__(alias)
         self._local = threading.local()
+        self._pruned_at: datetime | None = None
 
     def _own_connection(self) -> Any:
         wrapper = getattr(self._local, "connection", None)
@@ -47,15 +51,17 @@ class PostgreSQLLimiter(DatabaseLimiterBase):
         return wrapper
 
     @contextmanager
-    def _locked(self, lock_key: str) -> Iterator[Any]:
-        """A cursor inside a short transaction that holds an advisory lock on ``lock_key``."""
+    def _locked(self, lock_key: str | None) -> Iterator[Any]:
+        """A cursor inside a short transaction that holds an advisory lock on ``lock_key``
+        (``None``: no lock, for statements atomic on their own)."""
         wrapper = self._own_connection()
         keep = wrapper.settings_dict.get("CONN_MAX_AGE", 0) != 0 or getattr(self._local, "held", 0)
         try:
             with wrapper.cursor() as cursor:
                 cursor.execute("BEGIN")
                 try:
-                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_id(lock_key)])
+                    if lock_key is not None:
+                        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_id(lock_key)])
                     yield cursor
                 except BaseException:
                     cursor.execute("ROLLBACK")
@@ -178,9 +184,61 @@ class PostgreSQLLimiter(DatabaseLimiterBase):
         )
         return self.shortfalls(fingerprint)
 
+    # --- calls counted per minute (limits/counting.py) ----------------------------------
+
+    def _upsert_count(
+        self, cursor: Any, fingerprint: str, kind: str, n: int, minute: datetime
+    ) -> None:
+        table = call_count_model()._meta.db_table
+        cursor.execute(
+            f"INSERT INTO {table} (fingerprint, minute, kind, count) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (fingerprint, minute, kind) DO UPDATE SET "
+            f"count = {table}.count + EXCLUDED.count",
+            [fingerprint, minute, kind, n],
+        )
+
+    def count_calls(self, fingerprint: str, kind: str, *, n: int, minute: datetime) -> None:
+        """One upsert, atomic on its own (no lock needed), on the limiter's connection."""
+        with self._locked(None) as cursor:
+            self._upsert_count(cursor, fingerprint, kind, n, minute)
+        self._prune(minute)
+
+    def take_upkeep(
+        self, fingerprint: str, kind: str, *, n: int, minute: datetime, limit: int
+    ) -> bool:
+        from .counting import HOUR_MINUTES, MINUTE, UPKEEP_KINDS
+
+        table = call_count_model()._meta.db_table
+        first = minute - (HOUR_MINUTES - 1) * MINUTE
+        with self._locked("upkeep:" + fingerprint) as cursor:
+            cursor.execute(
+                f"SELECT COALESCE(sum(count), 0) FROM {table} WHERE fingerprint = %s "
+                "AND minute >= %s AND minute <= %s AND kind = ANY(%s)",
+                [fingerprint, first, minute, list(UPKEEP_KINDS)],
+            )
+            if int(cursor.fetchone()[0]) + n > limit:
+                return False
+            self._upsert_count(cursor, fingerprint, kind, n, minute)
+        return True
+
+    def _prune(self, minute: datetime) -> None:
+        """Delete buckets older than a day, at most once per ``PRUNE_EVERY`` per process."""
+        from .counting import KEEP_BUCKETS
+
+        last = self._pruned_at
+        if last is not None and abs(minute - last) < PRUNE_EVERY:
+            return
+        self._pruned_at = minute
+        table = call_count_model()._meta.db_table
+        with self._locked(None) as cursor:
+            cursor.execute(f"DELETE FROM {table} WHERE minute < %s", [minute - KEEP_BUCKETS])
+
     def reset(self) -> None:
         """Forget every count and pause (tests and operators)."""
         events, states = self._tables()
+        counts = call_count_model()._meta.db_table
+        self._pruned_at = None
         with self._locked("reset") as cursor:
             cursor.execute(f"DELETE FROM {events}")
             cursor.execute(f"DELETE FROM {states}")
+            cursor.execute(f"DELETE FROM {counts}")

@@ -34,7 +34,12 @@ from django.db.models import F, Q, QuerySet
 
 from ..auth_methods import METHODS, NONE, OAUTH_RENEW_BEFORE, OAUTH_TOKEN
 from ..conf import bill_settings, now
-from ..exceptions import BillIntegrationError, ConflictError, DecryptionFailed
+from ..exceptions import (
+    BillIntegrationError,
+    ConflictError,
+    DecryptionFailed,
+    UpkeepShareExhausted,
+)
 from ..models import BillConnection
 from ..models import ConnectionStatus as Status
 from . import gateway, lifecycle, trust, undecryptable
@@ -108,6 +113,9 @@ def _session_due(at: datetime, method: str) -> Q:
 
 
 def _most_recent_first(query: QuerySet[Any]) -> QuerySet[Any]:
+    """The order upkeep is spent in: most valuable first, so a short ``UPKEEP_SHARE`` or login
+    budget cuts the least valuable. Today "most recently used"; the one place to replace with
+    an expected value (``services/warmth.py``)."""
     return query.order_by(F("session_last_used_at").desc(nulls_last=True), "pk")
 
 
@@ -202,11 +210,14 @@ def refresh_connection(connection_id: int, *, force_due: bool = False) -> str:
     """Refresh one connection if it is still due (the Celery task's body; safe to repeat).
 
     Returns an outcome without secrets: ``kept_alive``, ``logged_in``, ``renewal_deferred``,
-    ``not_due``, ``busy`` (another worker holds the row), ``missing``, or ``failed:<code>``.
+    ``upkeep_deferred`` (no room under ``UPKEEP_SHARE``, or a background login paced or
+    leaving the callers' reserve: nothing written), ``not_due``, ``busy`` (another worker holds
+    the row), ``missing``, or ``failed:<code>``. The work runs inside ``gateway.background()``:
+    it is upkeep.
     ``force_due`` treats a connection whose session is fine as due for a keep-alive.
     """
     try:
-        with undecryptable.failing_closed(connection_id=connection_id):
+        with undecryptable.failing_closed(connection_id=connection_id), gateway.background():
             return _refresh_locked(connection_id, force_due=force_due)
     except DecryptionFailed as exc:
         # Set aside (needs_relink until a key reads it again); the sweep goes on with the rest.
@@ -239,6 +250,9 @@ def _refresh_locked(connection_id: int, *, force_due: bool) -> str:
         except ConflictError as exc:
             lifecycle.conflicted(connection, exc, action=action, started=started)
             return f"failed:{exc.code}"
+        except UpkeepShareExhausted as exc:
+            # No room for upkeep now: skip, not a failure (a caller who needs it logs in).
+            outcome = lifecycle.deferred(connection, exc, action=action, started=started)
         except BillIntegrationError as exc:
             lifecycle.record_failure(connection, exc, effects, action=action, started=started)
             outcome = f"failed:{connection.last_error_code}"
