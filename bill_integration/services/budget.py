@@ -205,7 +205,7 @@ def hour_table(report: KeyBudget) -> tuple[list[str], list[list[str]]]:
         if index == len(report.hours) - 1:
             start += " " + str(_("(running)"))
         counts = [getattr(hour, kind) for kind, _label in KIND_LABELS]
-        rows.append([start, *map(str, [*counts, hour.total, hour.upkeep, hour.deferred])])
+        rows.append([start, *map(_number, [*counts, hour.total, hour.upkeep, hour.deferred])])
     return header, rows
 
 
@@ -215,19 +215,20 @@ def summary_rows(report: KeyBudget) -> list[tuple[str, str]]:
     last = report.last_hour
     paused = report.paused_until.isoformat() if report.paused_until else str(_("no"))
     of = str(_("%(used)s of %(limit)s"))
+
+    def used(value: int, limit: int) -> str:
+        return of % {"used": _number(value), "limit": _number(limit)}
+
     rows = [
         (_("connections"), tenants.total),
         (_("warm (session alive)"), tenants.warm),
         (_("lapsed (the next call logs in)"), tenants.lapsed),
         (_("waiting for a person (relink, disabled)"), tenants.waiting_for_a_person),
-        (_("calls, rolling last hour"), of % {"used": last.total, "limit": report.call_limit}),
-        (
-            _("upkeep, rolling last hour (upkeep share)"),
-            of % {"used": last.upkeep, "limit": report.upkeep_limit},
-        ),
+        (_("calls, rolling last hour"), used(last.total, report.call_limit)),
+        (_("upkeep, rolling last hour (upkeep share)"), used(last.upkeep, report.upkeep_limit)),
         (
             _("logins, rolling last hour (login budget)"),
-            of % {"used": report.logins_in_budget_window, "limit": report.login_budget},
+            used(report.logins_in_budget_window, report.login_budget),
         ),
         (_("logins paid by callers, 24 h"), report.caller_logins),
         (_("calls, 24 h"), report.calls),
@@ -238,4 +239,9 @@ def summary_rows(report: KeyBudget) -> list[tuple[str, str]]:
         (_("login headroom, next hour (of the login budget)"), report.login_headroom),
         (_("paused by BILL (BDC_1144) until"), paused),
     ]
-    return [(str(what), str(value)) for what, value in rows]
+    return [(str(what), _number(value)) for what, value in rows]
+
+
+def _number(value: object) -> str:
+    """A count with thousands separators (``20,000``); anything else as text."""
+    return f"{value:,}" if isinstance(value, int) else str(value)

@@ -115,7 +115,7 @@ def test_the_command_and_the_page_show_the_same_numbers(seeded, staff_client):
     printed = out.getvalue()
     for what, value in facts["figures"].items():
         assert what in printed and value in printed
-    assert "3354" in printed and "3000" in printed
+    assert "3,354" in printed and "3,000" in printed
 
 
 def test_the_page_draws_stacked_bars_limit_lines_and_a_text_alternative(seeded, staff_client):
