@@ -12,14 +12,16 @@ What it checks, each by the cheapest read that proves it:
 * ``limiter``: the shared limits' backend (Redis when ``REDIS_URL`` is set, else the
   database) answers a read;
 * ``developer_keys``: how many developer keys BILL has paused for the hour (BDC_1144: no
-  tenant on such a key reaches BILL until the next hour) and how many have spent at least
-  :data:`NEARLY_SPENT` of their login budget. The :data:`KEYS_CHECKED` keys shared by the most
+  tenant on such a key reaches BILL until the next hour), how many have spent at least
+  :data:`NEARLY_SPENT` of their login budget, and how many made at least that share of BILL's
+  20,000 calls in the rolling hour (``limits.calls_last_hour``). The :data:`KEYS_CHECKED` keys shared by the most
   connections are checked (a project whose tenants bring their own keys may have thousands);
   the document says how many were;
 * ``connections``: how many connections are in each status.
 
 Unhealthy (503): the database or the limiter unreachable, or a developer key paused. A login
-budget nearly spent is a warning (200, listed in ``warnings``): logins wait, nothing is broken.
+budget or an hour's calls nearly spent is a warning (200, listed in ``warnings``): nothing is
+broken yet.
 
 Nothing secret or per tenant is shown: no key, no fingerprint, no tenant, only counts and the
 error's class name. Protection is optional: give ``{"token": "..."}`` as the view's keyword
@@ -41,6 +43,7 @@ from django.views.decorators.http import require_GET
 
 from . import limits
 from .conf import bill_settings, now
+from .constants import MAX_CALLS_PER_HOUR
 from .models import BillConnection, ConnectionStatus
 
 logger = logging.getLogger("bill_integration.health")
@@ -93,16 +96,18 @@ def _developer_keys() -> dict[str, Any]:
         .order_by("-n")
     )
     fingerprints = [fingerprint for fingerprint, _n in rows]
-    paused = nearly = 0
+    paused = nearly = busy = 0
     for fingerprint in fingerprints[:KEYS_CHECKED]:
         state = limits.status(fingerprint)
         paused += state.paused_until is not None
         nearly += state.budget > 0 and state.logins_used >= NEARLY_SPENT * state.budget
+        busy += limits.calls_last_hour(fingerprint).total >= NEARLY_SPENT * MAX_CALLS_PER_HOUR
     return {
         "total": len(fingerprints),
         "checked": min(len(fingerprints), KEYS_CHECKED),
         "paused": paused,
         "login_budget_nearly_spent": nearly,
+        "calls_nearly_spent": busy,
     }
 
 
@@ -126,6 +131,11 @@ def gather() -> tuple[bool, dict[str, Any]]:
                     document["warnings"].append(
                         f"{keys['login_budget_nearly_spent']} developer key(s) spent at least "
                         f"{NEARLY_SPENT:.0%} of the login budget"
+                    )
+                if keys["calls_nearly_spent"]:
+                    document["warnings"].append(
+                        f"{keys['calls_nearly_spent']} developer key(s) made at least "
+                        f"{NEARLY_SPENT:.0%} of BILL's calls per hour"
                     )
     document["problems"] = problems
     document["status"] = "failing" if problems else "warning" if document["warnings"] else "ok"

@@ -41,6 +41,7 @@ def test_healthy_counts_connections_and_shows_no_secret_or_tenant(bill_connectio
         "checked": 2,
         "paused": 0,
         "login_budget_nearly_spent": 0,
+        "calls_nearly_spent": 0,
     }
     text = json.dumps(body)
     for private in (
@@ -80,6 +81,17 @@ def test_a_login_budget_nearly_spent_is_a_warning(bill_connection, bill_settings
     assert status == 200 and body["status"] == "warning"
     assert body["developer_keys"]["login_budget_nearly_spent"] == 1
     assert "90%" in body["warnings"][0]
+
+
+def test_an_hour_of_calls_nearly_spent_is_a_warning(bill_connection):
+    connection = bill_connection()
+    limits.count_call(connection.dev_key_fingerprint, limits.CALLER, n=17_999)
+    assert ask()[1]["status"] == "ok"
+    limits.count_call(connection.dev_key_fingerprint, limits.KEEP_ALIVE, n=1)
+    status, body = ask()
+    assert status == 200 and body["status"] == "warning"
+    assert body["developer_keys"]["calls_nearly_spent"] == 1
+    assert "BILL's calls per hour" in body["warnings"][0]
 
 
 def test_an_unreachable_limiter_is_unhealthy_and_names_no_url(bill_settings):
@@ -137,5 +149,6 @@ def test_only_the_most_shared_keys_are_checked(bill_connection, monkeypatch):
         "checked": 1,
         "paused": 0,  # the lone key is past KEYS_CHECKED: the document says so by its counts
         "login_budget_nearly_spent": 0,
+        "calls_nearly_spent": 0,
     }
     assert status == 200
