@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -174,6 +175,7 @@ def run(*, rounds: int = ROUNDS, quiet: bool = False) -> dict[str, Any]:
         "lookups_trivial_ratio": ratio("lookups"),
         "lookups_ratio": ratio("status", "lookups"),
         "rounds": rounds,
+        "load": os.getloadavg(),
         "valid_for": str(timedelta(0)),
     }
 
@@ -189,7 +191,10 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
         + common.facts_block(command, facts, seconds)
         + f"- {o['rounds']} interleaved rounds (the order alternates) of {CALLS_PER_ROUND} "
         f"calls and of {REQUESTS_PER_ROUND} requests each; figures are medians; ratios are "
-        "the median of the per-round ratios.\n"
+        "the median of the per-round ratios. Load average (1, 5, 15 min) at the end: "
+        + ", ".join(f"{value:.1f}" for value in o["load"])
+        + " on 2 cores (other jobs shared the machine; more load makes every database round "
+        "trip dearer, so the endpoints with more queries fall further behind).\n"
         "- Every endpoint goes through Django's test `Client` (WSGI handler and middleware "
         "in-process, no network) as a signed-in owner. The baseline is a DRF `APIView` with "
         "the same session authentication and `IsAuthenticated`, answering a constant. The "
@@ -276,8 +281,8 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
         "example project's tenant resolver (one membership query, the permission check, run "
         "on every request) and the marker query that bounds staleness by the row's version. "
         f"Those lookups alone, answering a constant, run at {o['lookups_trivial_ratio']:.2f} × "
-        f"the trivial view, and the cached endpoint at {o['lookups_ratio']:.2f} × of them: the "
-        "document itself is now nearly free."
+        f"the trivial view, and the cached endpoint at {o['lookups_ratio']:.2f} × of them (1 × "
+        "would mean the cached document itself costs nothing)."
     ]
     if not rps_met:
         notes.append(

@@ -37,6 +37,7 @@ a write's answer always does.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, cast
 
 from django.conf import settings
@@ -74,6 +75,7 @@ documents: Any = LocMemCache(
 _SERVER_TIME = serializers.DateTimeField()
 
 
+@functools.cache
 def _marker_sql(alias: str) -> str:
     """``SELECT id, <marker> FROM <table> WHERE tenant_id = %s``, quoted for ``alias``.
 
