@@ -467,7 +467,7 @@ Each section is rewritten in place by its own command; run everything with
 
 """
 
-ORDER = ("efficiency", "capacity", "sweep", "hotpath", "stampede")
+ORDER = ("efficiency", "capacity", "sweep", "hotpath", "stampede", "limiter")
 
 
 def _summary(sections: dict[str, str]) -> str:

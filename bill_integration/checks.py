@@ -28,6 +28,7 @@ from .conf import (
     get_tenant_model,
     merge_environments,
 )
+from .limits.checks import check_database_limiter, check_limit_settings
 
 logger = logging.getLogger("bill_integration.checks")
 
@@ -442,6 +443,8 @@ def check_key_decrypts_stored_secrets_on_deploy(
 
 # E010 (CALL_DEADLINE below CONCURRENCY_LEASE) lives beside the client that enforces the deadline.
 register()(check_call_deadline)
+register()(check_limit_settings)
+register(deploy=True)(check_database_limiter)
 __all__ = ["E010_CALL_DEADLINE"]
 
 

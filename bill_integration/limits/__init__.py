@@ -105,6 +105,7 @@ __all__ = [
     "LimitStatus",
     "LimiterBackend",
     "batch",
+    "close_connections",
     "get_limiter",
     "pause_dev_key",
     "paused_until",
@@ -157,6 +158,18 @@ def get_limiter() -> LimiterBackend:
             if backend is None:
                 backend = _backends[choice] = _build(choice[0])
     return backend
+
+
+def close_connections() -> None:
+    """Close the database connections the limiters keep (their pools), in this process.
+
+    Call it before dropping a database the limiter used (a test run's teardown: PostgreSQL
+    refuses to drop a database with open connections); the next call opens new ones.
+    """
+    for backend in list(_backends.values()):
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
 
 
 def reset() -> None:

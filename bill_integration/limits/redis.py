@@ -152,6 +152,12 @@ class RedisLimiter:
         holding = getattr(self.journal, "holding_connection", None)
         return holding() if holding is not None else nullcontext()
 
+    def close(self) -> None:
+        """Close the journal's pooled database connections (``limits.close_connections()``)."""
+        close = getattr(self.journal, "close", None)
+        if close is not None:
+            close()
+
     def _seed_window(self, fingerprint: str, *, at: datetime) -> None:
         """Rebuild a missing login window from the journal (the logins of the last hour)."""
         pairs: list[Any] = []

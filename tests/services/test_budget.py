@@ -68,6 +68,7 @@ def test_counted_fingerprints_lists_the_keys_with_calls(limiter_backend, bill_ap
 def test_counts_are_stored_not_kept_by_the_process(limiter_backend, bill_app):
     """A new limiter object (what a restarted worker builds) reads the same counts."""
     limits.count_call("fp-stored", limits.CALLER, n=3)
+    limits.close_connections()
     limits._backends.clear()
     assert limits.calls_last_hour("fp-stored").caller == 3
 
@@ -134,3 +135,52 @@ def test_minutes_are_utc_buckets():
     assert counting.minute_of(moment).second == 0
     first, last = counting.window(moment)
     assert last - first == timedelta(minutes=59)
+
+
+@pytest.mark.postgresql(reason="the PostgreSQL limiter's own connections")
+def test_the_database_limiter_reuses_its_connections(bill_settings, bill_app, monkeypatch):
+    from django.db import connection
+
+    from bill_integration.limits.postgresql import PostgreSQLLimiter
+
+    bill_settings(REDIS_URL=None)
+    limiter = limits.get_limiter()
+    assert isinstance(limiter, PostgreSQLLimiter)
+    opened = []
+    original = PostgreSQLLimiter._new_connection
+    monkeypatch.setattr(
+        PostgreSQLLimiter, "_new_connection", lambda self: opened.append(1) or original(self)
+    )
+    for _ in range(20):
+        with limits.request_slot("fp-pool", "00801000000000000001"):
+            limits.count_call("fp-pool", limits.CALLER)
+    assert len(opened) <= 1  # was 3 new connections per call with CONN_MAX_AGE = 0
+    assert limits.calls_last_hour("fp-pool").caller == 20
+
+    # The server ends the pooled connection (a restart, an idle timeout): the next call
+    # notices at once and opens a new one, without failing.
+    pooled = limiter._pool.queue[-1]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pooled.connection.info.backend_pid])
+    with limits.request_slot("fp-pool", "00801000000000000001"):
+        pass
+    limits.close_connections()
+
+
+def test_checks_refuse_bad_limit_settings_and_recommend_redis(settings):
+    from bill_integration.limits.checks import (
+        E013_LIMIT_SETTINGS,
+        W004_DATABASE_LIMITER,
+        check_database_limiter,
+        check_limit_settings,
+    )
+
+    settings.BILL_INTEGRATION = {"UPKEEP_SHARE": 1.5, "LOGINS_PER_MINUTE": 0}
+    found = check_limit_settings()
+    assert [e.id for e in found] == [E013_LIMIT_SETTINGS] * 2
+    assert "UPKEEP_SHARE" in found[0].msg and "LOGINS_PER_MINUTE" in found[1].msg
+    settings.BILL_INTEGRATION = {"LOGINS_PER_MINUTE": None, "UPKEEP_SHARE": 0.5}
+    assert check_limit_settings() == []
+    assert [w.id for w in check_database_limiter()] == [W004_DATABASE_LIMITER]  # PostgreSQL
+    settings.BILL_INTEGRATION = {"REDIS_URL": "redis://127.0.0.1:6379/13"}
+    assert check_database_limiter() == []
