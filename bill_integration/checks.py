@@ -450,7 +450,7 @@ __all__ = ["E010_CALL_DEADLINE"]
 
 @register()
 def check_status_cache(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """E013, beside the cache it bounds (imported here late: it needs DRF and the models)."""
+    """E014, beside the cache it bounds (imported late: it needs DRF and the models)."""
     from .api.status_cache import check_status_cache_seconds
 
     return check_status_cache_seconds(app_configs, **kwargs)

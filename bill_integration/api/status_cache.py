@@ -52,7 +52,7 @@ from ..conf import SETTINGS_NAME, bill_settings, now
 from ..models import BillConnection
 from .serializers import ConnectionStatusSerializer, connection_status, status_queryset
 
-E013_STATUS_CACHE_SECONDS = "bill_integration.E013"
+E014_STATUS_CACHE_SECONDS = "bill_integration.E014"
 
 #: The columns of the marker, after the id: any change to one gives a new cache key.
 MARKER_FIELDS = (
@@ -64,7 +64,7 @@ MARKER_FIELDS = (
     "next_attempt_at",
 )
 KEY_PREFIX = "bill_integration:status:"
-#: The longest STATUS_CACHE_SECONDS check E013 accepts (the Connect page polls every 20 s).
+#: The longest STATUS_CACHE_SECONDS check E014 accepts (the Connect page polls every 20 s).
 MAX_SECONDS = 60
 #: Documents one process keeps at most (a third are dropped when full): about 2 KB each.
 MAX_ENTRIES = 5000
@@ -151,7 +151,7 @@ def status_document(tenant: Any, *, can_change: bool, fresh: bool = False) -> di
 
 
 def check_status_cache_seconds(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """E013: ``STATUS_CACHE_SECONDS`` is a whole number of seconds from 0 (off) to 60."""
+    """E014: ``STATUS_CACHE_SECONDS`` is a whole number of seconds from 0 (off) to 60."""
     user = getattr(settings, SETTINGS_NAME, {}) or {}
     if not isinstance(user, dict) or "STATUS_CACHE_SECONDS" not in user:
         return []
@@ -166,6 +166,6 @@ def check_status_cache_seconds(app_configs: Any = None, **kwargs: Any) -> list[E
                 "It bounds how long GET /connection/ may show a status the clock alone has "
                 "changed (an MFA trust reaching its date); writes are seen at once. Default 5."
             ),
-            id=E013_STATUS_CACHE_SECONDS,
+            id=E014_STATUS_CACHE_SECONDS,
         )
     ]

@@ -155,7 +155,7 @@ def test_entries_live_status_cache_seconds(owner_api, linked, bill_settings, mon
 def test_e013_refuses_a_bad_value(settings, value):
     settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "STATUS_CACHE_SECONDS": value}
     errors = check_status_cache()
-    assert [e.id for e in errors] == ["bill_integration.E013"]
+    assert [e.id for e in errors] == ["bill_integration.E014"]
     assert "STATUS_CACHE_SECONDS" in errors[0].msg
 
 
