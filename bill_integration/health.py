@@ -45,6 +45,7 @@ from . import limits
 from .conf import bill_settings, now
 from .constants import MAX_CALLS_PER_HOUR
 from .models import BillConnection, ConnectionStatus
+from .services.budget import keys_by_connections
 
 logger = logging.getLogger("bill_integration.health")
 
@@ -90,12 +91,7 @@ def connections_by_status() -> dict[str, int]:
 
 
 def _developer_keys() -> dict[str, Any]:
-    rows = (
-        BillConnection.objects.values_list("dev_key_fingerprint")
-        .annotate(n=Count("id"))
-        .order_by("-n")
-    )
-    fingerprints = [fingerprint for fingerprint, _n in rows]
+    fingerprints = keys_by_connections()
     paused = nearly = busy = 0
     for fingerprint in fingerprints[:KEYS_CHECKED]:
         state = limits.status(fingerprint)

@@ -54,6 +54,7 @@ from . import limits
 from .conf import bill_settings
 from .constants import MAX_CALLS_PER_HOUR
 from .models import BillConnection
+from .services.budget import keys_by_connections
 
 logger = logging.getLogger("bill_integration.metrics")
 
@@ -75,15 +76,6 @@ def _prometheus() -> Any:
     except ImportError as exc:
         raise ImproperlyConfigured(MISSING_EXTRA) from exc
     return prometheus_client
-
-
-def _keys() -> list[str]:
-    rows = (
-        BillConnection.objects.values_list("dev_key_fingerprint")
-        .annotate(n=Count("id"))
-        .order_by("-n", "dev_key_fingerprint")
-    )
-    return [fingerprint for fingerprint, _n in rows[:MAX_KEYS]]
 
 
 class BillCollector:
@@ -147,7 +139,7 @@ class BillCollector:
             "1 while BILL has paused the developer key (BDC_1144), until the next hour.",
             labels=["dev_key"],
         )
-        for fingerprint in _keys():
+        for fingerprint in keys_by_connections()[:MAX_KEYS]:
             label = fingerprint[:KEY_LABEL_LENGTH]
             hour = limits.calls_last_hour(fingerprint)
             for kind in limits.CALL_KINDS:

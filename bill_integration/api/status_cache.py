@@ -14,12 +14,12 @@ requester's own right), ``server_time`` and ``session_age_seconds`` are filled i
 **Staleness.** The cache key is the connection's id, its ``version`` (bumped by every new
 session and every relink), ``updated_at`` (set by every other write of the row: keep-alives,
 failures and status changes, MFA notices, admin saves), ``session_last_used_at`` (the one
-column written without ``updated_at``, by :func:`~bill_integration.services.session` at most
-once per ``LAST_USED_WRITE_INTERVAL``), ``status``, ``last_refresh_at`` and
+column written without ``updated_at``, by ``services/session.py`` at most once per
+``LAST_USED_WRITE_INTERVAL``), ``status``, ``last_refresh_at`` and
 ``next_attempt_at`` (so the status stays right even if a writer some day stops setting
 ``updated_at``), plus the active language and time zone (the document's words and dates).
-So any write of a column the document shows gives a new key at once, whichever process made
-it, and the shared cache is never asked for a document older than the row. What can lag, by at
+So any write the app makes to a column the document shows gives a new key at once, whichever
+process made it, and no document older than the row is served. What can lag, by at
 most ``STATUS_CACHE_SECONDS``, is what the clock alone changes: the MFA trust's state moving
 to ``expiring`` or ``expired`` at its date, with no write. An entry is always at least as new
 as its key (the row is loaded after the marker was read).

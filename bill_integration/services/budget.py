@@ -170,15 +170,20 @@ def key_budget(fingerprint: str, *, at: datetime | None = None) -> KeyBudget:
     )
 
 
-def developer_keys(*, hours: int = HOURS) -> list[str]:
-    """Fingerprints with connections or with calls counted in ``hours``: most connections
-    first, then the ones with calls only (a key whose connections were all unlinked)."""
+def keys_by_connections() -> list[str]:
+    """Fingerprints of the developer keys with connections, most connections first."""
     rows = (
         BillConnection.objects.values_list("dev_key_fingerprint")
         .annotate(n=Count("id"))
         .order_by("-n", "dev_key_fingerprint")
     )
-    linked = [fingerprint for fingerprint, _n in rows]
+    return [fingerprint for fingerprint, _n in rows]
+
+
+def developer_keys(*, hours: int = HOURS) -> list[str]:
+    """Fingerprints with connections or with calls counted in ``hours``: most connections
+    first, then the ones with calls only (a key whose connections were all unlinked)."""
+    linked = keys_by_connections()
     seen = set(linked)
     return linked + [f for f in limits.counted_fingerprints(hours=hours) if f not in seen]
 
