@@ -6,6 +6,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from bill_integration.api.permissions import TenantConnectionAccess
 from project.urls import urlpatterns as project_urlpatterns
 
 
@@ -13,6 +14,20 @@ class TrivialView(APIView):
     """The baseline: same authentication as the status endpoint, a constant answer."""
 
     permission_classes = (IsAuthenticated,)
+
+    def get(self, request: Request) -> Response:
+        return Response({"status": "ok"})
+
+
+class TrivialTenantView(APIView):
+    """An informational baseline: a constant answer behind the app's own permission class.
+
+    Same session authentication, and ``TenantConnectionAccess`` (the project's tenant resolver
+    and access policy, which the status endpoint must run on every request): a reading of
+    "the same authentication" that includes the tenant check.
+    """
+
+    permission_classes = (TenantConnectionAccess,)
 
     def get(self, request: Request) -> Response:
         return Response({"status": "ok"})
@@ -40,5 +55,6 @@ class SameLookupsView(APIView):
 urlpatterns = [
     *project_urlpatterns,
     path("bench/trivial/", TrivialView.as_view(), name="trivial"),
+    path("bench/trivial-tenant/", TrivialTenantView.as_view(), name="trivial-tenant"),
     path("bench/same-lookups/", SameLookupsView.as_view(), name="same-lookups"),
 ]
