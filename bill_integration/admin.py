@@ -40,6 +40,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
 
 from . import services, tasks
+from .admin_budget import BudgetAdminMixin
 from .admin_forms import SECRET_INPUTS, BillConnectionForm, tenant_model_installed
 from .admin_trust import TRUST_FIELDSET, TRUST_READONLY, TrustAdminMixin, TrustListFilter
 from .api.throttling import TenantRefreshCounter, UserRefreshCounter
@@ -93,7 +94,7 @@ class AuditEventInline(admin.TabularInline):
         return super().get_queryset(request).select_related("actor")
 
 
-class BillConnectionAdmin(TrustAdminMixin, admin.ModelAdmin):
+class BillConnectionAdmin(BudgetAdminMixin, TrustAdminMixin, admin.ModelAdmin):
     form = BillConnectionForm
     list_display = LIST_DISPLAY
     list_filter = ("status", TrustListFilter, "environment", "api_version")

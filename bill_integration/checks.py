@@ -443,12 +443,19 @@ def check_key_decrypts_stored_secrets_on_deploy(
     return wrong_key_errors([router.db_for_read(BillConnection)])
 
 
-# E010 (CALL_DEADLINE below CONCURRENCY_LEASE) lives beside the client that enforces the deadline;
-# E013 (limit settings) and W004 beside the limiter; E015 (WARMTH, ALWAYS_WARM) beside the
-# policy it configures; E016 (SWEEP_BATCH_SIZE) beside the sweep that reads it.
+# Checks that live beside what they check: E010 (client), E013 and W004 (limits), E015
+# (warmth), E016 (sweep), E014 (the status cache, below).
 register()(check_call_deadline)
 register()(check_limit_settings)
 register(deploy=True)(check_database_limiter)
 register()(check_warmth)
 register()(check_batch_size)
 __all__ = ["E010_CALL_DEADLINE", "E015_WARMTH", "E016_SWEEP_BATCH_SIZE"]
+
+
+@register()
+def check_status_cache(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """E014, beside the cache it bounds (imported late: it needs DRF and the models)."""
+    from .api.status_cache import check_status_cache_seconds
+
+    return check_status_cache_seconds(app_configs, **kwargs)

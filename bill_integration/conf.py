@@ -150,6 +150,8 @@ DEFAULTS: dict[str, Any] = {
     "DEVELOPER_KEYS": {},
     # Whether a tenant may still send its own developer key where DEVELOPER_KEYS has one.
     "ALLOW_TENANT_DEVELOPER_KEY": False,
+    # Seconds GET /connection/ may reuse a status document whose row is unchanged (0: off).
+    "STATUS_CACHE_SECONDS": 5,
 }
 
 IMPORT_STRINGS = ("TENANT_RESOLVER", "ACCESS_POLICY", "CLIENT_CLASS")
