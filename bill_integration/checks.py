@@ -443,8 +443,7 @@ def check_key_decrypts_stored_secrets_on_deploy(
     return wrong_key_errors([router.db_for_read(BillConnection)])
 
 
-# Checks that live beside what they check: E010 (client), E013 and W004 (limits), E015
-# (warmth), E016 (sweep), E014 (the status cache, below).
+# Checks beside what they check: E010 client, E013/W004 limits, E015 warmth, E016 sweep, E014 below.
 register()(check_call_deadline)
 register()(check_limit_settings)
 register(deploy=True)(check_database_limiter)
@@ -456,6 +455,6 @@ __all__ = ["E010_CALL_DEADLINE", "E015_WARMTH", "E016_SWEEP_BATCH_SIZE"]
 @register()
 def check_status_cache(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     """E014, beside the cache it bounds (imported late: it needs DRF and the models)."""
-    from .api.status_cache import check_status_cache_seconds
+    from .api.status_cache import check_status_cache_seconds as check
 
-    return check_status_cache_seconds(app_configs, **kwargs)
+    return list(check(app_configs, **kwargs))
