@@ -33,9 +33,14 @@ why it is a true upper bound).
 tenant at a time, in simulated time, BILL reduced to each session's idle timer. Callers' own
 calls at N tenants are counted exactly from the trace's first N tenants; what a policy adds
 (keep-alives, logins, replays) is simulated for a sample (the trace's first ``sample``
-tenants) and scaled by N / sample. ``pressure`` stays 0: the share of upkeep is checked
-(never exceeded at the N reported), not fed back; under the call limit the real sweep would
-cut upkeep further, which only this model's ``new`` figure leaves out.
+tenants) and scaled by N / sample. **Pressure is modelled as a fixed point**
+(``bench/fleet_feedback.py``, :func:`settle`): the sweep's budget pressures
+(``sweep.pressures_of``, the function ``sweep.budget_pressures`` uses) and the budget's rules
+(``UPKEEP_SHARE``, ``LOGINS_PER_MINUTE``, ``LOGIN_RESERVE_FOR_CALLERS`` of
+``LOGIN_BUDGET_PER_HOUR``) are computed per minute from a pass's outcome scaled to N, and the
+next pass runs under them; the new policy's N is the largest served under the feedback of that
+N itself. ``today`` runs without feedback (pinned warm, pressure changes nothing; the share is
+a pass criterion for it, not enforced).
 
 **Served at N** = in every clock hour of the measured week: callers' calls + logins +
 keep-alives + replays <= 20,000 (no BDC_1144); logins <= 200; upkeep (keep-alives and
@@ -252,6 +257,8 @@ def run(
                 outcome = simulate(policy, tenants, fm.Adversary())
         if policy == "new":
             outcome, passed, failed, feedback = _fixed_point(fixed, capacity, share)
+            limited = (fixed["ceiling"] or fixed["floor"])["outcome"]
+            failed["detail"] = limit_detail(limited, failed)
         else:
             passed, failed = capacity.served(outcome, share)
         results[policy] = {
@@ -357,6 +364,21 @@ def settle(
             break
         feedback = ffb.derive(outcome, ffb.callers_by_minute(capacity.tenants[:target]), target)
     return {"floor": floor, "ceiling": ceiling, "passes": passes}
+
+
+def limit_detail(outcome: dict[str, Any], check: dict[str, Any]) -> dict[str, Any]:
+    """Where ``check`` (a failed N) ran out: the hour of its busiest logins, and the logins and
+    keep-alives that hour per tenant class, scaled to its N."""
+    scale = check["tenants"] / outcome["tenants"]
+    hour = check["hours"].get("logins", 0)
+    kinds = [kind for kind, _ in tr.KINDS]
+    return {
+        "hour": hour,
+        "logins": {k: outcome["by_kind"]["logins"][k, hour] * scale for k in kinds},
+        "keep_alives": {k: outcome["by_kind"]["keep_alives"][k, hour] * scale for k in kinds},
+        "caller_logins": outcome["hourly"]["caller_logins"][hour] * scale,
+        "background_logins": outcome["hourly"]["background_logins"][hour] * scale,
+    }
 
 
 def _fixed_point(fixed: dict[str, Any], capacity: Capacity, share: float) -> tuple[Any, ...]:

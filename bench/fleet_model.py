@@ -3,7 +3,8 @@
 The fleet benchmark (``bench/fleet.py``) runs this for every tenant of a sample of the trace
 (``bench/trace.py``) and every policy. A tenant is simulated alone: in a run that passes
 (no BDC_1144, logins within the limit) tenants do not affect each other, except through
-``pressure`` (see ``bench/fleet.py``).
+the developer key's counts: ``feedback`` (``bench/fleet_feedback.py``) brings the fleet's
+pressures and the budget's rules to each tenant, per minute, as a fixed point over passes.
 
 **Where a model stands in for real code** (decisions are the real functions):
 
@@ -15,7 +16,7 @@ The fleet benchmark (``bench/fleet.py``) runs this for every tenant of a sample 
   ``session._note_used``: ``warmth.note_visit`` (real) when a call starts a visit, else
   ``session_last_used_at`` written at most every ``LAST_USED_WRITE_INTERVAL``. The sweep is
   modelled as capacity.py does: a connection is looked at on the sweep's 1-minute grid when
-  it becomes due, and the real ``freshness.due_action(connection, at, pressure=...)`` (which
+  it becomes due, and the real ``freshness.due_action(connection, at, pressure=..., login_pressure=...)`` (which
   asks the real ``warmth.decide``) says keep-alive, login or nothing. A session let lapse is
   looked at again each minute while the app still thinks it alive, then at the
   ``prewarm_at`` that ``warmth.decide`` gives. Each action is recorded 1 s after the sweep.
