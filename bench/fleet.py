@@ -24,7 +24,8 @@ why it is a true upper bound).
 * ``naive``: log in every 30 minutes, hand out the last session.
 * ``every_request``: log in for every caller call.
 * ``new``: the real ``freshness.due_action`` with ``WARMTH = "predicted"``, which keeps a
-  session warm or lets it lapse by the real ``warmth.decide(connection, at, pressure=0)``;
+  session warm or lets it lapse by the real ``warmth.decide(connection, at, pressure=...,
+  login_pressure=...)`` under the fleet's feedback (below);
   a lapsed tenant's next ``get_session`` logs in; regular tenants are logged in at
   ``prewarm_at``. Its usage history is what ``warmth.note_visit`` recorded over the trace's
   three earlier weeks.
