@@ -241,10 +241,18 @@ def refresh_connection(connection_id: int, *, force_due: bool = False) -> str:
 
 def budget_pressures(connection: BillConnection, at: datetime) -> tuple[float, float]:
     """How short the connection's developer key runs now, as :func:`warmth.decide` weighs it:
-    ``(calls, logins)``, each 0..1. Calls: the upkeep share's, or BILL's whole hourly limit
-    when callers' own calls fill it (their peak hours leave less room for keep-alives).
-    Logins: the hourly login budget's (short logins make keep-alives the cheaper way)."""
-    hour = limits.calls_last_hour(connection.dev_key_fingerprint, at=at)
+    :func:`pressures_of` its rolling hour's counts (``limits.calls_last_hour``)."""
+    return pressures_of(limits.calls_last_hour(connection.dev_key_fingerprint, at=at))
+
+
+def pressures_of(hour: limits.HourOfCalls) -> tuple[float, float]:
+    """``(calls, logins)`` pressures (each 0..1) of one hour's counts of a developer key.
+
+    Calls: the upkeep share's, or BILL's whole hourly limit when callers' own calls fill it
+    (their peak hours leave less room for keep-alives). Logins: the hourly login budget's
+    (short logins make keep-alives the cheaper way). A pure function of the counts, so the
+    fleet benchmark's model (``bench/fleet_model.py``) weighs its simulated hours the same way.
+    """
     calls = max(
         warmth.pressure_from(hour.upkeep, limits.upkeep_limit()),
         warmth.pressure_from(hour.total, MAX_CALLS_PER_HOUR, start=CALLS_PRESSURE_FROM),
