@@ -41,6 +41,7 @@ from ..exceptions import (
     BillIntegrationError,
     ConflictError,
     DecryptionFailed,
+    LimiterUnavailable,
     UpkeepShareExhausted,
 )
 from ..models import BillConnection
@@ -271,7 +272,11 @@ def _refresh_locked(connection_id: int, *, force_due: bool) -> str:
             exists = BillConnection.objects.filter(pk=connection_id).exists()
             return BUSY if exists else MISSING
         moment = now()
-        calls, logins = budget_pressures(connection, moment)
+        try:
+            calls, logins = budget_pressures(connection, moment)
+        except LimiterUnavailable:
+            # Advisory only: the call to BILL below meets the outage the way it always did.
+            calls = logins = 0.0
         action = due_action(connection, moment, pressure=calls, login_pressure=logins)
         if action is None and force_due and connection.status in SWEPT_STATUSES:
             action = None if backing_off(connection, moment) else KEEP_ALIVE
