@@ -43,6 +43,7 @@ from . import services, tasks
 from .admin_forms import SECRET_INPUTS, BillConnectionForm, tenant_model_installed
 from .admin_trust import TRUST_FIELDSET, TRUST_READONLY, TrustAdminMixin, TrustListFilter
 from .api.throttling import TenantRefreshCounter, UserRefreshCounter
+from .auth_methods import rules
 from .conf import bill_settings, now
 from .exceptions import BillIntegrationError, customer_message
 from .models import AuditEvent, BillConnection, BillConnectionQuerySet, ConnectionStatus
@@ -283,6 +284,11 @@ class BillConnectionAdmin(TrustAdminMixin, admin.ModelAdmin):
 
     @admin.display(description=_("developer key"))
     def dev_key_state(self, obj: BillConnection) -> str:
+        host = rules(obj.auth_method).uses_dev_key and bill_settings.host_developer_key(
+            obj.environment
+        )
+        if host and not self._stored(obj)["dev_key"]:  # read from the settings at each login
+            return str(_("the service's key (DEVELOPER_KEYS)"))
         return self._state(obj, "dev_key")
 
     @admin.display(description=_("Spend & Expense API token"))

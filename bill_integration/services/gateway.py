@@ -63,6 +63,7 @@ from ..client import (
 )
 from ..client.base import session_credentials
 from ..exceptions import ConfigurationError, RateLimited
+from .common import developer_key
 
 logger = logging.getLogger("bill_integration")
 
@@ -116,14 +117,15 @@ class Account:
         """The account of a stored connection (decrypts the secrets its method uses)."""
         entry = rules(getattr(connection, "auth_method", None))
         secret = {name: getattr(connection, name) or None for name in entry.secrets}
+        dev_key, fingerprint = developer_key(connection, stored=secret.get("dev_key") or "")
         return cls(
             environment=connection.environment,
             api_version=connection.api_version,
             username=connection.username,
             password=secret.get("password") or "",
             organization_id=connection.organization_id,
-            dev_key=secret.get("dev_key") or "",
-            fingerprint=connection.dev_key_fingerprint,
+            dev_key=dev_key,
+            fingerprint=fingerprint,
             tenant_key=str(connection.tenant_id),
             remember_me_id=remember_me_id if entry.mfa_trust else None,
             device=device if entry.mfa_trust else None,
@@ -239,16 +241,17 @@ def _oauth_token(account: Account) -> LoginResult:
     )
 
 
-@sensitive_variables("holder")
+@sensitive_variables("holder", "dev_key")
 def session_info(holder: SessionHolder) -> SessionInfo:
     """BILL's cheapest authenticated call: proves the session alive and resets its idle timer."""
-    with _bill_call(holder.dev_key_fingerprint, holder.organization_id):
+    dev_key, fingerprint = developer_key(holder)
+    with _bill_call(fingerprint, holder.organization_id):
         return get_client(holder.environment, holder.api_version).session_info(
-            session_id=holder.session_id, dev_key=holder.dev_key, bearer=_bearer(holder)
+            session_id=holder.session_id, dev_key=dev_key, bearer=_bearer(holder)
         )
 
 
-@sensitive_variables("holder")
+@sensitive_variables("holder", "dev_key")
 def request(
     holder: SessionHolder,
     method: str,
@@ -268,12 +271,13 @@ def request(
         return get_spend_client(holder.environment).call(
             method, path, api_token=holder.api_token or "", json=json, params=params
         )
-    with _bill_call(holder.dev_key_fingerprint, holder.organization_id):
+    dev_key, fingerprint = developer_key(holder)
+    with _bill_call(fingerprint, holder.organization_id):
         return get_client(holder.environment, holder.api_version).request(
             method,
             path,
             session_id=holder.session_id,
-            dev_key=holder.dev_key,
+            dev_key=dev_key,
             json=json,
             data=data,
             params=params,
@@ -284,33 +288,36 @@ def request(
 # --- MFA: the text-message challenge, the code, step-up (every call holds a slot) ------------
 
 
-@sensitive_variables("holder")
+@sensitive_variables("holder", "dev_key")
 def mfa_phones(holder: SessionHolder) -> list[MfaPhone] | None:
     """The user's 2-step verification phones (last four digits only); ``None`` on v2."""
-    with _bill_call(holder.dev_key_fingerprint, holder.organization_id):
+    dev_key, fingerprint = developer_key(holder)
+    with _bill_call(fingerprint, holder.organization_id):
         return get_client(holder.environment, holder.api_version).mfa_phones(
-            session_id=holder.session_id, dev_key=holder.dev_key
+            session_id=holder.session_id, dev_key=dev_key
         )
 
 
-@sensitive_variables("holder")
+@sensitive_variables("holder", "dev_key")
 def mfa_challenge(holder: SessionHolder, *, use_backup: bool) -> str:
     """Have BILL text a code to the user's primary (or backup) phone; the challenge id."""
-    with _bill_call(holder.dev_key_fingerprint, holder.organization_id):
+    dev_key, fingerprint = developer_key(holder)
+    with _bill_call(fingerprint, holder.organization_id):
         return get_client(holder.environment, holder.api_version).mfa_challenge(
-            session_id=holder.session_id, dev_key=holder.dev_key, use_backup=use_backup
+            session_id=holder.session_id, dev_key=dev_key, use_backup=use_backup
         )
 
 
-@sensitive_variables("holder", "code")
+@sensitive_variables("holder", "dev_key", "code")
 def mfa_validate(
     holder: SessionHolder, *, challenge_id: str, code: str, device: str, machine_name: str
 ) -> str:
     """Confirm the code ("remember me"): the session is trusted; returns the remember-me id."""
-    with _bill_call(holder.dev_key_fingerprint, holder.organization_id):
+    dev_key, fingerprint = developer_key(holder)
+    with _bill_call(fingerprint, holder.organization_id):
         return get_client(holder.environment, holder.api_version).mfa_validate(
             session_id=holder.session_id,
-            dev_key=holder.dev_key,
+            dev_key=dev_key,
             challenge_id=challenge_id,
             code=code,
             device=device,
@@ -318,13 +325,14 @@ def mfa_validate(
         )
 
 
-@sensitive_variables("holder", "remember_me_id")
+@sensitive_variables("holder", "dev_key", "remember_me_id")
 def mfa_step_up(holder: SessionHolder, *, remember_me_id: str, device: str) -> StepUpResult:
     """Make the live session trusted with a stored remember-me id (v3); check the id (v2)."""
-    with _bill_call(holder.dev_key_fingerprint, holder.organization_id):
+    dev_key, fingerprint = developer_key(holder)
+    with _bill_call(fingerprint, holder.organization_id):
         return get_client(holder.environment, holder.api_version).mfa_step_up(
             session_id=holder.session_id,
-            dev_key=holder.dev_key,
+            dev_key=dev_key,
             remember_me_id=remember_me_id,
             device=device,
         )
