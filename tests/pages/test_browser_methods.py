@@ -28,10 +28,13 @@ from tests.pages.test_browser import (  # noqa: F401  (fixtures)
     open_page,
     people,
     serious_violations,
+    sign_in,
 )
 from tests.services.test_signin_methods import KIND, PROBE, service_credentials
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ADMIN_ADD = "/admin/bill_integration/billconnection/add/"
 
 #: Every input of the form, by API field name.
 INPUTS = {
@@ -164,3 +167,34 @@ def test_a_relink_preselects_the_method_and_hides_the_mfa_step(
     assert page.input_value(name_field) == account.username
     assert page.is_hidden("#bill-mfa")
     assert page.is_hidden("#bill-password")
+
+
+def test_the_admin_form_shows_only_the_chosen_methods_inputs(
+    browser,
+    live_server,
+    people,
+    bill_environment,
+    bill_emulator,  # noqa: F811
+):
+    tenant = people
+    account = bill_emulator.state.add_account(kind="console", api_token="")
+    page = browser.new_page()
+    page.set_default_timeout(15_000)
+    sign_in(page, live_server.url, ADMIN_ADD, "root", "root-pw-123")
+    rows = {name: f".form-row.field-{name}" for name in INPUTS}
+    for method in METHODS:
+        page.select_option("#id_auth_method", method)
+        for name, row in rows.items():
+            assert page.is_visible(row) == (name in api_fields(method)), (method, name)
+    page.select_option("#id_tenant", str(tenant.pk))
+    page.select_option("#id_environment", "emulator")
+    page.select_option("#id_auth_method", AuthMethod.CONSOLE_TOKEN)
+    page.fill("#id_username", account.username)
+    page.fill("#id_console_token", account.console_token)
+    page.fill("#id_organization_id", account.organization_id)
+    page.fill("#id_dev_key", account.dev_key)
+    page.click("[name=_save]")
+    page.wait_for_selector(".messagelist")
+    stored = BillConnection.objects.get(tenant=tenant)
+    assert stored.auth_method == AuthMethod.CONSOLE_TOKEN
+    assert bill_emulator.state.counters()["console_logins"] == 1
