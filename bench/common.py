@@ -471,7 +471,7 @@ Each section is rewritten in place by its own command; run everything with
 
 """
 
-ORDER = ("efficiency", "capacity", "sweep", "hotpath", "stampede", "methods")
+ORDER = ("efficiency", "capacity", "sweep", "hotpath", "stampede", "limiter", "fleet", "methods")
 
 
 def _summary(sections: dict[str, str]) -> str:

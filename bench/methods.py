@@ -1,4 +1,4 @@
-"""Benchmark 6, upkeep per sign-in method: the calls BILL gets to keep one connection usable.
+"""Benchmark 8, upkeep per sign-in method: the calls BILL gets to keep one connection usable.
 
 ``CONNECTIONS`` connections per sign-in method are linked through ``services.link`` (real HTTP
 to an in-process emulator; one developer key per method), then left idle for 24 emulator hours
@@ -219,7 +219,7 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
             ]
         )
     return (
-        "## 6. Upkeep per sign-in method\n\n"
+        "## 8. Upkeep per sign-in method\n\n"
         + common.facts_block(command, facts, seconds)
         + f"- Scenario: {outcome['connections']} idle connections per sign-in method (one "
         "developer key per method), linked through `services.link` over HTTP to the emulator, "

@@ -28,6 +28,8 @@ from .conf import (
     get_tenant_model,
     merge_environments,
 )
+from .limits.checks import check_database_limiter, check_limit_settings
+from .services.warmth_checks import E015_WARMTH, check_warmth
 
 logger = logging.getLogger("bill_integration.checks")
 
@@ -440,6 +442,11 @@ def check_key_decrypts_stored_secrets_on_deploy(
     return wrong_key_errors([router.db_for_read(BillConnection)])
 
 
-# E010 (CALL_DEADLINE below CONCURRENCY_LEASE) lives beside the client that enforces the deadline.
+# E010 (CALL_DEADLINE below CONCURRENCY_LEASE) lives beside the client that enforces the deadline;
+# E013 (limit settings) and W004 beside the limiter; E015 (WARMTH, ALWAYS_WARM) beside the
+# policy it configures.
 register()(check_call_deadline)
-__all__ = ["E010_CALL_DEADLINE"]
+register()(check_limit_settings)
+register(deploy=True)(check_database_limiter)
+register()(check_warmth)
+__all__ = ["E010_CALL_DEADLINE", "E015_WARMTH"]

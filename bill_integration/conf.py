@@ -100,6 +100,18 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_RESERVE_FOR_RENEWALS": 0.3,
     # Link attempts, forced refreshes and verifications one tenant may make per rolling hour.
     "LOGIN_ATTEMPTS_PER_TENANT": 20,
+    # Share of the login budget that background logins (the sweep's renewals) leave to callers
+    # waiting in get_session() and people linking: those are served first when logins run short.
+    "LOGIN_RESERVE_FOR_CALLERS": 0.2,
+    # Background logins per developer key per minute (None: unpaced). 3 spreads the sweep's
+    # renewals over the hour (120 an hour fit at 2 a minute) and leaves 2 of BILL's possible
+    # 5-a-minute login rule to callers.
+    "LOGINS_PER_MINUTE": 3,
+    # Share of BILL's 20,000 calls an hour (per developer key, rolling) that keep-alives and
+    # background logins may use; callers' own requests keep the rest. 0.6 keeps ~6,000 sessions
+    # warm (12,000 upkeep calls at ~2 per tenant-hour) and leaves 8,000 calls an hour, a 40%
+    # margin, to callers, so upkeep can never be what pushes the key into BDC_1144.
+    "UPKEEP_SHARE": 0.6,
     # Redis URL for the shared limiters and locks; None uses the database.
     "REDIS_URL": None,
     # First retry delay after a transient failure (doubles per failure, full jitter).
@@ -126,6 +138,12 @@ DEFAULTS: dict[str, Any] = {
     "MFA_DEVICE_NAME": None,
     # MFA phone lists, codes asked for and codes entered, per tenant and per user.
     "MFA_THROTTLE_RATES": {"tenant": "20/hour", "user": "20/hour"},
+    # Which sessions the sweep keeps warm: "predicted" (tenants likely to call BILL before the
+    # session would lapse, from each tenant's own history; services/warmth.py) or "always"
+    # (every linked tenant around the clock: ~2 calls per tenant-hour, ~10,000 tenants a key).
+    "WARMTH": "predicted",
+    # Tenant ids whose sessions are always kept warm, whatever their history says.
+    "ALWAYS_WARM": (),
     # The SaaS's own developer keys: {environment: key}; tenants linking there give none.
     "DEVELOPER_KEYS": {},
     # Whether a tenant may still send its own developer key where DEVELOPER_KEYS has one.

@@ -173,11 +173,12 @@ class RateLimited(BillAPIError):
 
     ``retry_at`` is when trying again makes sense, if known. ``scope`` is ``"hourly"`` (BDC_1144,
     pauses the developer key until the next hour), ``"concurrency"`` (BDC_1322, or our own
-    slots stayed busy) or ``"login_budget"`` (our own per-devKey login budget).
+    slots stayed busy), or a subclass's ``default_scope`` (our own limits).
     """
 
     code = "rate_limited"
     api_status = 429
+    default_scope: ClassVar[str] = "hourly"
     default_message = _("BILL's request limit was reached; the app will try again later.")
     customer_text = _(
         "BILL's request limit for this developer key was reached. Wait, then try again%(when)s."
@@ -190,11 +191,11 @@ class RateLimited(BillAPIError):
         bill_code: str | None = None,
         http_status: int | None = None,
         retry_at: datetime | None = None,
-        scope: str = "hourly",
+        scope: str | None = None,
     ) -> None:
         super().__init__(message, bill_code=bill_code, http_status=http_status)
         self.retry_at = retry_at
-        self.scope = scope
+        self.scope = scope or self.default_scope
 
     @property
     def from_bill(self) -> bool:
@@ -210,15 +211,21 @@ class LoginBudgetExhausted(RateLimited):
     """
 
     code = "login_budget_exhausted"
+    default_scope = "login_budget"
     default_message = _("The developer key's login budget for this hour is spent.")
     customer_text = _(
         "Too many BILL sign-ins were made with this developer key in the last hour. "
         "The app tries again on its own%(when)s; nothing is wrong with your account."
     )
 
-    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("scope", "login_budget")
-        super().__init__(message, **kwargs)
+
+class UpkeepShareExhausted(RateLimited):
+    """No room to keep sessions warm now (UPKEEP_SHARE, login pacing): the sweep skips it."""
+
+    code = "upkeep_share_exhausted"
+    default_scope = "upkeep"
+    default_message = _("Keeping sessions warm used its share of BILL's hourly calls.")
+    customer_text = _("The app signs in to BILL again when you next use it; nothing is wrong.")
 
 
 class UntrustedSession(BillAPIError):

@@ -180,6 +180,21 @@ class BillConnection(models.Model):
     mfa_bypass = models.BooleanField(
         _("BILL MFA bypass"), null=True, blank=True, help_text=_("mfaBypass, last seen.")
     )
+    # The tenant's own use of BILL (services/warmth.py): whether to keep its session warm.
+    usage_last_at = models.DateTimeField(
+        _("last called BILL at"),
+        null=True,
+        blank=True,
+        help_text=_("The last call the tenant itself made (keep-alives and logins aside)."),
+    )
+    usage_visits = models.PositiveIntegerField(_("visits"), default=0)
+    usage_histogram = models.CharField(
+        _("visits by hour of week"),
+        max_length=448,
+        blank=True,
+        default="",
+        help_text=_("168 hourly slots of decayed visit counts (base64)."),
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -295,6 +310,34 @@ class LimiterEvent(models.Model):
 
     def __repr__(self) -> str:
         return f"<LimiterEvent kind={self.kind!r} at={self.at!s}>"
+
+
+class CallCount(models.Model):
+    """Calls made to BILL with one developer key in one minute, by kind (``limits/counting.py``).
+
+    One row per (fingerprint, minute, kind), upserted as calls are made; the database limiters'
+    store (Redis keeps the same buckets as hashes). A rolling hour is the last 60 minutes' rows;
+    rows older than a day are pruned. ``kind`` is one of ``limits.CALL_KINDS`` or ``deferred``
+    (upkeep the share or the login pacing turned away: no call was made).
+    """
+
+    fingerprint = models.CharField(_("developer key fingerprint"), max_length=64)
+    minute = models.DateTimeField(_("minute"))
+    kind = models.CharField(_("kind"), max_length=16)
+    count = models.BigIntegerField(_("count"), default=0)
+
+    class Meta:
+        verbose_name = _("BILL call count")
+        verbose_name_plural = _("BILL call counts")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["fingerprint", "minute", "kind"], name="bill_call_count_bucket"
+            )
+        ]
+        indexes = [models.Index(fields=["minute"], name="bill_call_count_minute")]
+
+    def __repr__(self) -> str:
+        return f"<CallCount minute={self.minute!s} kind={self.kind!r} count={self.count}>"
 
 
 class DevKeyState(models.Model):

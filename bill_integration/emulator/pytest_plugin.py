@@ -29,6 +29,7 @@ Fixtures:
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,6 +42,19 @@ from .state import Account, EmulatorState
 from .testing import ConnectionFactory, create_tenant
 
 _usernames = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def _bill_limiter_connections() -> Iterator[None]:
+    """Close the limiter's pooled database connections after each test that used them.
+
+    The PostgreSQL limiter keeps a small pool of connections per process; left open, they
+    would stop pytest-django (or Django's runner) from dropping the test database.
+    """
+    yield
+    limits = sys.modules.get("bill_integration.limits")
+    if limits is not None:
+        limits.close_connections()
 
 
 @pytest.fixture(scope="session")

@@ -49,23 +49,63 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from ..client.errors import start_of_next_hour
 from ..conf import bill_settings, now
-from ..exceptions import CallDeadlineExceeded, LoginBudgetExhausted, RateLimited
+from ..exceptions import (
+    CallDeadlineExceeded,
+    LoginBudgetExhausted,
+    RateLimited,
+    UpkeepShareExhausted,
+)
 from .base import LOGIN_WINDOW, REDIS_PREFIX, LimiterBackend, LimitStatus
+from .counting import (
+    BACKGROUND_LOGIN,
+    CALL_KINDS,
+    CALLER,
+    CALLER_LOGIN,
+    KEEP_ALIVE,
+    OTHER,
+    UPKEEP_KINDS,
+    HourOfCalls,
+    calls_by_hour,
+    calls_last_hour,
+    count_call,
+    counted_fingerprints,
+    record_deferral,
+    take_upkeep,
+    upkeep_limit,
+    upkeep_room,
+)
 from .postgresql import PostgreSQLLimiter
 from .sqlite import SQLiteLimiter
 
 __all__ = [
+    "BACKGROUND_LOGIN",
+    "CALLER",
+    "CALLER_LOGIN",
+    "CALL_KINDS",
+    "KEEP_ALIVE",
+    "OTHER",
+    "UPKEEP_KINDS",
+    "HourOfCalls",
+    "calls_by_hour",
+    "calls_last_hour",
+    "count_call",
+    "counted_fingerprints",
+    "record_deferral",
+    "take_upkeep",
+    "upkeep_limit",
+    "upkeep_room",
     "LOGIN_WINDOW",
     "REDIS_PREFIX",
     "LimitStatus",
     "LimiterBackend",
     "batch",
+    "close_connections",
     "get_limiter",
     "pause_dev_key",
     "paused_until",
@@ -85,6 +125,8 @@ SLOT_POLL_INTERVAL = 0.02
 #: Seconds a slot stays taken after the app cut a call at its deadline (BILL may still be
 #: writing the answer to a closed connection for a moment).
 SLOT_GRACE_AFTER_DEADLINE = 2.0
+#: The window ``LOGINS_PER_MINUTE`` counts background logins in.
+PACE_WINDOW = timedelta(minutes=1)
 
 
 _backends: dict[tuple[str | None, str], LimiterBackend] = {}
@@ -118,6 +160,18 @@ def get_limiter() -> LimiterBackend:
     return backend
 
 
+def close_connections() -> None:
+    """Close the database connections the limiters keep (their pools), in this process.
+
+    Call it before dropping a database the limiter used (a test run's teardown: PostgreSQL
+    refuses to drop a database with open connections); the next call opens new ones.
+    """
+    for backend in list(_backends.values()):
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
+
+
 def reset() -> None:
     """Forget every count and pause of the current backend (tests and operators)."""
     get_limiter().reset()
@@ -143,7 +197,9 @@ def _paused_error(until: datetime) -> RateLimited:
     )
 
 
-def take_login(fingerprint: str, *, attempt_by: str | None = None) -> None:
+def take_login(
+    fingerprint: str, *, attempt_by: str | None = None, background: bool = False
+) -> None:
     """Spend one login of ``fingerprint``'s hourly budget, or raise.
 
     A renewal of a linked connection (``attempt_by=None``) may use the whole budget. An
@@ -152,6 +208,11 @@ def take_login(fingerprint: str, *, attempt_by: str | None = None) -> None:
     last hour, or once the key's logins reach the share kept for renewals
     (``LOGIN_RESERVE_FOR_RENEWALS``). So tenants typing wrong passwords spend at most their own
     allowance and never the logins that keep healthy tenants' sessions going.
+
+    A *background* login (the sweep's renewal, ``background=True``) is paced to
+    ``LOGINS_PER_MINUTE`` and stops while only ``LOGIN_RESERVE_FOR_CALLERS`` of the budget is
+    left, so a caller waiting in ``get_session()`` or a person linking is served first; it is
+    refused with :class:`UpkeepShareExhausted` (the sweep defers it, nothing fails).
 
     Raises ``RateLimited(scope="hourly")`` while BDC_1144 paused the developer key, and
     :class:`LoginBudgetExhausted` (``scope="login_budget"``) when the budget is spent, both
@@ -175,6 +236,18 @@ def take_login(fingerprint: str, *, attempt_by: str | None = None) -> None:
             )
         reserve = round(budget * float(bill_settings.LOGIN_RESERVE_FOR_RENEWALS))
         budget = max(0, budget - reserve)
+    elif background:
+        _pace_background_login(limiter, fingerprint, moment)
+        reserve = round(budget * float(bill_settings.LOGIN_RESERVE_FOR_CALLERS))
+        if reserve:
+            if limiter.acquire_login(fingerprint, budget=max(0, budget - reserve), at=moment):
+                return
+            _, frees_at = limiter.login_window(fingerprint, at=moment)
+            raise UpkeepShareExhausted(
+                f"Background logins stop with {reserve} of the {budget} logins an hour left "
+                "for callers.",
+                retry_at=frees_at or moment + LOGIN_WINDOW,
+            )
     if limiter.acquire_login(fingerprint, budget=budget, at=moment):
         return
     _, frees_at = limiter.login_window(fingerprint, at=moment)
@@ -182,6 +255,27 @@ def take_login(fingerprint: str, *, attempt_by: str | None = None) -> None:
         f"The login budget of this developer key ({budget} per hour) is used up.",
         retry_at=frees_at or moment + LOGIN_WINDOW,
     )
+
+
+def _pace_background_login(limiter: LimiterBackend, fingerprint: str, moment: datetime) -> None:
+    """At most ``LOGINS_PER_MINUTE`` background logins per developer key in any minute.
+
+    A concurrency slot of key ``pace:<fingerprint>`` that is never released: its one-minute
+    lease is the sliding window, shared by every worker (as :func:`spend_call` does).
+    """
+    pace = bill_settings.LOGINS_PER_MINUTE
+    if pace is None:
+        return
+    answer = limiter.acquire_slot(
+        f"pace:{fingerprint}", fingerprint, limit=int(pace), at=moment, lease=PACE_WINDOW
+    )
+    if isinstance(answer, datetime):
+        raise _paused_error(answer)
+    if answer is None:
+        raise UpkeepShareExhausted(
+            f"Background logins are paced to {pace} a minute for this developer key.",
+            retry_at=moment + PACE_WINDOW,
+        )
 
 
 def pause_dev_key(fingerprint: str, until: datetime | None = None) -> datetime:
@@ -266,8 +360,6 @@ def spend_call(key: str) -> None:
     worker through the same backend. Waits up to ``CONCURRENCY_WAIT`` for the window, then
     raises ``RateLimited(scope="spend")``.
     """
-    from datetime import timedelta
-
     from ..auth_methods import SPEND_CALLS_PER_MINUTE
 
     limiter = get_limiter()

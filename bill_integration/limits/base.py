@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from django.db import DEFAULT_DB_ALIAS
 
 if TYPE_CHECKING:
-    from ..models import DevKeyState, LimiterEvent
+    from ..models import CallCount, DevKeyState, LimiterEvent
 
 #: BILL counts logins per developer key per hour:
 #: https://developer.bill.com/docs/api-rate-limits
@@ -48,6 +48,15 @@ class LimiterBackend(Protocol):
     def record_shortfall(self, fingerprint: str, *, at: datetime) -> int: ...
     def shortfalls(self, fingerprint: str) -> int: ...
     def reset(self) -> None: ...
+    # Calls counted per minute bucket (``limits/counting.py``).
+    def count_calls(self, fingerprint: str, kind: str, *, n: int, minute: datetime) -> None: ...
+    def take_upkeep(
+        self, fingerprint: str, kind: str, *, n: int, minute: datetime, limit: int
+    ) -> bool: ...
+    def call_buckets(
+        self, fingerprint: str, *, since: datetime, until: datetime
+    ) -> list[tuple[datetime, str, int]]: ...
+    def counted_fingerprints(self, *, since: datetime) -> list[str]: ...
 
 
 def from_ts(value: float) -> datetime:
@@ -60,6 +69,12 @@ def limiter_models() -> tuple[type[LimiterEvent], type[DevKeyState]]:
     from ..models import DevKeyState, LimiterEvent
 
     return LimiterEvent, DevKeyState
+
+
+def call_count_model() -> type[CallCount]:
+    from ..models import CallCount
+
+    return CallCount
 
 
 class DatabaseLimiterBase:
@@ -126,6 +141,38 @@ class DatabaseLimiterBase:
             .first()
         )
         return until
+
+    def _counts(self) -> Any:
+        return call_count_model().objects.using(self.alias)
+
+    def call_buckets(
+        self, fingerprint: str, *, since: datetime, until: datetime
+    ) -> list[tuple[datetime, str, int]]:
+        """``(minute, kind, count)`` of every bucket of ``fingerprint`` in ``[since, until]``."""
+        rows = self._counts().filter(fingerprint=fingerprint, minute__gte=since, minute__lte=until)
+        return list(rows.values_list("minute", "kind", "count"))
+
+    def counted_fingerprints(self, *, since: datetime) -> list[str]:
+        rows = self._counts().filter(minute__gte=since).values_list("fingerprint", flat=True)
+        return list(rows.distinct())
+
+    def _upkeep_used(self, fingerprint: str, *, minute: datetime) -> int:
+        from django.db.models import Sum
+
+        from .counting import HOUR_MINUTES, MINUTE, UPKEEP_KINDS
+
+        first = minute - (HOUR_MINUTES - 1) * MINUTE
+        used = (
+            self._counts()
+            .filter(
+                fingerprint=fingerprint,
+                minute__gte=first,
+                minute__lte=minute,
+                kind__in=UPKEEP_KINDS,
+            )
+            .aggregate(used=Sum("count"))["used"]
+        )
+        return int(used or 0)
 
     def shortfalls(self, fingerprint: str) -> int:
         value = (

@@ -78,6 +78,25 @@ end
 return {0}
 """
 
+# Counts ARGV[2] upkeep calls of kind ARGV[1] in the last key (the current minute) if the
+# upkeep kinds of all KEYS but the last (the rolling hour's minute buckets) leave room under
+# ARGV[3]. Returns 1 (counted) or 0 (no room). KEYS[#KEYS] is the fingerprints' sorted set.
+_UPKEEP_SCRIPT = """
+local used = 0
+local buckets = #KEYS - 1
+for i = 1, buckets do
+  local values = redis.call('HMGET', KEYS[i], 'keep_alive', 'background_login')
+  used = used + (tonumber(values[1]) or 0) + (tonumber(values[2]) or 0)
+end
+if used + tonumber(ARGV[2]) > tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HINCRBY', KEYS[buckets], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[buckets], ARGV[4])
+redis.call('ZADD', KEYS[#KEYS], ARGV[6], ARGV[5])
+return 1
+"""
+
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
@@ -114,6 +133,7 @@ class RedisLimiter:
         self._login = self.redis.register_script(_LOGIN_SCRIPT)
         self._seed = self.redis.register_script(_SEED_SCRIPT)
         self._slot = self.redis.register_script(_SLOT_SCRIPT)
+        self._upkeep = self.redis.register_script(_UPKEEP_SCRIPT)
         options = self.redis.connection_pool.connection_kwargs
         if "path" in options:
             self.where = f"unix socket {options['path']}"
@@ -131,6 +151,12 @@ class RedisLimiter:
         """The journal's connection, kept for a batch of logins (``limits.batch()``)."""
         holding = getattr(self.journal, "holding_connection", None)
         return holding() if holding is not None else nullcontext()
+
+    def close(self) -> None:
+        """Close the journal's pooled database connections (``limits.close_connections()``)."""
+        close = getattr(self.journal, "close", None)
+        if close is not None:
+            close()
 
     def _seed_window(self, fingerprint: str, *, at: datetime) -> None:
         """Rebuild a missing login window from the journal (the logins of the last hour)."""
@@ -211,6 +237,67 @@ class RedisLimiter:
     @_typed_errors
     def shortfalls(self, fingerprint: str) -> int:
         return int(self.redis.get(self._key("shortfalls", fingerprint)) or 0)
+
+    # --- calls counted per minute (limits/counting.py): one hash per key and minute ---------
+
+    def _bucket(self, fingerprint: str, minute: datetime) -> str:
+        return self._key("calls", fingerprint, str(int(minute.timestamp()) // 60))
+
+    @_typed_errors
+    def count_calls(self, fingerprint: str, kind: str, *, n: int, minute: datetime) -> None:
+        """HINCRBY the minute's hash, with its TTL, and note the key: one round trip."""
+        from .counting import KEEP_BUCKETS
+
+        key = self._bucket(fingerprint, minute)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(key, kind, n)
+        pipe.expire(key, int(KEEP_BUCKETS.total_seconds()))
+        pipe.zadd(self._key("calls", "keys"), {fingerprint: minute.timestamp()})
+        pipe.execute()
+
+    @_typed_errors
+    def take_upkeep(
+        self, fingerprint: str, kind: str, *, n: int, minute: datetime, limit: int
+    ) -> bool:
+        from .counting import HOUR_MINUTES, KEEP_BUCKETS, MINUTE
+
+        keys = [
+            self._bucket(fingerprint, minute - back * MINUTE)
+            for back in range(HOUR_MINUTES - 1, -1, -1)
+        ]
+        ttl = int(KEEP_BUCKETS.total_seconds())
+        args: list[str | int | float] = [kind, n, limit, ttl, fingerprint, minute.timestamp()]
+        return bool(int(self._upkeep(keys=[*keys, self._key("calls", "keys")], args=args)))
+
+    @_typed_errors
+    def call_buckets(
+        self, fingerprint: str, *, since: datetime, until: datetime
+    ) -> list[tuple[datetime, str, int]]:
+        from .counting import MINUTE
+
+        minutes = []
+        moment = since
+        while moment <= until:
+            minutes.append(moment)
+            moment += MINUTE
+        pipe = self.redis.pipeline(transaction=False)
+        for minute in minutes:
+            pipe.hgetall(self._bucket(fingerprint, minute))
+        found = []
+        for minute, values in zip(minutes, pipe.execute(), strict=True):
+            for kind, count in values.items():
+                found.append((minute, kind.decode(), int(count)))
+        return found
+
+    @_typed_errors
+    def counted_fingerprints(self, *, since: datetime) -> list[str]:
+        from .counting import KEEP_BUCKETS
+
+        key = self._key("calls", "keys")
+        oldest = since.timestamp() - KEEP_BUCKETS.total_seconds()  # long gone from the charts
+        self.redis.zremrangebyscore(key, "-inf", f"({oldest}")
+        members = cast(list[bytes], self.redis.zrangebyscore(key, since.timestamp(), "+inf"))
+        return [member.decode() for member in members]
 
     @_typed_errors
     def reset(self) -> None:

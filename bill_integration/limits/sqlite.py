@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 
 from .base import DatabaseLimiterBase
 
@@ -73,7 +74,23 @@ class SQLiteLimiter(DatabaseLimiterBase):
         self._update_state(fingerprint, count)
         return self.shortfalls(fingerprint)
 
+    def count_calls(self, fingerprint: str, kind: str, *, n: int, minute: datetime) -> None:
+        with transaction.atomic(using=self.alias):
+            bucket = self._counts().filter(fingerprint=fingerprint, minute=minute, kind=kind)
+            if not bucket.update(count=F("count") + n):
+                self._counts().create(fingerprint=fingerprint, minute=minute, kind=kind, count=n)
+
+    def take_upkeep(
+        self, fingerprint: str, kind: str, *, n: int, minute: datetime, limit: int
+    ) -> bool:
+        with transaction.atomic(using=self.alias):
+            if self._upkeep_used(fingerprint, minute=minute) + n > limit:
+                return False
+            self.count_calls(fingerprint, kind, n=n, minute=minute)
+        return True
+
     def reset(self) -> None:
         """Forget every count and pause (tests and operators)."""
         self._events().all().delete()
         self._states().all().delete()
+        self._counts().all().delete()

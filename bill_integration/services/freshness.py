@@ -33,6 +33,7 @@ from ..auth_methods import NONE, OAUTH_DEFAULT_LIFETIME, OAUTH_RENEW_BEFORE, OAU
 from ..conf import bill_settings, keepalive_after_idle
 from ..exceptions import ConnectionDisabled, ConnectionNeedsRelink, LoginBudgetExhausted
 from ..models import BillConnection, ConnectionStatus
+from . import warmth
 
 #: The columns get_session() reads: enough to judge validity and build a BillSession.
 HOT_FIELDS = (
@@ -51,6 +52,7 @@ HOT_FIELDS = (
     "next_attempt_at",
     "last_error_code",
     "version",
+    "usage_last_at",
 )
 #: Statuses the sweep looks after (needs_relink and disabled wait for a person).
 SWEPT_STATUSES = (ConnectionStatus.ACTIVE, ConnectionStatus.DEGRADED, ConnectionStatus.RATE_LIMITED)
@@ -135,10 +137,28 @@ def backing_off(connection: BillConnection, at: datetime) -> bool:
     return connection.next_attempt_at is not None and connection.next_attempt_at > at
 
 
-def due_action(connection: BillConnection, at: datetime) -> str | None:
+def due_action(
+    connection: BillConnection, at: datetime, *, pressure: float = 0.0, login_pressure: float = 0.0
+) -> str | None:
     """What the sweep should do for ``connection`` at ``at``: :data:`LOGIN`, :data:`KEEP_ALIVE`
     or ``None``. :func:`bill_integration.services.sweep.due_connection_ids` is the same rule
-    as one query."""
+    as one query (before the warmth decision, which needs the row's usage history).
+
+    Work that would keep a session warm (a keep-alive, a renewal, a login for a session that
+    lapsed) is done only when :func:`warmth.decide` says so at ``pressure``; a tenant let
+    lapse logs in when it next calls (``get_session``), or just before its usual time.
+    ``pressure`` and ``login_pressure`` (0..1) say how short the developer key's calls and
+    logins run (``sweep.budget_pressures``).
+    """
+    action = _session_work(connection, at)
+    if action is None:
+        return None
+    decision = warmth.decide(connection, at, pressure=pressure, login_pressure=login_pressure)
+    return action if decision.keep_warm else None
+
+
+def _session_work(connection: BillConnection, at: datetime) -> str | None:
+    """What keeping ``connection``'s session warm needs at ``at``, whether or not it is worth it."""
     if connection.status not in SWEPT_STATUSES:
         return None
     entry = rules(connection.auth_method)

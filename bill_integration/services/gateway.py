@@ -34,6 +34,17 @@ password) or, for OAuth client credentials, a ``POST /authx/token`` whose access
 "session" (sent as ``Authorization: Bearer``, never with a devKey); a Spend & Expense-only
 connection has no login at all.
 
+**Every call is counted** (:mod:`bill_integration.limits.counting`) per developer key and
+kind, once it holds its slot: a caller's request, a login a caller waited for, a keep-alive,
+a background login, anything else. Work inside :func:`background` (the sweep) is *upkeep*:
+a keep-alive or a login there first takes room under ``UPKEEP_SHARE`` of BILL's hourly call
+limit (check and count in one atomic step) and is refused with
+:class:`~bill_integration.exceptions.UpkeepShareExhausted` when there is none, before the
+login budget or a slot is touched; a background login is also paced (``LOGINS_PER_MINUTE``)
+and leaves ``LOGIN_RESERVE_FOR_CALLERS`` of the login budget to callers. A count that fails
+(the limiter's store hiccups after the slot was granted) is logged, never the caller's error.
+Spend & Expense calls are not counted here: BILL limits them per API token, not per key.
+
 Secrets stay out of logs and error reports: every function that handles one is marked with
 ``sensitive_variables``, and the dataclasses keep them out of ``repr()``.
 """
@@ -43,6 +54,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,15 +74,19 @@ from ..client import (
     get_spend_client,
 )
 from ..client.base import session_credentials
-from ..exceptions import ConfigurationError, RateLimited
+from ..conf import now
+from ..exceptions import ConfigurationError, RateLimited, UpkeepShareExhausted
+from ..limits import BACKGROUND_LOGIN, CALLER, CALLER_LOGIN, KEEP_ALIVE, OTHER, UPKEEP_KINDS
 from .common import developer_key
 
 logger = logging.getLogger("bill_integration")
 
 __all__ = [
     "Account",
+    "background",
     "batch",
     "check_api_token",
+    "in_background",
     "login",
     "list_organizations",
     "logout_quietly",
@@ -164,13 +180,70 @@ def _bearer(holder: SessionHolder) -> str | None:
     return holder.session_id if holder.auth_method == AuthMethod.OAUTH_CLIENT else None
 
 
+_background: ContextVar[bool] = ContextVar("bill_integration_background", default=False)
+
+
 @contextmanager
-def _bill_call(fingerprint: str, organization_id: str) -> Iterator[None]:
-    """Hold one of the organization's slots for a call, and apply BILL's BDC_1144 to the key."""
+def background() -> Iterator[None]:
+    """Calls made inside the block are upkeep (the sweep's keep-alives and logins).
+
+    Inside it a keep-alive or a login must find room under ``UPKEEP_SHARE`` (else
+    :class:`UpkeepShareExhausted`), and a login is paced and leaves the callers' reserve.
+    Nested blocks and other threads are unaffected (a context variable).
+    """
+    token = _background.set(True)
+    try:
+        yield
+    finally:
+        _background.reset(token)
+
+
+def in_background() -> bool:
+    """Whether the current call is upkeep (inside :func:`background`)."""
+    return _background.get()
+
+
+def _take_upkeep(fingerprint: str, kind: str) -> None:
+    """Count one upkeep call under the share, or refuse it (counted as deferred)."""
+    if limits.take_upkeep(fingerprint, kind):
+        return
+    _count(fingerprint, limits.counting.DEFERRED)
+    raise UpkeepShareExhausted(
+        f"Upkeep used its {limits.upkeep_limit()} calls of the rolling hour (UPKEEP_SHARE).",
+        retry_at=limits.counting.minute_of(now()) + limits.counting.MINUTE,
+    )
+
+
+def _count(fingerprint: str, kind: str, n: int = 1) -> None:
+    """Count a call; a failure to count never fails the call (the slot was granted)."""
+    try:
+        limits.count_call(fingerprint, kind, n=n)
+    except Exception as exc:  # noqa: BLE001 - counting is bookkeeping, the call goes on
+        logger.warning("bill call not counted (%s: %s)", type(exc).__name__, exc)
+
+
+@contextmanager
+def _bill_call(
+    fingerprint: str, organization_id: str, kind: str = OTHER, *, counted: bool = False
+) -> Iterator[None]:
+    """Hold one of the organization's slots for a call, count it, and apply BILL's BDC_1144.
+
+    Upkeep (a keep-alive or a login inside :func:`background`) takes its room under the share
+    first, unless the caller already did (``counted``); a slot our own limiter refused then
+    gives it back.
+    """
+    upkeep = kind in UPKEEP_KINDS and in_background()
+    if upkeep and not counted:
+        _take_upkeep(fingerprint, kind)
+        counted = True
     try:
         with limits.request_slot(fingerprint, organization_id):
+            if not counted:
+                _count(fingerprint, kind)
             yield
     except RateLimited as exc:
+        if counted and not exc.from_bill and not isinstance(exc, UpkeepShareExhausted):
+            _count(fingerprint, kind, -1)  # no call was made: our own slot or pause refused
         # Only BILL's own answer pauses the key: our limiter's refusal (no HTTP status) is
         # the pause itself, or a busy slot, and repeating it would only move the time.
         if exc.from_bill and exc.scope == "hourly":
@@ -192,11 +265,25 @@ def login(account: Account, *, attempt: bool = False) -> LoginResult:
     entry = rules(account.auth_method)
     if entry.renewal == NONE:
         raise ConfigurationError(f"A {entry.method} connection has no login.")
-    limits.take_login(account.fingerprint, attempt_by=account.tenant_key if attempt else None)
+    upkeep = in_background() and not attempt
+    kind = BACKGROUND_LOGIN if upkeep else OTHER if attempt else CALLER_LOGIN
+    if upkeep:
+        _take_upkeep(account.fingerprint, kind)  # before the login budget: nothing wasted
+    try:
+        limits.take_login(
+            account.fingerprint,
+            attempt_by=account.tenant_key if attempt else None,
+            background=upkeep,
+        )
+    except RateLimited:
+        if upkeep:
+            _count(account.fingerprint, kind, -1)  # no login: give the upkeep room back
+            _count(account.fingerprint, limits.counting.DEFERRED)
+        raise
     if entry.renewal == OAUTH_TOKEN:
-        return _oauth_token(account)
+        return _oauth_token(account, kind, counted=upkeep)
     console = account.auth_method == AuthMethod.CONSOLE_TOKEN
-    with _bill_call(account.fingerprint, account.organization_id):
+    with _bill_call(account.fingerprint, account.organization_id, kind, counted=upkeep):
         return get_client(account.environment, account.api_version).login(
             username=account.username,
             password="" if console else account.password,
@@ -223,13 +310,14 @@ def list_organizations(account: Account) -> list[Organization]:
 
 
 @sensitive_variables("account", "token", "info")
-def _oauth_token(account: Account) -> LoginResult:
+def _oauth_token(account: Account, kind: str, *, counted: bool) -> LoginResult:
     """OAuth client credentials: a new access token, then whose organization it reaches.
 
+    Counted as one login of ``kind`` (the token call); the organization check is ``OTHER``.
     The organization is asked for only when it is not known yet (a link): a renewal of a
     linked connection is one call, the token request (benchmark "upkeep per sign-in method").
     """
-    with _bill_call(account.fingerprint, "oauth"):
+    with _bill_call(account.fingerprint, "oauth", kind, counted=counted):
         token = get_oauth_client(account.environment).token(
             client_id=account.oauth_client_id, client_secret=account.oauth_client_secret or ""
         )
@@ -240,7 +328,7 @@ def _oauth_token(account: Account) -> LoginResult:
             user_id="",
             expires_in=token.expires_in,
         )
-    with _bill_call(account.fingerprint, account.organization_id or "oauth"):
+    with _bill_call(account.fingerprint, account.organization_id or "oauth", OTHER):
         info = get_client(account.environment, "v3").session_info(
             session_id="", dev_key="", bearer=token.access_token
         )
@@ -256,7 +344,7 @@ def _oauth_token(account: Account) -> LoginResult:
 def session_info(holder: SessionHolder) -> SessionInfo:
     """BILL's cheapest authenticated call: proves the session alive and resets its idle timer."""
     dev_key, fingerprint = developer_key(holder)
-    with _bill_call(fingerprint, holder.organization_id):
+    with _bill_call(fingerprint, holder.organization_id, KEEP_ALIVE):
         return get_client(holder.environment, holder.api_version).session_info(
             session_id=holder.session_id, dev_key=dev_key, bearer=_bearer(holder)
         )
@@ -283,7 +371,7 @@ def request(
             method, path, api_token=holder.api_token or "", json=json, params=params
         )
     dev_key, fingerprint = developer_key(holder)
-    with _bill_call(fingerprint, holder.organization_id):
+    with _bill_call(fingerprint, holder.organization_id, CALLER):
         return get_client(holder.environment, holder.api_version).request(
             method,
             path,

@@ -49,6 +49,7 @@ from ..exceptions import (
     SessionInvalid,
     TransientError,
     UntrustedSession,
+    UpkeepShareExhausted,
 )
 from ..models import SESSION_FIELDS, STATUS_FIELDS, AuditEvent, BillConnection
 from ..models import ConnectionStatus as Status
@@ -67,6 +68,8 @@ logger = logging.getLogger("bill_integration.sessions")
 
 #: Outcomes of a refresh (also the refresh task's result: no secret in it).
 KEPT_ALIVE, LOGGED_IN, RENEWAL_DEFERRED = "kept_alive", "logged_in", "renewal_deferred"
+#: Upkeep turned away (``UPKEEP_SHARE``, login pacing or the callers' reserve): nothing failed.
+UPKEEP_DEFERRED = "upkeep_deferred"
 #: Logins a person asked for (not renewals): they draw on the tenant's own allowance.
 ATTEMPT_REASONS = frozenset({"forced", "manual"})
 
@@ -162,6 +165,11 @@ def renew(
     try:
         login(connection, effects, reason=reason)
         return LOGGED_IN
+    except UpkeepShareExhausted:
+        # Paced, or the callers' reserve: the session is still good; keep it if it is idle.
+        if not keep_alive_too:
+            raise
+        return keep_alive(connection, effects)
     except LoginBudgetExhausted as exc:  # only our own budget is worth waiting out this way
         refused = exc
     retry_at = _shortfall(connection, refused, now(), "keeps its live session past MAX_SESSION_AGE")
@@ -288,6 +296,9 @@ def record_failure(
     ``started`` is ``time.monotonic()`` when the attempt began: the log line carries how long
     BILL took to fail (a timeout and a refusal look very different).
     """
+    if isinstance(exc, UpkeepShareExhausted):
+        deferred(connection, exc, action=action, started=started)
+        return
     moment = now()
     old_status = connection.status
     new_status, next_attempt, code, failures, level = _policy(connection, exc, moment)
@@ -301,6 +312,20 @@ def record_failure(
     log_failure(action, connection, exc, started=started, level=level)
     if new_status != old_status:
         transition(connection, old_status, new_status, effects, error=exc)
+
+
+def deferred(
+    connection: BillConnection, exc: UpkeepShareExhausted, *, action: str, started: float
+) -> str:
+    """Upkeep turned away: log it, write nothing (no status, no backoff, no failure count).
+
+    The connection stays due: the next sweep tries again, and a caller who needs the
+    session meanwhile logs in (interactive logins are served first). The gateway counted the
+    deferral (``HourOfCalls.deferred``).
+    """
+    logger.info("bill upkeep deferred: connection=%s %s", connection.pk, exc)
+    log_outcome(action, connection, UPKEEP_DEFERRED, duration=time.monotonic() - started)
+    return UPKEEP_DEFERRED
 
 
 def transition(

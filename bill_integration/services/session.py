@@ -25,7 +25,7 @@ from ..auth_methods import AuthMethod
 from ..conf import bill_settings, now
 from ..exceptions import ConnectionNotLinked, SessionInvalid, UntrustedSession
 from ..models import BillConnection
-from . import gateway, undecryptable
+from . import gateway, undecryptable, warmth
 from .common import developer_key
 from .freshness import HOT_FIELDS, check_usable, session_is_valid
 from .single_flight import obtain
@@ -54,6 +54,8 @@ class BillSession:
     #: API token (the only credential such a connection has).
     auth_method: str = AuthMethod.USER_PASSWORD
     api_token: str | None = field(default=None, repr=False)
+    #: The tenant's own last call to BILL (``usage_last_at``): where a new visit starts.
+    called_at: datetime | None = field(default=None, compare=False)
 
     def headers(self) -> dict[str, str]:
         """v3 authentication headers: ``devKey`` + ``sessionId``; ``Authorization: Bearer``
@@ -140,6 +142,7 @@ def session_from(connection: BillConnection) -> BillSession:
         version=connection.version,
         dev_key_fingerprint=fingerprint,
         last_used_at=connection.session_last_used_at,
+        called_at=connection.usage_last_at,
     )
 
 
@@ -175,6 +178,8 @@ def get_session(tenant: Any) -> BillSession:
 
 # --- recording use, throttled ----------------------------------------------------------------
 
+#: The columns of the tenant's usage history (services/warmth.py).
+USAGE_FIELDS = ("usage_last_at", "usage_visits", "usage_histogram")
 #: connection id -> (version, last time this process recorded a use).
 _last_recorded: dict[int, tuple[int, datetime]] = {}
 _last_recorded_lock = threading.Lock()
@@ -182,12 +187,16 @@ _last_recorded_lock = threading.Lock()
 
 def _note_used(session: BillSession) -> None:
     moment = now()
-    last = session.last_used_at
+    last, called = session.last_used_at, session.called_at
     with _last_recorded_lock:
         cached = _last_recorded.get(session.connection_id)
     if cached is not None and cached[0] == session.version and (last is None or cached[1] > last):
         last = cached[1]
-    if last is not None and moment - last < bill_settings.LAST_USED_WRITE_INTERVAL:
+    if cached is not None and (called is None or cached[1] > called):
+        called = cached[1]
+    if called is None or moment - called >= warmth.VISIT_GAP:
+        _note_visit(session.connection_id, moment)  # once per visit, not per call
+    elif last is not None and moment - last < bill_settings.LAST_USED_WRITE_INTERVAL:
         return
     # Fenced by version (a newer session is not ours to touch), never moves time backwards,
     # and skips a row another worker holds (its keep-alive or login records a use anyway), so
@@ -199,6 +208,27 @@ def _note_used(session: BillSession) -> None:
         .values("pk")
     )
     with transaction.atomic():
-        BillConnection.objects.filter(pk__in=unlocked).update(session_last_used_at=moment)
+        BillConnection.objects.filter(pk__in=unlocked).update(
+            session_last_used_at=moment, usage_last_at=moment
+        )
     with _last_recorded_lock:
         _last_recorded[session.connection_id] = (session.version, moment)
+
+
+def _note_visit(connection_id: int, moment: datetime) -> None:
+    """A new visit of the tenant: add it to the usage history (``warmth.note_visit``).
+
+    Not fenced by ``version``: the history is the tenant's, whichever session it used. A row
+    another worker holds is skipped (the visit goes unrecorded rather than the call waiting).
+    """
+    with transaction.atomic():
+        row = (
+            BillConnection.objects.select_for_update(skip_locked=True)
+            .only(*USAGE_FIELDS, "created_at")
+            .filter(pk=connection_id)
+            .first()
+        )
+        if row is not None and warmth.note_visit(row, moment):
+            BillConnection.objects.filter(pk=connection_id).update(
+                **{name: getattr(row, name) for name in USAGE_FIELDS}
+            )

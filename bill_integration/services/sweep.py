@@ -32,12 +32,19 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
 
+from .. import limits
 from ..auth_methods import METHODS, NONE, OAUTH_RENEW_BEFORE, OAUTH_TOKEN
 from ..conf import bill_settings, now
-from ..exceptions import BillIntegrationError, ConflictError, DecryptionFailed
+from ..constants import MAX_CALLS_PER_HOUR
+from ..exceptions import (
+    BillIntegrationError,
+    ConflictError,
+    DecryptionFailed,
+    UpkeepShareExhausted,
+)
 from ..models import BillConnection
 from ..models import ConnectionStatus as Status
-from . import gateway, lifecycle, trust, undecryptable
+from . import gateway, lifecycle, trust, undecryptable, warmth
 from .freshness import (
     BUDGET_EXHAUSTED,
     KEEP_ALIVE,
@@ -51,6 +58,10 @@ from .freshness import (
 )
 from .locking import Effects, lock
 
+#: Share of BILL's hourly call limit (all kinds) and of the login budget spent in the rolling
+#: hour from which keeping sessions warm gets dearer (calls) or more worth it (logins).
+CALLS_PRESSURE_FROM = 0.8
+LOGINS_PRESSURE_FROM = 0.5
 #: Outcomes of :func:`refresh_connection` besides lifecycle's kept_alive/logged_in/...
 NOT_DUE, BUSY, MISSING = "not_due", "busy", "missing"
 
@@ -108,6 +119,9 @@ def _session_due(at: datetime, method: str) -> Q:
 
 
 def _most_recent_first(query: QuerySet[Any]) -> QuerySet[Any]:
+    """The order one sweep works in: most recently used first, so within a sweep a short
+    ``UPKEEP_SHARE`` or login budget cuts the idlest. Across the hour the least valuable are
+    cut by the pressure :func:`warmth.decide` weighs (:func:`budget_pressures`)."""
     return query.order_by(F("session_last_used_at").desc(nulls_last=True), "pk")
 
 
@@ -202,15 +216,34 @@ def refresh_connection(connection_id: int, *, force_due: bool = False) -> str:
     """Refresh one connection if it is still due (the Celery task's body; safe to repeat).
 
     Returns an outcome without secrets: ``kept_alive``, ``logged_in``, ``renewal_deferred``,
-    ``not_due``, ``busy`` (another worker holds the row), ``missing``, or ``failed:<code>``.
+    ``upkeep_deferred`` (no room under ``UPKEEP_SHARE``, or a background login paced or
+    leaving the callers' reserve: nothing written), ``not_due``, ``busy`` (another worker holds
+    the row), ``missing``, or ``failed:<code>``. The work runs inside ``gateway.background()``:
+    it is upkeep.
     ``force_due`` treats a connection whose session is fine as due for a keep-alive.
     """
     try:
-        with undecryptable.failing_closed(connection_id=connection_id):
+        with undecryptable.failing_closed(connection_id=connection_id), gateway.background():
             return _refresh_locked(connection_id, force_due=force_due)
     except DecryptionFailed as exc:
         # Set aside (needs_relink until a key reads it again); the sweep goes on with the rest.
         return f"failed:{exc.code}"
+
+
+def budget_pressures(connection: BillConnection, at: datetime) -> tuple[float, float]:
+    """How short the connection's developer key runs now, as :func:`warmth.decide` weighs it:
+    ``(calls, logins)``, each 0..1. Calls: the upkeep share's, or BILL's whole hourly limit
+    when callers' own calls fill it (their peak hours leave less room for keep-alives).
+    Logins: the hourly login budget's (short logins make keep-alives the cheaper way)."""
+    hour = limits.calls_last_hour(connection.dev_key_fingerprint, at=at)
+    calls = max(
+        warmth.pressure_from(hour.upkeep, limits.upkeep_limit()),
+        warmth.pressure_from(hour.total, MAX_CALLS_PER_HOUR, start=CALLS_PRESSURE_FROM),
+    )
+    logins = warmth.pressure_from(
+        hour.logins, bill_settings.LOGIN_BUDGET_PER_HOUR, start=LOGINS_PRESSURE_FROM
+    )
+    return calls, logins
 
 
 def _refresh_locked(connection_id: int, *, force_due: bool) -> str:
@@ -221,7 +254,8 @@ def _refresh_locked(connection_id: int, *, force_due: bool) -> str:
             exists = BillConnection.objects.filter(pk=connection_id).exists()
             return BUSY if exists else MISSING
         moment = now()
-        action = due_action(connection, moment)
+        calls, logins = budget_pressures(connection, moment)
+        action = due_action(connection, moment, pressure=calls, login_pressure=logins)
         if action is None and force_due and connection.status in SWEPT_STATUSES:
             action = None if backing_off(connection, moment) else KEEP_ALIVE
         if action is None:
@@ -239,6 +273,9 @@ def _refresh_locked(connection_id: int, *, force_due: bool) -> str:
         except ConflictError as exc:
             lifecycle.conflicted(connection, exc, action=action, started=started)
             return f"failed:{exc.code}"
+        except UpkeepShareExhausted as exc:
+            # No room for upkeep now: skip, not a failure (a caller who needs it logs in).
+            outcome = lifecycle.deferred(connection, exc, action=action, started=started)
         except BillIntegrationError as exc:
             lifecycle.record_failure(connection, exc, effects, action=action, started=started)
             outcome = f"failed:{connection.last_error_code}"

@@ -82,8 +82,10 @@ def test_link_payment_refused_trust_through_the_api_then_payment_accepted(
 
 
 def test_thirty_one_days_of_sweeps_warn_once_at_25_expire_once_at_30_then_re_trust(
-    linked_api, bill_app, bill_emulator, bill_account, tenant, mfa_sent
+    linked_api, bill_app, bill_emulator, bill_account, tenant, mfa_sent, bill_settings
 ):
+    # A tenant kept warm (pinned): the sweep logs in again each time the session idled out.
+    bill_settings(WARMTH="always")
     trust_via_api(linked_api, bill_emulator, bill_account)
     connection = BillConnection.objects.get(tenant=tenant)
     remember_me = connection.mfa_remember_id

@@ -21,6 +21,8 @@ DUMMY_ENV = {
     "FIELD_ENCRYPTION_KEY": f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}",
     "DATABASE_URL": "postgres://bill:dummy-password@postgres:5432/bill",
     "CELERY_BROKER_URL": "redis://redis:6379/0",
+    # As docker/compose.yml: without it check W004 recommends Redis for the limits.
+    "REDIS_URL": "redis://redis:6379/1",
     "ALLOWED_HOSTS": "bill.example.com,www.bill.example.com",
 }
 

@@ -1,0 +1,271 @@
+"""Benchmark 6, the fleet: how many tenants of a realistic week one developer key serves, per
+policy, side by side on one trace, each against the upper bound any policy could reach.
+
+The trace is ``bench/trace.py`` (published and seeded: 20 % busy or daily, 40 % weekly, 40 %
+monthly or rarer, in their own time zones; its docstring has the parameters and the
+arithmetic). The bound is ``bench/bound.py`` (a relaxation of the problem "serve every visit
+with a session BILL accepts within 20,000 calls and 200 logins an hour"; its docstring argues
+why it is a true upper bound).
+
+**Policies**, each on the same trace:
+
+* ``today``: keep every linked tenant's session alive around the clock: the real
+  ``freshness.due_action`` with setting ``WARMTH = "always"`` (the behaviour benchmark 2
+  measures), ``MAX_SESSION_AGE`` renewals included.
+* ``nango``: Nango's BILL provider as Nango implements it (NangoHQ/nango:
+  ``packages/shared/lib/auth/bill.ts`` sets ``expires_at`` = login + 35 min;
+  ``packages/shared/lib/services/connections/credentials/refresh.ts`` refreshes, i.e. logs
+  in again, when a connection is fetched within ``REFRESH_MARGIN_MS`` = 15 min of
+  ``expires_at`` (``connections/utils.ts``); ``packages/server/lib/crons/refreshConnections.ts``
+  runs every 10 minutes and refreshes connections not fetched for a day
+  (``getStaleConnections({days: 1})``)). Modelled: every caller call fetches the connection;
+  a session older than 20 minutes is replaced by a login the caller waits for; a connection
+  not fetched for 24 hours is logged in by the cron at the next 10-minute tick.
+* ``naive``: log in every 30 minutes, hand out the last session.
+* ``every_request``: log in for every caller call.
+* ``new``: the real ``freshness.due_action`` with ``WARMTH = "predicted"``, which keeps a
+  session warm or lets it lapse by the real ``warmth.decide(connection, at, pressure=0)``;
+  a lapsed tenant's next ``get_session`` logs in; regular tenants are logged in at
+  ``prewarm_at``. Its usage history is what ``warmth.note_visit`` recorded over the trace's
+  three earlier weeks.
+
+**The model** (faster than real code; each piece is said in ``bench/fleet_model.py``): one
+tenant at a time, in simulated time, BILL reduced to each session's idle timer. Callers' own
+calls at N tenants are counted exactly from the trace's first N tenants; what a policy adds
+(keep-alives, logins, replays) is simulated for a sample (the trace's first ``sample``
+tenants) and scaled by N / sample. ``pressure`` stays 0: the share of upkeep is checked
+(never exceeded at the N reported), not fed back; under the call limit the real sweep would
+cut upkeep further, which only this model's ``new`` figure leaves out.
+
+**Served at N** = in every clock hour of the measured week: callers' calls + logins +
+keep-alives + replays <= 20,000 (no BDC_1144); logins <= 200; upkeep (keep-alives and
+background logins) <= ``UPKEEP_SHARE`` x 20,000; and no dead session handed out in the sample.
+Tenants served = the largest such N (bisection: every term grows with N).
+
+**The adversary** (a second run, a smaller sample): BILL's real idle limit is 30 minutes (the
+app is configured for 35), each session may be dropped at random (0.2 % an hour), the sweep is
+off for 3 hours on day 2 and every sweep action runs up to 2 minutes late. Dead sessions handed
+out are split into "the app could have known" (dead by BILL's documented 35-minute rule) and
+"BILL ended it unannounced", and each is followed to its replay after one re-login.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from . import bound as bd
+from . import fleet_model as fm
+from . import trace as tr
+
+POLICIES = ("today", "nango", "naive", "every_request", "new")
+LABELS = {
+    "today": "today: keep everyone alive (WARMTH=always)",
+    "nango": "Nango: log in on use after 20 min; daily cron",
+    "naive": "naive: log in every 30 min",
+    "every_request": "log in on every request",
+    "new": "new: keep warm or let lapse (WARMTH=predicted)",
+}
+SAMPLE = 2000
+ADVERSARY_SAMPLE = 300
+ADVERSARY = fm.Adversary(
+    idle=30 * 60,
+    drop_per_hour=0.002,
+    sweep_off=(tr.DAY + 9 * tr.HOUR, tr.DAY + 12 * tr.HOUR),
+    sweep_late=120,
+)
+CALLS, LOGINS = bd.CALLS_PER_HOUR, bd.LOGINS_PER_HOUR
+HOURS = bd.HOURS
+
+
+def _set_warmth(policy: str) -> None:
+    from django.conf import settings
+
+    from bill_integration.conf import bill_settings
+
+    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "WARMTH": policy}
+    bill_settings.reload()
+
+
+def simulate(policy: str, tenants: list[tr.Tenant], adversary: fm.Adversary) -> dict[str, Any]:
+    """Run ``policy`` for ``tenants``; sums per hour and per class."""
+    from django.conf import settings
+
+    base = dict(settings.BILL_INTEGRATION)
+    hourly: dict[str, Counter[int]] = {
+        k: Counter() for k in ("keep_alives", "background_logins", "caller_logins", "replays")
+    }
+    callers: Counter[int] = Counter()
+    totals: Counter[str] = Counter()
+    try:
+        if policy in ("today", "new"):
+            _set_warmth("always" if policy == "today" else "predicted")
+        for tenant in tenants:
+            if policy in ("today", "new"):
+                out = fm.simulate_ours(tenant, adversary)
+            else:
+                out = fm.simulate_baseline(policy, tenant, adversary)
+            for name, counter in hourly.items():
+                counter.update(getattr(out, name))
+            callers.update(bd.callers_by_hour(tenant))
+            frequent = tenant.kind in tr.FREQUENT
+            for name in ("handed_out", "waited", "dead_knowable", "dead_unannounced"):
+                totals[name] += getattr(out, name)
+                if frequent:
+                    totals[f"{name}_frequent"] += getattr(out, name)
+            totals["replayed_after_one_login"] += out.replayed_after_one_login
+    finally:
+        settings.BILL_INTEGRATION = base
+        from bill_integration.conf import bill_settings
+
+        bill_settings.reload()
+    return {"hourly": hourly, "callers": callers, "totals": totals, "tenants": len(tenants)}
+
+
+class Capacity:
+    """Callers' calls of every prefix of the trace (exact) and a policy's scaled sample."""
+
+    def __init__(self, trace: tr.Trace, largest: int) -> None:
+        trace.grow(largest)
+        self.per_tenant = [bd.callers_by_hour(t) for t in trace.tenants[:largest]]
+        self.largest = largest
+
+    def callers(self, n: int) -> list[int]:
+        hours = [0] * HOURS
+        for tenant in self.per_tenant[:n]:
+            for hour, calls in tenant.items():
+                hours[hour] += calls
+        return hours
+
+    def check(self, run: dict[str, Any], n: int, share: float) -> dict[str, Any]:
+        """Whether ``n`` tenants are served; the busiest hour's figures and what failed."""
+        scale = n / run["tenants"]
+        h = run["hourly"]
+        callers = self.callers(n)
+        busiest = {"calls": 0.0, "logins": 0.0, "upkeep": 0.0}
+        for hour in range(HOURS):
+            logins = (h["background_logins"][hour] + h["caller_logins"][hour]) * scale
+            upkeep = (h["keep_alives"][hour] + h["background_logins"][hour]) * scale
+            calls = callers[hour] + logins + (h["keep_alives"][hour] + h["replays"][hour]) * scale
+            busiest["calls"] = max(busiest["calls"], calls)
+            busiest["logins"] = max(busiest["logins"], logins)
+            busiest["upkeep"] = max(busiest["upkeep"], upkeep)
+        why = []
+        if busiest["calls"] > CALLS:
+            why.append(f"{busiest['calls']:,.0f} calls in an hour (BDC_1144)")
+        if busiest["logins"] > LOGINS:
+            why.append(f"{busiest['logins']:,.0f} logins in an hour")
+        if busiest["upkeep"] > share * CALLS:
+            why.append(f"upkeep {busiest['upkeep']:,.0f} calls in an hour, over the share")
+        dead = run["totals"]["dead_knowable"] + run["totals"]["dead_unannounced"]
+        if dead:
+            why.append(f"{dead} dead sessions handed out")
+        return {"tenants": n, "ok": not why, "why": "; ".join(why), **busiest}
+
+    def served(self, run: dict[str, Any], share: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The largest N served (<= largest) and the first that is not."""
+        low, high = 0, self.largest + 1  # low passes (0 trivially), high fails (or is beyond)
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self.check(run, middle, share)["ok"]:
+                low = middle
+            else:
+                high = middle
+        passed = self.check(run, low, share) if low else {"tenants": 0, "ok": True, "why": ""}
+        failed = (
+            self.check(run, high, share)
+            if high <= self.largest
+            else {"tenants": high, "ok": False, "why": "beyond the bound's pool"}
+        )
+        return passed, failed
+
+
+def per_tenant_hour(run: dict[str, Any]) -> dict[str, float]:
+    """BILL calls and logins per tenant-hour of the sample (callers' calls included)."""
+    h = run["hourly"]
+    tenant_hours = run["tenants"] * HOURS
+    logins = sum(h["background_logins"].values()) + sum(h["caller_logins"].values())
+    calls = (
+        sum(run["callers"].values())
+        + logins
+        + sum(h["keep_alives"].values())
+        + sum(h["replays"].values())
+    )
+    upkeep = sum(h["keep_alives"].values()) + sum(h["background_logins"].values())
+    return {
+        "calls": calls / tenant_hours,
+        "logins": logins / tenant_hours,
+        "upkeep": upkeep / tenant_hours,
+    }
+
+
+def run(
+    *, sample: int = SAMPLE, adversary_sample: int = ADVERSARY_SAMPLE, quiet: bool = False
+) -> dict[str, Any]:
+    from bill_integration.conf import bill_settings
+
+    share = float(getattr(bill_settings, "UPKEEP_SHARE", 0.6))
+    trace = tr.Trace(sample)
+    with _timer() as bound_time:
+        limit = bd.upper_bound(trace, quiet=quiet)
+    if not quiet:
+        print(f" upper bound: {limit['bound']:,} tenants ({limit['how']})", flush=True)
+    capacity = Capacity(trace, limit["bound"] + 1)
+    tenants = trace.tenants[:sample]
+    results: dict[str, Any] = {}
+    for policy in POLICIES:
+        with _timer() as took:
+            outcome = simulate(policy, tenants, fm.Adversary())
+        passed, failed = capacity.served(outcome, share)
+        results[policy] = {
+            "passed": passed,
+            "whole_budget": capacity.served(outcome, 1.0)[0]["tenants"],
+            "failed": failed,
+            "rates": per_tenant_hour(outcome),
+            "totals": dict(outcome["totals"]),
+            "seconds": took["seconds"],
+        }
+        if not quiet:
+            print(
+                f" {policy}: {passed['tenants']:,} served (then {failed['why']}); "
+                f"{took['seconds']:.0f} s",
+                flush=True,
+            )
+    adversary: dict[str, Any] = {}
+    for policy in ("today", "new", "nango"):
+        for label, enemy in (
+            ("adversary", ADVERSARY),
+            ("adversary, sweep disabled", _without_sweep(ADVERSARY)),
+        ):
+            if policy == "nango" and "disabled" in label:
+                continue  # Nango has no sweep to disable
+            outcome = simulate(policy, trace.tenants[:adversary_sample], enemy)
+            adversary[f"{policy} / {label}"] = dict(outcome["totals"])
+    return {
+        "sample": sample,
+        "adversary_sample": adversary_sample,
+        "share": share,
+        "bound": limit,
+        "bound_seconds": bound_time["seconds"],
+        "load": tr.load_summary(trace, limit["bound"]),
+        "results": results,
+        "adversary": adversary,
+    }
+
+
+def _without_sweep(adversary: fm.Adversary) -> fm.Adversary:
+    from dataclasses import replace
+
+    return replace(adversary, sweep_disabled=True)
+
+
+def _timer() -> Any:
+    from . import common
+
+    return common.stopwatch()
+
+
+def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds: float) -> str:
+    from .fleet_report import report as write
+
+    return write(outcome, command, facts, seconds)
