@@ -384,6 +384,25 @@ def _command_output(*command: str) -> str:
         return "unknown"
 
 
+#: The code a benchmark measures, named in each report by a digest of its bytes (a test checks
+#: that docs/benchmarks.md names the current ones).
+MEASURED_CODE = ("services", "limits", "client/base.py")
+
+
+def code_digests() -> dict[str, str]:
+    """``{name: first 10 hex digits of the sha256 of its .py files}`` for :data:`MEASURED_CODE`."""
+    import hashlib
+
+    digests = {}
+    for name in MEASURED_CODE:
+        path = ROOT / "bill_integration" / name
+        if not path.exists():
+            continue
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        digests[name] = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:10]
+    return digests
+
+
 def machine_facts() -> dict[str, str]:
     """Machine, versions and date of this run (for the report)."""
     import django
@@ -416,20 +435,8 @@ def machine_facts() -> dict[str, str]:
         redis_version = redis_lib.Redis.from_url(settings.REDIS_URL).info("server")["redis_version"]
     except Exception:  # noqa: BLE001 - a fact for the report, never fatal
         redis_version = "unknown"
-    import hashlib
-
     head = _command_output("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
-
-    def digest(name: str) -> str:
-        path = ROOT / "bill_integration" / name
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:10]
-
-    code = ", ".join(
-        f"{name} {digest(name)}"
-        for name in ("services", "limits", "client/base.py")
-        if (ROOT / "bill_integration" / name).exists()
-    )
+    code = ", ".join(f"{name} {digest}" for name, digest in code_digests().items())
     return {
         "code": f"git {head} + working tree (sha256: {code})",
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -24,7 +24,8 @@ why it is a true upper bound).
 * ``naive``: log in every 30 minutes, hand out the last session.
 * ``every_request``: log in for every caller call.
 * ``new``: the real ``freshness.due_action`` with ``WARMTH = "predicted"``, which keeps a
-  session warm or lets it lapse by the real ``warmth.decide(connection, at, pressure=0)``;
+  session warm or lets it lapse by the real ``warmth.decide(connection, at, pressure=...,
+  login_pressure=...)`` under the fleet's feedback (below);
   a lapsed tenant's next ``get_session`` logs in; regular tenants are logged in at
   ``prewarm_at``. Its usage history is what ``warmth.note_visit`` recorded over the trace's
   three earlier weeks.
@@ -33,9 +34,14 @@ why it is a true upper bound).
 tenant at a time, in simulated time, BILL reduced to each session's idle timer. Callers' own
 calls at N tenants are counted exactly from the trace's first N tenants; what a policy adds
 (keep-alives, logins, replays) is simulated for a sample (the trace's first ``sample``
-tenants) and scaled by N / sample. ``pressure`` stays 0: the share of upkeep is checked
-(never exceeded at the N reported), not fed back; under the call limit the real sweep would
-cut upkeep further, which only this model's ``new`` figure leaves out.
+tenants) and scaled by N / sample. **Pressure is modelled as a fixed point**
+(``bench/fleet_feedback.py``, :func:`settle`): the sweep's budget pressures
+(``sweep.pressures_of``, the function ``sweep.budget_pressures`` uses) and the budget's rules
+(``UPKEEP_SHARE``, ``LOGINS_PER_MINUTE``, ``LOGIN_RESERVE_FOR_CALLERS`` of
+``LOGIN_BUDGET_PER_HOUR``) are computed per minute from a pass's outcome scaled to N, and the
+next pass runs under them; the new policy's N is the largest served under the feedback of that
+N itself. ``today`` runs without feedback (pinned warm, pressure changes nothing; the share is
+a pass criterion for it, not enforced).
 
 **Served at N** = in every clock hour of the measured week: callers' calls + logins +
 keep-alives + replays <= 20,000 (no BDC_1144); logins <= 200; upkeep (keep-alives and
@@ -75,6 +81,16 @@ ADVERSARY = fm.Adversary(
     sweep_late=120,
 )
 CALLS, LOGINS = bd.CALLS_PER_HOUR, bd.LOGINS_PER_HOUR
+MINUTE_COUNTS = (
+    "keep_alive_tries",
+    "background_login_tries",
+    "caller_logins_by_minute",
+    "replays_by_minute",
+)
+#: The new policy's fixed point (``settle``): at most this many passes (one pass of the 2,000
+#: sample takes 20-30 s); settled when the N served under its own feedback and the N not served
+#: under its own are within this share of each other.
+PASSES, SETTLED_N = 8, 0.02
 HOURS = bd.HOURS
 
 
@@ -87,14 +103,18 @@ def _set_warmth(policy: str) -> None:
     bill_settings.reload()
 
 
-def simulate(policy: str, tenants: list[tr.Tenant], adversary: fm.Adversary) -> dict[str, Any]:
-    """Run ``policy`` for ``tenants``; sums per hour and per class."""
+def simulate(
+    policy: str, tenants: list[tr.Tenant], adversary: fm.Adversary, *, feedback: Any = None
+) -> dict[str, Any]:
+    """Run ``policy`` for ``tenants`` (ours under ``feedback``); sums per hour, minute, class."""
     from django.conf import settings
 
     base = dict(settings.BILL_INTEGRATION)
     hourly: dict[str, Counter[int]] = {
         k: Counter() for k in ("keep_alives", "background_logins", "caller_logins", "replays")
     }
+    minutes: dict[str, Counter[int]] = {k: Counter() for k in MINUTE_COUNTS}
+    by_kind: dict[str, Counter[tuple[str, int]]] = {"logins": Counter(), "keep_alives": Counter()}
     callers: Counter[int] = Counter()
     totals: Counter[str] = Counter()
     try:
@@ -102,11 +122,18 @@ def simulate(policy: str, tenants: list[tr.Tenant], adversary: fm.Adversary) -> 
             _set_warmth("always" if policy == "today" else "predicted")
         for tenant in tenants:
             if policy in ("today", "new"):
-                out = fm.simulate_ours(tenant, adversary)
+                out = fm.simulate_ours(tenant, adversary, feedback=feedback)
             else:
                 out = fm.simulate_baseline(policy, tenant, adversary)
             for name, counter in hourly.items():
                 counter.update(getattr(out, name))
+            for name, minute_counter in minutes.items():
+                minute_counter.update(getattr(out, name))
+            for hour, count in (out.caller_logins + out.background_logins).items():
+                by_kind["logins"][tenant.kind, hour] += count
+            for hour, count in out.keep_alives.items():
+                by_kind["keep_alives"][tenant.kind, hour] += count
+            totals["deferred"] += out.deferred
             callers.update(bd.callers_by_hour(tenant))
             frequent = tenant.kind in tr.FREQUENT
             for name in ("handed_out", "waited", "dead_knowable", "dead_unannounced"):
@@ -119,7 +146,14 @@ def simulate(policy: str, tenants: list[tr.Tenant], adversary: fm.Adversary) -> 
         from bill_integration.conf import bill_settings
 
         bill_settings.reload()
-    return {"hourly": hourly, "callers": callers, "totals": totals, "tenants": len(tenants)}
+    return {
+        "hourly": hourly,
+        "minutes": minutes,
+        "by_kind": by_kind,
+        "callers": callers,
+        "totals": totals,
+        "tenants": len(tenants),
+    }
 
 
 class Capacity:
@@ -127,6 +161,7 @@ class Capacity:
 
     def __init__(self, trace: tr.Trace, largest: int) -> None:
         trace.grow(largest)
+        self.tenants = trace.tenants[:largest]
         self.per_tenant = [bd.callers_by_hour(t) for t in trace.tenants[:largest]]
         self.largest = largest
 
@@ -143,13 +178,14 @@ class Capacity:
         h = run["hourly"]
         callers = self.callers(n)
         busiest = {"calls": 0.0, "logins": 0.0, "upkeep": 0.0}
+        worst: dict[str, int] = {}
         for hour in range(HOURS):
             logins = (h["background_logins"][hour] + h["caller_logins"][hour]) * scale
             upkeep = (h["keep_alives"][hour] + h["background_logins"][hour]) * scale
             calls = callers[hour] + logins + (h["keep_alives"][hour] + h["replays"][hour]) * scale
-            busiest["calls"] = max(busiest["calls"], calls)
-            busiest["logins"] = max(busiest["logins"], logins)
-            busiest["upkeep"] = max(busiest["upkeep"], upkeep)
+            for name, value in (("calls", calls), ("logins", logins), ("upkeep", upkeep)):
+                if value > busiest[name]:
+                    busiest[name], worst[name] = value, hour
         why = []
         if busiest["calls"] > CALLS:
             why.append(f"{busiest['calls']:,.0f} calls in an hour (BDC_1144)")
@@ -160,7 +196,7 @@ class Capacity:
         dead = run["totals"]["dead_knowable"] + run["totals"]["dead_unannounced"]
         if dead:
             why.append(f"{dead} dead sessions handed out")
-        return {"tenants": n, "ok": not why, "why": "; ".join(why), **busiest}
+        return {"tenants": n, "ok": not why, "why": "; ".join(why), "hours": worst, **busiest}
 
     def served(self, run: dict[str, Any], share: float) -> tuple[dict[str, Any], dict[str, Any]]:
         """The largest N served (<= largest) and the first that is not."""
@@ -213,10 +249,19 @@ def run(
     capacity = Capacity(trace, limit["bound"] + 1)
     tenants = trace.tenants[:sample]
     results: dict[str, Any] = {}
+    feedback, fixed = None, {}
     for policy in POLICIES:
         with _timer() as took:
-            outcome = simulate(policy, tenants, fm.Adversary())
-        passed, failed = capacity.served(outcome, share)
+            if policy == "new":
+                fixed = settle(tenants, capacity, share, quiet=quiet)
+            else:
+                outcome = simulate(policy, tenants, fm.Adversary())
+        if policy == "new":
+            outcome, passed, failed, feedback = _fixed_point(fixed, capacity, share)
+            limited = (fixed["ceiling"] or fixed["floor"])["outcome"]
+            failed["detail"] = limit_detail(limited, failed)
+        else:
+            passed, failed = capacity.served(outcome, share)
         results[policy] = {
             "passed": passed,
             "whole_budget": capacity.served(outcome, 1.0)[0]["tenants"],
@@ -224,6 +269,8 @@ def run(
             "rates": per_tenant_hour(outcome),
             "totals": dict(outcome["totals"]),
             "seconds": took["seconds"],
+            "by_kind": outcome["by_kind"],
+            "sample": outcome["tenants"],
         }
         if not quiet:
             print(
@@ -239,7 +286,12 @@ def run(
         ):
             if policy == "nango" and "disabled" in label:
                 continue  # Nango has no sweep to disable
-            outcome = simulate(policy, trace.tenants[:adversary_sample], enemy)
+            outcome = simulate(
+                policy,
+                trace.tenants[:adversary_sample],
+                enemy,
+                feedback=feedback if policy == "new" else None,
+            )
             adversary[f"{policy} / {label}"] = dict(outcome["totals"])
     return {
         "sample": sample,
@@ -249,8 +301,100 @@ def run(
         "bound_seconds": bound_time["seconds"],
         "load": tr.load_summary(trace, limit["bound"]),
         "results": results,
+        "passes": fixed["passes"],
         "adversary": adversary,
     }
+
+
+def settle(
+    tenants: list[tr.Tenant], capacity: Capacity, share: float, *, quiet: bool
+) -> dict[str, Any]:
+    """The new policy under its own feedback (``bench/fleet_feedback.py``): the largest N
+    served by a pass that ran under the feedback of N tenants itself.
+
+    Pass 1 runs without pressure or budget rule and serves some N'. Every later pass runs
+    under the feedback of the previous pass's outcome scaled to a target N and serves N'(N).
+    N'(N) >= N means N is served under its own pressures (a floor); N'(N) < N that it is not
+    (a ceiling). N' falls as N grows (more tenants: more pressure, call pressure cuts
+    keep-alives and the budget's rules defer prewarm logins, which callers then pay), so
+    plain iteration N <- N' oscillates; the targets bracket the crossing instead: N' of the
+    last pass until both a floor and a ceiling are found, then bisection between them.
+    Stops when the ceiling is within ``SETTLED_N`` of the floor, or after ``PASSES`` passes.
+    Returns the floor's pass (its outcome and the feedback it ran under), the ceiling's
+    outcome, and per pass: target, N', residual of the pressures (the pass's own feedback at
+    its target against the one it ran under), upkeep the budget's rules deferred.
+    """
+    from . import fleet_feedback as ffb
+
+    feedback: ffb.Feedback | None = None
+    target = 0
+    floor: dict[str, Any] | None = None
+    ceiling: dict[str, Any] | None = None
+    passes: list[dict[str, Any]] = []
+    for number in range(1, PASSES + 1):
+        outcome = simulate("new", tenants, fm.Adversary(), feedback=feedback)
+        passed, failed = capacity.served(outcome, share)
+        served = passed["tenants"]
+        row: dict[str, Any] = {"pass": number, "target": target, "served": served}
+        row |= {"why": failed["why"], "deferred": outcome["totals"].get("deferred", 0)}
+        if feedback is not None:
+            own = ffb.derive(outcome, ffb.callers_by_minute(capacity.tenants[:target]), target)
+            row |= ffb.residual(own, feedback)
+        passes.append(row)
+        if not quiet:
+            print(
+                f"  pass {number} (pressures of {target:,} tenants): {served:,} served (then "
+                f"{failed['why']}); pressures residual {row.get('mean', 0):.3f} mean, "
+                f"{row.get('max', 0):.2f} max",
+                flush=True,
+            )
+        here = {"n": target, "gap": served - target, "outcome": outcome, "feedback": feedback}
+        if feedback is None:
+            pass  # pass 1: no pressure at all, neither floor nor ceiling
+        elif served >= target and (floor is None or target > floor["n"]):
+            floor = here
+        elif served < target and (ceiling is None or target < ceiling["n"]):
+            ceiling = here
+        if floor is not None and ceiling is not None:
+            if ceiling["n"] - floor["n"] <= SETTLED_N * floor["n"]:
+                break
+            target = (floor["n"] + ceiling["n"]) // 2  # N' has a cliff: bisect, not secant
+        else:
+            target = max(1, min(capacity.largest, served))
+        if number == PASSES:
+            break
+        feedback = ffb.derive(outcome, ffb.callers_by_minute(capacity.tenants[:target]), target)
+    return {"floor": floor, "ceiling": ceiling, "passes": passes}
+
+
+def limit_detail(outcome: dict[str, Any], check: dict[str, Any]) -> dict[str, Any]:
+    """Where ``check`` (a failed N) ran out: the hour of its busiest logins, and the logins and
+    keep-alives that hour per tenant class, scaled to its N."""
+    scale = check["tenants"] / outcome["tenants"]
+    hour = check["hours"].get("logins", 0)
+    kinds = [kind for kind, _ in tr.KINDS]
+    return {
+        "hour": hour,
+        "logins": {k: outcome["by_kind"]["logins"][k, hour] * scale for k in kinds},
+        "keep_alives": {k: outcome["by_kind"]["keep_alives"][k, hour] * scale for k in kinds},
+        "caller_logins": outcome["hourly"]["caller_logins"][hour] * scale,
+        "background_logins": outcome["hourly"]["background_logins"][hour] * scale,
+    }
+
+
+def _fixed_point(fixed: dict[str, Any], capacity: Capacity, share: float) -> tuple[Any, ...]:
+    """The new policy's figures: the floor's pass, served at the floor's N, not at the
+    ceiling's (under each one's own feedback); without a floor, pass 1's (no feedback)."""
+    floor, ceiling = fixed["floor"], fixed["ceiling"]
+    if floor is None:
+        first = fixed["passes"][0]
+        raise RuntimeError(f"no N was served under its own pressures (pass 1: {first})")
+    passed = capacity.check(floor["outcome"], floor["n"], share)
+    if ceiling is not None:
+        failed = capacity.check(ceiling["outcome"], ceiling["n"], share)
+    else:
+        failed = capacity.served(floor["outcome"], share)[1]
+    return floor["outcome"], passed, failed, floor["feedback"]
 
 
 def _without_sweep(adversary: fm.Adversary) -> fm.Adversary:

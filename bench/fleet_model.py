@@ -3,7 +3,8 @@
 The fleet benchmark (``bench/fleet.py``) runs this for every tenant of a sample of the trace
 (``bench/trace.py``) and every policy. A tenant is simulated alone: in a run that passes
 (no BDC_1144, logins within the limit) tenants do not affect each other, except through
-``pressure`` (see ``bench/fleet.py``).
+the developer key's counts: ``feedback`` (``bench/fleet_feedback.py``) brings the fleet's
+pressures and the budget's rules to each tenant, per minute, as a fixed point over passes.
 
 **Where a model stands in for real code** (decisions are the real functions):
 
@@ -15,7 +16,7 @@ The fleet benchmark (``bench/fleet.py``) runs this for every tenant of a sample 
   ``session._note_used``: ``warmth.note_visit`` (real) when a call starts a visit, else
   ``session_last_used_at`` written at most every ``LAST_USED_WRITE_INTERVAL``. The sweep is
   modelled as capacity.py does: a connection is looked at on the sweep's 1-minute grid when
-  it becomes due, and the real ``freshness.due_action(connection, at, pressure=...)`` (which
+  it becomes due, and the real ``freshness.due_action(connection, at, pressure=..., login_pressure=...)`` (which
   asks the real ``warmth.decide``) says keep-alive, login or nothing. A session let lapse is
   looked at again each minute while the app still thinks it alive, then at the
   ``prewarm_at`` that ``warmth.decide`` gives. Each action is recorded 1 s after the sweep.
@@ -63,6 +64,13 @@ class Outcome:
     background_logins: Counter[int] = field(default_factory=Counter)
     caller_logins: Counter[int] = field(default_factory=Counter)
     replays: Counter[int] = field(default_factory=Counter)  # extra caller calls after BDC_1109
+    #: Per minute (warm-up included), what the fleet's feedback (``fleet_feedback``) needs:
+    #: upkeep the sweep tried (admitted or deferred) and logins and replays callers made.
+    keep_alive_tries: Counter[int] = field(default_factory=Counter)
+    background_login_tries: Counter[int] = field(default_factory=Counter)
+    caller_logins_by_minute: Counter[int] = field(default_factory=Counter)
+    replays_by_minute: Counter[int] = field(default_factory=Counter)
+    deferred: int = 0  # upkeep the budget's rules turned away (measured week)
     handed_out: int = 0
     waited: int = 0  # get_session calls that waited for a login
     dead_knowable: int = 0
@@ -120,6 +128,7 @@ def _handout(out: Outcome, bill: Bill, at: float, *, login: Any) -> None:
         out.handed_out += 1
     if bill.call(at):
         return
+    out.replays_by_minute[int(at // 60)] += 1
     if measured:
         if bill.documented_alive(at):
             out.dead_unannounced += 1
@@ -135,15 +144,21 @@ def _handout(out: Outcome, bill: Bill, at: float, *, login: Any) -> None:
 
 
 def simulate_ours(
-    tenant: tr.Tenant, adversary: Adversary, *, pressure: float = 0.0, seed: int = 0
+    tenant: tr.Tenant, adversary: Adversary, *, feedback: Any = None, seed: int = 0
 ) -> Outcome:
     """Today's policy (setting WARMTH "always") or the new one ("predicted"), whichever the
-    settings say: the sweep's decisions are ``freshness.due_action``'s."""
+    settings say: the sweep's decisions are ``freshness.due_action``'s.
+
+    ``feedback`` (a ``fleet_feedback.Feedback``, or ``None``: no pressure, no budget rule)
+    gives, per minute, the pressures the sweep weighs and the share of keep-alives and
+    background logins the budget's rules let through (the rest are deferred, as
+    ``lifecycle.deferred``: the connection stays due and the next sweep tries again)."""
     from bill_integration.conf import bill_settings
     from bill_integration.models import BillConnection, ConnectionStatus
     from bill_integration.services import freshness, warmth
 
     rng = random.Random(f"{seed}:{tenant.index}")
+    admit = random.Random(f"{seed}:{tenant.index}:budget")  # apart: the adversary's draws stay
     out, bill = Outcome(), Bill(adversary, rng)
     write_every = bill_settings.LAST_USED_WRITE_INTERVAL.total_seconds()
     keep_after = freshness.keepalive_after_idle().total_seconds()
@@ -171,6 +186,8 @@ def simulate_ours(
     def login(at: float, *, caller: bool) -> None:
         bill.login(at)
         _count(out.caller_logins if caller else out.background_logins, at)
+        if caller:
+            out.caller_logins_by_minute[int(at // 60)] += 1
         c.session_id, c.session_obtained_at = "s", tr.moment(at)
         c.session_last_used_at = tr.moment(at)
 
@@ -190,11 +207,27 @@ def simulate_ours(
         if moment <= at:  # already due and let lapse: again while the app thinks it alive
             if freshness.session_is_alive(c, tr.moment(at)):
                 return next_tick(at)
-            prewarm = warmth.decide(c, tr.moment(at), pressure=pressure).prewarm_at
+            calls, logins = pressures(at)
+            prewarm = warmth.decide(
+                c, tr.moment(at), pressure=calls, login_pressure=logins
+            ).prewarm_at
             if prewarm is None:
                 return None
             moment = prewarm.timestamp() - tr.START.timestamp()
         return max(next_tick(at), -(-moment // 60) * 60)
+
+    def pressures(at: float) -> tuple[float, float]:
+        return (0.0, 0.0) if feedback is None else feedback.pressures(at)
+
+    def admitted(kind: str, at: float) -> bool:
+        """Whether the budget's rules let this upkeep through (else it is deferred)."""
+        tries = out.keep_alive_tries if kind == "keep_alive" else out.background_login_tries
+        tries[int(at // 60)] += 1
+        if feedback is None or admit.random() < feedback.admits(kind, at):
+            return True
+        if _measured(at) is not None:
+            out.deferred += 1
+        return False
 
     calls = caller_calls(tenant)
     i, sweep = 0, due_at(start)
@@ -211,9 +244,20 @@ def simulate_ours(
                 sweep = max(next_tick(at), off[1])  # skipped: the sweep is not running
                 continue
             act_at = at + (rng.uniform(0, adversary.sweep_late) if adversary.sweep_late else 0)
-            action = freshness.due_action(c, tr.moment(at), pressure=pressure)
+            pressure, login_pressure = pressures(at)
+            moment = tr.moment(at)
+            action = freshness.due_action(
+                c, moment, pressure=pressure, login_pressure=login_pressure
+            )
             done = act_at + 1
-            if action == freshness.KEEP_ALIVE:
+            if action == freshness.LOGIN and not admitted("background_login", act_at):
+                # Paced or behind the callers' reserve: a live session past MAX_SESSION_AGE
+                # is kept alive instead when idle enough (lifecycle.renew), else nothing.
+                alive = freshness.session_is_alive(c, moment)
+                idle = moment - c.session_last_used_at
+                keep = alive and idle >= freshness.keepalive_after(c)
+                action = freshness.KEEP_ALIVE if keep else None
+            if action == freshness.KEEP_ALIVE and admitted("keep_alive", act_at):
                 _count(out.keep_alives, act_at)
                 if bill.call(act_at):
                     c.session_last_used_at = tr.moment(done)

@@ -164,7 +164,19 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
         f"- Model (`bench/fleet_model.py`): one tenant at a time in simulated time, BILL reduced "
         "to each session's idle timer; our policies' decisions are the real "
         "`freshness.due_action` / `session_is_valid` / `warmth.decide` / `warmth.note_visit` on "
-        "in-memory `BillConnection`s (`pressure` 0); baselines are harness code. Callers' calls "
+        "in-memory `BillConnection`s; baselines are harness code. **Pressure and the budget's "
+        "rules, as a fixed point** (`bench/fleet_feedback.py`; the new policy only): a pass's "
+        "outcome, scaled to a target N, is replayed minute by minute as the developer key's "
+        "rolling hour; the sweep's own `sweep.pressures_of` gives each minute's (calls, logins) "
+        "pressures (login pressure against the app's `LOGIN_BUDGET_PER_HOUR`), and the budget's "
+        "rules (`UPKEEP_SHARE`, background logins paced to `LOGINS_PER_MINUTE` and stopped at "
+        "`LOGIN_RESERVE_FOR_CALLERS` of that budget, callers' logins first) give the share of "
+        "each minute's keep-alives and background logins let through; the next pass runs every "
+        "tenant under them (a refused one is deferred and retried the next minute). The N "
+        "reported is the largest served by a pass that ran under the feedback of that N itself; "
+        "the first N not served is the smallest found not served under its own (passes below). "
+        "Today's policy runs without feedback (keeping everyone alive, pressure changes "
+        "nothing; its upkeep is checked against the share, not held to it). Callers' calls "
         "at N are exact from the trace; what a policy adds (keep-alives, logins, replays) is "
         f"simulated for the first {outcome['sample']:,} tenants and scaled by N / "
         f"{outcome['sample']:,}. Served at N = in every clock hour ≤ 20,000 calls, ≤ 200 "
@@ -189,6 +201,7 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
             ],
             rows,
         )
+        + _passes(outcome)
         + "\n**Against an adversary** (first "
         f"{outcome['adversary_sample']} tenants): BILL's real idle limit 30 minutes (the app "
         "assumes 35), random drops (0.2 % of sessions an hour), the sweep off for 3 hours on "
@@ -212,10 +225,48 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
     )
 
 
+def _passes(outcome: dict[str, Any]) -> str:
+    """The new policy's passes towards its fixed point."""
+    rows = [
+        [
+            p["pass"],
+            f"{p['target']:,}" if p["target"] else "none (no pressure, no budget rule)",
+            f"{p['served']:,}",
+            p["why"],
+            f"{p.get('mean', 0):.3f} / {p.get('max', 0):.2f}" if p["target"] else "-",
+            f"{p['deferred']:,}",
+        ]
+        for p in outcome["passes"]
+    ]
+    return (
+        "\n**The new policy's passes** (sample of "
+        + f"{outcome['sample']:,}):\n\n"
+        + common.table(
+            [
+                "pass",
+                "ran under the feedback of N =",
+                "N served by this pass",
+                "then",
+                "pressures residual at that N: mean / max per minute",
+                "upkeep deferred (sample, week)",
+            ],
+            rows,
+        )
+    )
+
+
 def _limits(outcome: dict[str, Any]) -> str:
     """What stops each of our policies, in the figures of this run."""
     r, bound, share = outcome["results"], outcome["bound"]["bound"], outcome["share"]
     today, new = r["today"]["passed"], r["new"]["passed"]
+    failed = r["new"]["failed"]
+    detail = failed.get("detail", {})
+    hour = detail.get("hour", 0)
+    classes = ", ".join(
+        f"{kind} {count:,.0f}"
+        for kind, count in sorted(detail.get("logins", {}).items(), key=lambda kv: -kv[1])
+        if count >= 0.5
+    )
     return (
         f"**What sets the limit.** The bound ({bound:,}) sits just under the N at which "
         f"callers' own calls alone fill an hour ({outcome['bound']['callers_only']:,}): on "
@@ -224,13 +275,14 @@ def _limits(outcome: dict[str, Any]) -> str:
         f"stops at {today['tenants']:,} because keeping everyone alive costs "
         f"{r['today']['rates']['upkeep']:.2f} calls per tenant-hour and upkeep may use "
         f"{share:.0%} of 20,000 ({r['today']['whole_budget']:,} if it could use all of it). "
-        f"The new policy stops at {new['tenants']:,} on the login limit "
-        f"({new.get('logins', 0):,.0f} logins in its busiest hour) while its upkeep uses "
-        f"{new.get('upkeep', 0):,.0f} calls in its busiest hour of the {share * 20_000:,.0f} "
-        "it may: it spends logins where calls are plentiful. `warmth.decide` prices a login at "
-        "a fixed 80 keep-alive calls, so a daily tenant's overnight wait (its expected wait "
-        "after a visit reads about 40 hours: a visit jittered over 2-3 hour slots is not "
-        "certain in any one of them) is let lapse and the tenant is logged in again at its "
-        "`prewarm_at` each working day: about one login per daily tenant per working day, "
-        "all in working hours.\n"
+        f"The new policy is served at {new['tenants']:,} under its own pressures and not at "
+        f"{failed['tenants']:,} ({failed['why']}); there the busiest login hour is "
+        f"{_hour_name(hour)} UTC: {detail.get('caller_logins', 0):,.0f} logins callers waited "
+        f"for and {detail.get('background_logins', 0):,.0f} background logins; by tenant class "
+        f"{classes}.\n"
     )
+
+
+def _hour_name(hour: int) -> str:
+    days = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    return f"{days[hour // 24]} {hour % 24:02d}:00"

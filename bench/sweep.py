@@ -1,4 +1,7 @@
-"""Benchmark 3, sweep throughput: 10,000 due tenants, 100 ms per BILL call, one worker.
+"""Benchmark 3, sweep throughput: 10,000 due tenants, 100 ms per BILL call, one worker; then
+the same through a real Celery worker (:mod:`bench.sweep_celery`, 30,000 due tenants by
+default, ``--celery-tenants=N``), due selection at 100,000 and 1,000,000 rows and in-place
+updates (:mod:`bench.sweep_tables`; ``--tables=0`` skips both).
 
 Set-up: 10,000 tenants (10 developer keys, 1,000 tenants each, every tenant its own
 organization), each with a live session at the emulator and ``session_last_used_at`` 31
@@ -72,8 +75,24 @@ def run(
     tenants: int = TENANTS,
     threads: int = common.WORKER_THREADS,
     processes: int = 0,
+    celery_tenants: int = 30_000,
+    tables: int = 1,
     quiet: bool = False,
 ) -> dict[str, Any]:
+    outcome = _in_process(tenants=tenants, threads=threads, processes=processes, quiet=quiet)
+    if celery_tenants:
+        from . import sweep_celery
+
+        outcome["celery"] = sweep_celery.run(tenants=celery_tenants, quiet=quiet)
+    if tables:
+        from . import sweep_tables
+
+        outcome["selection"] = sweep_tables.selection(quiet=quiet)
+        outcome["hot"] = sweep_tables.hot(quiet=quiet)
+    return outcome
+
+
+def _in_process(*, tenants: int, threads: int, processes: int, quiet: bool) -> dict[str, Any]:
     from bill_integration.client import get_client
     from bill_integration.emulator import EmulatorControl, ids
     from bill_integration.emulator.state import DEFAULT_LIMITS
@@ -122,9 +141,11 @@ def run(
         sweeps = []
         for number, (layout_processes, layout_threads) in enumerate(layouts):
             if number:
-                # Due again (harness only: a plain column, no secret).
+                # Due again (harness only: plain columns, no secret).
+                moment = common.clock()
                 BillConnection.objects.update(
-                    session_last_used_at=common.clock() - timedelta(minutes=31)
+                    session_last_used_at=moment - timedelta(minutes=31),
+                    next_due_at=moment - timedelta(minutes=1),
                 )
             before = control.counters()
             if not quiet:
@@ -275,4 +296,6 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
             "loaded machine (the same code and layout measured lower when other suites were "
             "idle) or more worker processes per core.\n"
         )
-    return text
+    from . import sweep_report
+
+    return text + sweep_report.report(o)

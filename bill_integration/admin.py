@@ -40,6 +40,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
 
 from . import services, tasks
+from .admin_budget import BudgetAdminMixin
 from .admin_forms import (
     CREDENTIAL_INPUTS,
     SECRET_INPUTS,
@@ -101,7 +102,7 @@ class AuditEventInline(admin.TabularInline):
         return super().get_queryset(request).select_related("actor")
 
 
-class BillConnectionAdmin(TrustAdminMixin, admin.ModelAdmin):
+class BillConnectionAdmin(BudgetAdminMixin, TrustAdminMixin, admin.ModelAdmin):
     form = BillConnectionForm
     list_display = LIST_DISPLAY
     list_filter = ("status", TrustListFilter, "environment", "api_version")

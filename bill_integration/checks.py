@@ -29,6 +29,7 @@ from .conf import (
     merge_environments,
 )
 from .limits.checks import check_database_limiter, check_limit_settings
+from .services.sweep import E016_SWEEP_BATCH_SIZE, check_batch_size
 from .services.warmth_checks import E015_WARMTH, check_warmth
 
 logger = logging.getLogger("bill_integration.checks")
@@ -442,11 +443,18 @@ def check_key_decrypts_stored_secrets_on_deploy(
     return wrong_key_errors([router.db_for_read(BillConnection)])
 
 
-# E010 (CALL_DEADLINE below CONCURRENCY_LEASE) lives beside the client that enforces the deadline;
-# E013 (limit settings) and W004 beside the limiter; E015 (WARMTH, ALWAYS_WARM) beside the
-# policy it configures.
+# Checks beside what they check: E010 client, E013/W004 limits, E015 warmth, E016 sweep, E014 below.
 register()(check_call_deadline)
 register()(check_limit_settings)
 register(deploy=True)(check_database_limiter)
 register()(check_warmth)
-__all__ = ["E010_CALL_DEADLINE", "E015_WARMTH"]
+register()(check_batch_size)
+__all__ = ["E010_CALL_DEADLINE", "E015_WARMTH", "E016_SWEEP_BATCH_SIZE"]
+
+
+@register()
+def check_status_cache(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """E014, beside the cache it bounds (imported late: it needs DRF and the models)."""
+    from .api.status_cache import check_status_cache_seconds as check
+
+    return list(check(app_configs, **kwargs))

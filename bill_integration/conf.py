@@ -128,6 +128,8 @@ DEFAULTS: dict[str, Any] = {
     "LINK_THROTTLE_RATES": {"tenant": "10/hour", "user": "20/hour"},
     # Forced refreshes (each a login from the key's shared budget) per tenant and per user.
     "REFRESH_THROTTLE_RATES": {"tenant": "6/hour", "user": "12/hour"},
+    # Connection ids per refresh_sessions task the sweep sends (refreshed in one limiter batch).
+    "SWEEP_BATCH_SIZE": 100,
     # How long a queued refresh task stays worth running (Celery ``expires``).
     "TASK_EXPIRES": timedelta(minutes=10),
     # Celery queue of the refresh tasks (None: the default queue).
@@ -148,6 +150,8 @@ DEFAULTS: dict[str, Any] = {
     "DEVELOPER_KEYS": {},
     # Whether a tenant may still send its own developer key where DEVELOPER_KEYS has one.
     "ALLOW_TENANT_DEVELOPER_KEY": False,
+    # Seconds GET /connection/ may reuse a status document whose row is unchanged (0: off).
+    "STATUS_CACHE_SECONDS": 5,
 }
 
 IMPORT_STRINGS = ("TENANT_RESOLVER", "ACCESS_POLICY", "CLIENT_CLASS")

@@ -15,7 +15,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from .auth_methods import AuthMethod
-from .conf import get_tenant_model_string
+from .conf import get_tenant_model_string, now
 from .fields import EncryptedSecretField, TenantOneToOneField
 
 #: Fields that hold secrets. Views, admin and logs never show them.
@@ -66,6 +66,27 @@ class ConnectionStatus(models.TextChoices):
     DISABLED = "disabled", _("Disabled")
 
 
+#: Statuses the sweep looks after (needs_relink and disabled wait for a person); the partial
+#: index on ``next_due_at`` holds only these rows.
+SWEPT_STATUSES = (ConnectionStatus.ACTIVE, ConnectionStatus.DEGRADED, ConnectionStatus.RATE_LIMITED)
+#: What ``freshness.due_action`` reads: a write of any of them stores a new ``next_due_at``.
+DUE_FIELDS = frozenset(
+    {
+        "status",
+        "auth_method",
+        "session_id",
+        "session_expires_at",
+        "session_obtained_at",
+        "session_last_used_at",
+        "next_attempt_at",
+        "last_error_code",
+        # The warmth decision's inputs, when saved (the hot path's visit note does not save
+        # them: it only ever makes a row due later, and the sweep's re-check stores the rest).
+        "usage_histogram",
+    }
+)
+
+
 class ApiVersion(models.TextChoices):
     V3 = "v3", _("v3 (JSON)")
     V2 = "v2", _("v2 (form-encoded)")
@@ -110,7 +131,6 @@ class BillConnection(models.Model):
     organization_id = models.CharField(
         _("organization ID"),
         max_length=40,
-        db_index=True,
         blank=True,
         help_text=_("Starts with 008 (empty for a Spend & Expense-only connection)."),
     )
@@ -128,7 +148,7 @@ class BillConnection(models.Model):
     session_expires_at = models.DateTimeField(_("session expires at"), null=True, blank=True)
     #: A hash of the developer key, so limits can be shared per key without decrypting it.
     dev_key_fingerprint = models.CharField(
-        _("developer key fingerprint"), max_length=64, db_index=True, editable=False
+        _("developer key fingerprint"), max_length=64, editable=False
     )
     user_id = models.CharField(_("BILL user ID"), max_length=40, blank=True)
     status = models.CharField(
@@ -136,17 +156,19 @@ class BillConnection(models.Model):
         max_length=16,
         choices=ConnectionStatus.choices,
         default=ConnectionStatus.ACTIVE,
-        db_index=True,
     )
     session_obtained_at = models.DateTimeField(_("session obtained at"), null=True, blank=True)
-    session_last_used_at = models.DateTimeField(
-        _("session last used at"), null=True, blank=True, db_index=True
-    )
+    #: Not indexed: the hot path's use mark and every keep-alive write it, and an indexed
+    #: column would make each of those writes a non-HOT update.
+    session_last_used_at = models.DateTimeField(_("session last used at"), null=True, blank=True)
     last_refresh_at = models.DateTimeField(_("last refresh at"), null=True, blank=True)
     last_error_code = models.CharField(_("last error code"), max_length=64, blank=True)
     last_error_message = models.TextField(_("last error message"), blank=True)
     consecutive_failures = models.PositiveIntegerField(_("consecutive failures"), default=0)
     next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
+    #: When the sweep next has work here (``freshness.next_due_at``; ``None``: never until the
+    #: row changes), written with every change of what decides it (``DUE_FIELDS``).
+    next_due_at = models.DateTimeField(_("next due at"), null=True, blank=True, editable=False)
     version = models.PositiveBigIntegerField(
         _("version"), default=1, help_text=_("Incremented on every write that fences others.")
     )
@@ -203,7 +225,19 @@ class BillConnection(models.Model):
     class Meta:
         verbose_name = _("BILL connection")
         verbose_name_plural = _("BILL connections")
-        indexes = [models.Index(fields=["status", "session_last_used_at"], name="bill_conn_due")]
+        # Only what a query uses (every index is written by each non-HOT update):
+        # the sweep's due selection (partial: swept rows only), bill_status's list by status,
+        # per developer key counts, the MFA expiry notices (mfa_trust_expires_at's own index).
+        # Plain Index rather than db_index on CharFields: no varchar_pattern_ops twin.
+        indexes = [
+            models.Index(
+                fields=["next_due_at"],
+                name="bill_conn_next_due",
+                condition=models.Q(status__in=SWEPT_STATUSES),
+            ),
+            models.Index(fields=["status"], name="bill_conn_status"),
+            models.Index(fields=["dev_key_fingerprint"], name="bill_conn_dev_key"),
+        ]
 
     def __str__(self) -> str:
         return f"BILL {self.organization_id} ({self.environment})"
@@ -215,6 +249,19 @@ class BillConnection(models.Model):
             f"organization_id={self.organization_id!r} environment={self.environment!r} "
             f"status={self.status!r} version={self.version}>"
         )
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save; a write of anything that decides when the sweep is due (``DUE_FIELDS``, or a
+        whole-row save) stores ``next_due_at`` with it, in the same statement."""
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or DUE_FIELDS.intersection(update_fields):
+            # The one rule lives with the other session rules (services import this module).
+            from .services.freshness import next_due_at
+
+            self.next_due_at = next_due_at(self, now())
+            if update_fields is not None:
+                kwargs["update_fields"] = list(dict.fromkeys([*update_fields, "next_due_at"]))
+        super().save(*args, **kwargs)
 
     @property
     def has_api_token(self) -> bool:

@@ -6,6 +6,8 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from bill_integration.health import health
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/connect/bill/", permanent=False)),
     path("admin/", admin.site.urls),
@@ -21,4 +23,7 @@ urlpatterns = [
         name="swagger-ui",
     ),
     path("connect/bill/", include("bill_integration.urls_pages")),
+    # For monitoring: 200 healthy, 503 not (docs/how-to/monitoring.md). A real deployment
+    # would require a token: path("health/bill/", health, {"token": "..."}).
+    path("health/bill/", health, name="bill-health"),
 ]

@@ -18,10 +18,15 @@ REFRESH_URL = "/api/bill/connection/refresh/"
 
 @pytest.fixture(autouse=True)
 def _fresh_throttles():
-    """Throttle counters live in the (local-memory) cache: every test starts from zero."""
+    """Throttle counters live in the (local-memory) cache: every test starts from zero; so do
+    the status documents (their own local-memory cache)."""
+    from bill_integration.api.status_cache import documents
+
     cache.clear()
+    documents.clear()
     yield
     cache.clear()
+    documents.clear()
 
 
 def credentials(account: Any, **overrides: Any) -> dict[str, Any]:

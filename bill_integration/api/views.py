@@ -35,12 +35,8 @@ from .link_schema import LINK_REQUEST
 from .parsers import BillJSONParser
 from .permissions import TenantConnectionAccess, resolve_access
 from .reporting import ApiReporterFilter
-from .serializers import (
-    ConnectionStatusSerializer,
-    LinkSerializer,
-    connection_status,
-    status_queryset,
-)
+from .serializers import ConnectionStatusSerializer, LinkSerializer
+from .status_cache import status_document
 from .throttling import (
     LinkTenantThrottle,
     LinkUserThrottle,
@@ -140,9 +136,14 @@ class BillAPIView(APIView):
         return resolve_access(request)[1] == "write"
 
     def status_response(self, request: Request, *, http_status: int = 200) -> Response:
-        connection = status_queryset().filter(tenant=self.tenant(request)).first()
-        data = connection_status(connection, can_change=self.can_change(request))
-        return Response(ConnectionStatusSerializer(data).data, status=http_status)
+        # A GET may be answered from the status cache (status_cache.py: keyed by the row's
+        # version and change marker, access checked on every request); a write's answer never.
+        data = status_document(
+            self.tenant(request),
+            can_change=self.can_change(request),
+            fresh=request.method != "GET",
+        )
+        return Response(data, status=http_status)
 
 
 class ConnectionView(BillAPIView):

@@ -48,11 +48,13 @@ def build_connection(
     Test and benchmark set-up only, never how the app writes credentials: no BILL call, no
     audit record, no signal. ``dev_key_fingerprint`` may be passed to save an HMAC per row.
     """
+    from ..conf import now
     from ..models import BillConnection, ConnectionStatus
     from ..services.common import dev_key_fingerprint as fingerprint
+    from ..services.freshness import next_due_at
 
     # session_id may be None: the field defaults to null=True, which django-stubs cannot see.
-    return BillConnection(  # type: ignore[misc]
+    connection = BillConnection(  # type: ignore[misc]
         tenant=tenant,
         environment=environment,
         api_version=api_version,
@@ -67,6 +69,9 @@ def build_connection(
         session_obtained_at=obtained_at,
         session_last_used_at=last_used_at,
     )
+    # As every writer stores it (save() does too; bulk_create does not call save()).
+    connection.next_due_at = next_due_at(connection, now())
+    return connection
 
 
 def create_tenant(number: int | None = None) -> Any:

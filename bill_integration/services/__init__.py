@@ -17,6 +17,7 @@ from .sweep import (
     due_connection_ids,
     plan_due,
     refresh_connection,
+    refresh_connections,
     refresh_due,
     refresh_now,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "plan_due",
     "refresh",
     "refresh_connection",
+    "refresh_connections",
     "refresh_due",
     "refresh_now",
     "unlink",

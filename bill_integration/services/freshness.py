@@ -15,6 +15,9 @@ the sweep and the tests agree on what "valid" and "due" mean.
 * **Due** (:func:`due_action`): what the sweep should do now: keep the session alive once it
   has been idle ``keepalive_after_idle()``, log in when there is no session, when it surely
   expired, or when ``MAX_SESSION_AGE`` is near.
+* **Next due** (:func:`next_due_at`): the first moment :func:`due_action` answers something,
+  stored in ``BillConnection.next_due_at`` with every write of the inputs (``DUE_FIELDS``), so
+  the sweep selects ``next_due_at <= now`` on a partial index instead of scanning the table.
 
 Each sign-in method has its own rules (``auth_methods.METHODS``): a sync-token session idles
 48 hours and is kept alive after 12; an OAuth access token has no idle timer and is renewed
@@ -24,6 +27,7 @@ Spend & Expense-only connection has no session at all (always usable, never due)
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -32,7 +36,7 @@ from ..auth_methods import LOGIN as RENEW_BY_LOGIN
 from ..auth_methods import NONE, OAUTH_DEFAULT_LIFETIME, OAUTH_RENEW_BEFORE, OAUTH_TOKEN, rules
 from ..conf import bill_settings, keepalive_after_idle
 from ..exceptions import ConnectionDisabled, ConnectionNeedsRelink, LoginBudgetExhausted
-from ..models import BillConnection, ConnectionStatus
+from ..models import SWEPT_STATUSES, BillConnection, ConnectionStatus
 from . import warmth
 
 #: The columns get_session() reads: enough to judge validity and build a BillSession.
@@ -54,8 +58,6 @@ HOT_FIELDS = (
     "version",
     "usage_last_at",
 )
-#: Statuses the sweep looks after (needs_relink and disabled wait for a person).
-SWEPT_STATUSES = (ConnectionStatus.ACTIVE, ConnectionStatus.DEGRADED, ConnectionStatus.RATE_LIMITED)
 UNHEALTHY_STATUSES = (ConnectionStatus.DEGRADED, ConnectionStatus.RATE_LIMITED)
 #: last_error_code of an active connection whose MAX_SESSION_AGE renewal waits for the budget.
 BUDGET_EXHAUSTED = LoginBudgetExhausted.code
@@ -132,6 +134,39 @@ def session_is_valid(connection: BillConnection, at: datetime) -> bool:
     return True
 
 
+#: ``MAX_SESSION_AGE`` renewals come up to this share of the age early, by connection.
+RENEWAL_SPREAD = 0.1
+#: The golden ratio's fraction: ``pk * it mod 1`` spreads consecutive ids evenly over [0, 1).
+_GOLDEN = 0.6180339887498949
+
+
+def renewal_at(connection: BillConnection) -> datetime | None:
+    """When the sweep renews this session for ``MAX_SESSION_AGE`` (``None``: no session age
+    recorded, or no ``MAX_SESSION_AGE``).
+
+    Up to ``RENEWAL_SPREAD`` of the age before the age (less the safety margin), by a fixed
+    fraction of the connection's id: tenants linked together (an import, a migration) renew
+    spread over ~17 hours of a 7-day age instead of in one sweep, which would spend the
+    developer key's 200 logins an hour at once. The same connection always gets the same
+    moment.
+    """
+    max_age = bill_settings.MAX_SESSION_AGE
+    obtained = connection.session_obtained_at
+    if max_age is None or obtained is None:
+        return None
+    early = max_age * RENEWAL_SPREAD * _spread(getattr(connection, "pk", None))
+    return obtained + max_age - bill_settings.SESSION_SAFETY_MARGIN - early
+
+
+def _spread(pk: Any) -> float:
+    """A fraction in [0, 1) fixed per connection id (consecutive ids evenly apart)."""
+    if pk is None:
+        return 0.0
+    if not isinstance(pk, int):  # a custom primary key: any stable number will do
+        pk = int.from_bytes(hashlib.blake2b(str(pk).encode(), digest_size=8).digest(), "big")
+    return (pk * _GOLDEN) % 1.0
+
+
 def backing_off(connection: BillConnection, at: datetime) -> bool:
     """Whether the connection waits (``next_attempt_at``) after a failure."""
     return connection.next_attempt_at is not None and connection.next_attempt_at > at
@@ -181,10 +216,9 @@ def _session_work(connection: BillConnection, at: datetime) -> str | None:
     last_used = connection.session_last_used_at
     if last_used is None or not connection.session_id:
         return LOGIN
-    max_age = bill_settings.MAX_SESSION_AGE
-    if max_age is not None:
-        obtained = connection.session_obtained_at
-        if obtained is None or at >= obtained + max_age - bill_settings.SESSION_SAFETY_MARGIN:
+    if bill_settings.MAX_SESSION_AGE is not None:
+        renew_at = renewal_at(connection)
+        if renew_at is None or at >= renew_at:
             return LOGIN
     idle = at - last_used
     # Past the idle limit even allowing for the throttled last-use lag: surely gone at BILL.
@@ -193,3 +227,46 @@ def _session_work(connection: BillConnection, at: datetime) -> str | None:
     if idle >= keep_after:
         return KEEP_ALIVE
     return None
+
+
+def next_due_at(connection: BillConnection, at: datetime) -> datetime | None:
+    """The first moment from ``at`` on when :func:`due_action` answers something (``None``:
+    never, until the row is written again). ``at`` itself when the connection is due now.
+
+    :func:`due_action` only compares ``at`` with moments stored on the row (each rule is
+    ``at >= moment`` or ``at < moment``), so its answer can only change at those moments: the
+    first of them (or ``at``) at which it answers is exact. Valid while the row's
+    ``DUE_FIELDS`` are unchanged; every writer of them stores a new value, except the hot
+    path's use mark, which only makes the row due *later* (the sweep's re-check then stores
+    the new moment).
+    """
+    if connection.status not in SWEPT_STATUSES or rules(connection.auth_method).renewal == NONE:
+        return None
+    for moment in sorted({at, *(m for m in _moments(connection, at) if m > at)}):
+        if due_action(connection, moment) is not None:
+            return moment
+    return None
+
+
+def _moments(connection: BillConnection, at: datetime) -> list[datetime]:
+    """Every moment at which :func:`due_action`'s answer for this row may change."""
+    settings = bill_settings
+    moments = [connection.next_attempt_at]
+    if connection.session_expires_at is not None:
+        moments.append(connection.session_expires_at - OAUTH_RENEW_BEFORE)
+    last_used = connection.session_last_used_at
+    if last_used is not None:
+        timeout = idle_timeout(connection) or settings.SESSION_IDLE_TIMEOUT
+        moments += [
+            last_used + keepalive_after(connection),
+            last_used + timeout + settings.LAST_USED_WRITE_INTERVAL,
+            last_used + timeout - settings.SESSION_SAFETY_MARGIN,
+        ]
+    moments.append(renewal_at(connection))
+    # A session let lapse is due again only when the tenant's usual hour comes (warmth), and
+    # an hour a visit was made in stops counting that visit when it ends.
+    moments += warmth.prewarm_moments(connection, at)
+    called = getattr(connection, "usage_last_at", None)
+    if called is not None:
+        moments.append(called.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1))
+    return [moment for moment in moments if moment is not None]

@@ -21,9 +21,10 @@ from django.db import OperationalError
 from django.db import connection as db
 from django.utils import timezone
 
-from ..conf import bill_settings
+from ..conf import bill_settings, now
 from ..exceptions import ConflictError, SessionUnavailable
-from ..models import BillConnection
+from ..models import DUE_FIELDS, BillConnection
+from .freshness import next_due_at
 
 #: PostgreSQL's SQLSTATE for "lock_timeout expired".
 LOCK_NOT_AVAILABLE = "55P03"
@@ -127,6 +128,9 @@ def fenced_write(
     new_version = read_version + 1 if bump else read_version
     updated_at = timezone.now()  # what auto_now would set; update() does not run pre_save()
     values = {name: getattr(connection, name) for name in fields}
+    if DUE_FIELDS.intersection(values):
+        # The sweep finds the row by this (partial index): stored in the same UPDATE.
+        connection.next_due_at = values["next_due_at"] = next_due_at(connection, now())
     # One conditional UPDATE. Plain values go through each field's get_db_prep_save(), so the
     # session id is encrypted exactly as save() would (only expressions are refused there).
     claimed = BillConnection.objects.filter(pk=connection.pk, version=read_version).update(

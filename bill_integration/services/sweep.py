@@ -1,13 +1,14 @@
 """The sweep: find the connections whose session needs work, and do it, one row at a time.
 
 Beat runs ``bill_integration.refresh_due_sessions`` every ``SWEEP_INTERVAL``; it calls
-:func:`refresh_due` with a ``dispatch`` that sends one ``bill_integration.refresh_session``
-task per due id, and each task runs :func:`refresh_connection`. Without Celery,
+:func:`refresh_due` with a ``dispatch_batch`` that sends one ``bill_integration.refresh_sessions``
+task per ``SWEEP_BATCH_SIZE`` due ids, and each task runs :func:`refresh_connections` (each id
+through :func:`refresh_connection`, one limiter batch). Without Celery,
 ``manage.py bill_refresh_sessions`` runs the same functions in-process.
 
-* :func:`due_connection_ids` finds due connections with one query on plain columns, most
-  recently used first (so a login-budget shortfall hits idle tenants). It is the query form of
-  :func:`freshness.due_action`.
+* :func:`due_connection_ids` finds due connections with one query on the partial index of
+  ``next_due_at`` (:func:`freshness.next_due_at`, stored with every session write), most
+  recently used first (so a login-budget shortfall hits idle tenants).
 * :func:`refresh_connection` re-checks under the row lock (``skip_locked``: a duplicate task
   for a row being handled does nothing) that the work is still due, then keeps a live
   session alive with BILL's cheapest authenticated call, or logs in when BILL says the
@@ -29,11 +30,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.core.checks import Error
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, QuerySet
 
 from .. import limits
-from ..auth_methods import METHODS, NONE, OAUTH_RENEW_BEFORE, OAUTH_TOKEN
 from ..conf import bill_settings, now
 from ..constants import MAX_CALLS_PER_HOUR
 from ..exceptions import (
@@ -43,17 +44,14 @@ from ..exceptions import (
     UpkeepShareExhausted,
 )
 from ..models import BillConnection
-from ..models import ConnectionStatus as Status
 from . import gateway, lifecycle, trust, undecryptable, warmth
 from .freshness import (
-    BUDGET_EXHAUSTED,
     KEEP_ALIVE,
     LOGIN,
     SWEPT_STATUSES,
     backing_off,
     due_action,
-    idle_timeout,
-    keepalive_after,
+    next_due_at,
     session_is_alive,
 )
 from .locking import Effects, lock
@@ -62,6 +60,12 @@ from .locking import Effects, lock
 #: hour from which keeping sessions warm gets dearer (calls) or more worth it (logins).
 CALLS_PRESSURE_FROM = 0.8
 LOGINS_PRESSURE_FROM = 0.5
+E016_SWEEP_BATCH_SIZE = "bill_integration.E016"
+#: A batch's ids are refreshed one after another in one task: more would hold a worker thread
+#: for minutes (1,000 keep-alives at 100 ms) and leave the other threads idle at the end.
+MAX_BATCH_SIZE = 1000
+#: A sweep with at least this many due ids is sent in at least this many messages.
+MIN_MESSAGES = 64
 #: Outcomes of :func:`refresh_connection` besides lifecycle's kept_alive/logged_in/...
 NOT_DUE, BUSY, MISSING = "not_due", "busy", "missing"
 
@@ -71,51 +75,17 @@ Progress = Callable[[int, str], Any]
 def due_connection_ids(at: datetime | None = None, *, limit: int | None = None) -> list[int]:
     """Ids of the connections due at ``at``, most recently used first (one query).
 
-    One condition per sign-in method (``auth_methods.METHODS``): its own idle timeout and
-    keep-alive cadence; OAuth tokens when they near ``session_expires_at``; Spend & Expense-only
-    connections never.
+    ``status in SWEPT_STATUSES AND next_due_at <= at``: a range of the partial index
+    ``bill_conn_next_due``, so the cost follows the number due, not the table (the sort of
+    the due rows by last use is over those rows only). ``next_due_at`` is a lower bound
+    (:func:`freshness.next_due_at`); :func:`refresh_connection` re-checks each row with
+    :func:`freshness.due_action` under its lock and stores the right moment when it is not due.
     """
     at = at or now()
-    due = Q(pk__in=[])
-    for method, entry in METHODS.items():
-        if entry.renewal == NONE:
-            continue
-        if entry.renewal == OAUTH_TOKEN:
-            renew = Q(session_expires_at__isnull=True) | Q(
-                session_expires_at__lte=at + OAUTH_RENEW_BEFORE
-            )
-            waits = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=at)
-            due |= Q(auth_method=method) & waits & renew
-            continue
-        due |= Q(auth_method=method) & _session_due(at, method)
-    query = (
-        BillConnection.objects.filter(status__in=SWEPT_STATUSES)
-        .filter(due)
-        .values_list("pk", flat=True)
-    )
+    query = BillConnection.objects.filter(
+        status__in=SWEPT_STATUSES, next_due_at__lte=at
+    ).values_list("pk", flat=True)
     return list(_most_recent_first(query)[:limit] if limit else _most_recent_first(query))
-
-
-def _session_due(at: datetime, method: str) -> Q:
-    """The due rule of a method whose session idles (:func:`freshness.due_action` as a query)."""
-    probe = BillConnection(auth_method=method)
-    timeout = idle_timeout(probe) or bill_settings.SESSION_IDLE_TIMEOUT
-    idle = Q(session_last_used_at__lte=at - keepalive_after(probe))
-    due = Q(session_last_used_at__isnull=True) | idle
-    # Still trusted (session_is_alive): only such a session is kept alive while it waits.
-    alive = Q(session_last_used_at__gt=at - timeout + bill_settings.SESSION_SAFETY_MARGIN)
-    max_age = bill_settings.MAX_SESSION_AGE
-    if max_age is not None:
-        due |= Q(session_obtained_at__isnull=True) | Q(
-            session_obtained_at__lte=at - max_age + bill_settings.SESSION_SAFETY_MARGIN
-        )
-    waits = (
-        Q(next_attempt_at__isnull=True)
-        | Q(next_attempt_at__lte=at)
-        # a renewal waiting for the login budget: keep the live session alive meanwhile
-        | (Q(status=Status.ACTIVE, last_error_code=BUDGET_EXHAUSTED) & idle & alive)
-    )
-    return waits & due
 
 
 def _most_recent_first(query: QuerySet[Any]) -> QuerySet[Any]:
@@ -166,16 +136,18 @@ def plan_due(*, tenant: Any = None, include_all: bool = False) -> list[PlannedRe
 def refresh_due(
     *,
     dispatch: Callable[[int], Any] | None = None,
+    dispatch_batch: Callable[[list[int]], Any] | None = None,
     progress: Progress | None = None,
     tenant: Any = None,
     include_all: bool = False,
 ) -> list[int]:
     """Handle every due connection; return their ids.
 
-    ``dispatch(connection_id)`` hands each id to someone else (the Celery task does
-    ``refresh_session.apply_async``); without it each is refreshed here, in order, and
-    ``progress(connection_id, outcome)`` is called after each (the management command's bar).
-    ``tenant`` and ``include_all`` are deprecated: use :func:`refresh_now`.
+    ``dispatch_batch(ids)`` hands the ids to someone else in lists of at most
+    ``SWEEP_BATCH_SIZE`` (:func:`batch_size`), in order (the beat task sends one ``refresh_sessions`` message per list);
+    ``dispatch(connection_id)`` one by one. Without either each is refreshed here, in order,
+    and ``progress(connection_id, outcome)`` is called after each (the management command's
+    bar). ``tenant`` and ``include_all`` are deprecated: use :func:`refresh_now`.
     """
     if tenant is not None or include_all:
         warnings.warn(
@@ -188,11 +160,25 @@ def refresh_due(
     undecryptable.restore_all_decryptable()
     trust.notify_expiry()
     ids = due_connection_ids()
+    if dispatch_batch is not None:
+        size = batch_size(len(ids))
+        for start in range(0, len(ids), size):
+            dispatch_batch(ids[start : start + size])
+        return ids
     if dispatch is not None:
         for connection_id in ids:
             dispatch(connection_id)
         return ids
     return _refresh_each(ids, force_due=False, progress=progress)
+
+
+def batch_size(due: int) -> int:
+    """Ids per message for a sweep of ``due`` ids: ``SWEEP_BATCH_SIZE``, or fewer so the sweep
+    is at least :data:`MIN_MESSAGES` messages. A batch runs on one worker thread, one id after
+    another: 1,000 due in batches of 100 would keep 10 threads busy for 10 s and the rest idle;
+    in 67 batches of 15 every thread of a usual pool gets work. Batching is for large sweeps,
+    where one message per id cost the beat about a millisecond each."""
+    return max(1, min(bill_settings.SWEEP_BATCH_SIZE, due // MIN_MESSAGES))
 
 
 def refresh_now(*, tenant: Any = None, progress: Progress | None = None) -> list[int]:
@@ -210,6 +196,29 @@ def _refresh_each(ids: Iterable[int], *, force_due: bool, progress: Progress | N
             if progress is not None:
                 progress(connection_id, outcome)
     return done
+
+
+def refresh_connections(connection_ids: Iterable[int]) -> list[str]:
+    """Refresh each connection still due, in order, within one limiter batch (the
+    ``refresh_sessions`` task's body): one outcome per id, as :func:`refresh_connection`."""
+    with gateway.batch():
+        return [refresh_connection(connection_id) for connection_id in connection_ids]
+
+
+def check_batch_size(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """E016: ``SWEEP_BATCH_SIZE`` is a whole number from 1 to 1,000 (checks.py registers it)."""
+    size = bill_settings.SWEEP_BATCH_SIZE
+    if isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= MAX_BATCH_SIZE:
+        return []
+    return [
+        Error(
+            f"BILL_INTEGRATION: SWEEP_BATCH_SIZE must be a whole number from 1 to "
+            f"{MAX_BATCH_SIZE:,} (got {size!r}).",
+            hint="Each batch is one task refreshing its connections one after another: 50-100 "
+            "keeps a batch within a few seconds of BILL calls and the worker threads busy.",
+            id=E016_SWEEP_BATCH_SIZE,
+        )
+    ]
 
 
 def refresh_connection(connection_id: int, *, force_due: bool = False) -> str:
@@ -232,10 +241,18 @@ def refresh_connection(connection_id: int, *, force_due: bool = False) -> str:
 
 def budget_pressures(connection: BillConnection, at: datetime) -> tuple[float, float]:
     """How short the connection's developer key runs now, as :func:`warmth.decide` weighs it:
-    ``(calls, logins)``, each 0..1. Calls: the upkeep share's, or BILL's whole hourly limit
-    when callers' own calls fill it (their peak hours leave less room for keep-alives).
-    Logins: the hourly login budget's (short logins make keep-alives the cheaper way)."""
-    hour = limits.calls_last_hour(connection.dev_key_fingerprint, at=at)
+    :func:`pressures_of` its rolling hour's counts (``limits.calls_last_hour``)."""
+    return pressures_of(limits.calls_last_hour(connection.dev_key_fingerprint, at=at))
+
+
+def pressures_of(hour: limits.HourOfCalls) -> tuple[float, float]:
+    """``(calls, logins)`` pressures (each 0..1) of one hour's counts of a developer key.
+
+    Calls: the upkeep share's, or BILL's whole hourly limit when callers' own calls fill it
+    (their peak hours leave less room for keep-alives). Logins: the hourly login budget's
+    (short logins make keep-alives the cheaper way). A pure function of the counts, so the
+    fleet benchmark's model (``bench/fleet_model.py``) weighs its simulated hours the same way.
+    """
     calls = max(
         warmth.pressure_from(hour.upkeep, limits.upkeep_limit()),
         warmth.pressure_from(hour.total, MAX_CALLS_PER_HOUR, start=CALLS_PRESSURE_FROM),
@@ -259,6 +276,7 @@ def _refresh_locked(connection_id: int, *, force_due: bool) -> str:
         if action is None and force_due and connection.status in SWEPT_STATUSES:
             action = None if backing_off(connection, moment) else KEEP_ALIVE
         if action is None:
+            _store_next_due(connection, moment)
             return NOT_DUE
         started = time.monotonic()
         try:
@@ -281,3 +299,12 @@ def _refresh_locked(connection_id: int, *, force_due: bool) -> str:
             outcome = f"failed:{connection.last_error_code}"
     effects.send()
     return outcome
+
+
+def _store_next_due(connection: BillConnection, moment: datetime) -> None:
+    """A row picked but not due (used by a caller since, or a duplicate task): store when it
+    is, so the next sweeps skip it. Only ``next_due_at`` (and under the row lock)."""
+    due_at = next_due_at(connection, moment)
+    if due_at != connection.next_due_at:
+        BillConnection.objects.filter(pk=connection.pk).update(next_due_at=due_at)
+        connection.next_due_at = due_at

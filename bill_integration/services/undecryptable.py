@@ -24,6 +24,7 @@ from ..exceptions import DecryptionFailed
 from ..models import SECRET_FIELDS, BillConnection
 from ..models import ConnectionStatus as Status
 from . import lifecycle
+from .freshness import next_due_at
 from .locking import Effects, lock_without_secrets
 
 logger = logging.getLogger("bill_integration.sessions")
@@ -65,15 +66,19 @@ def _set_status(
         ):
             return None
         old_status = connection.status
+        connection.status, connection.last_error_code = new_status, code
+        connection.next_attempt_at = None
+        # Set aside: never due (no secret read); restored: a key reads the session again.
+        connection.next_due_at = next_due_at(connection, now())
         BillConnection.objects.filter(pk=connection_id).update(
             status=new_status,
             last_error_code=code,
             last_error_message=message,
             next_attempt_at=None,
             consecutive_failures=0,
+            next_due_at=connection.next_due_at,
             updated_at=now(),
         )
-        connection.status, connection.last_error_code = new_status, code
         effects = Effects()
         lifecycle.transition(
             connection, old_status, new_status, effects, error=DecryptionFailed() if code else None

@@ -192,33 +192,41 @@ def weekly_rates(connection: Any, at: datetime) -> list[float]:
     hour = at.replace(minute=0, second=0, microsecond=0)
     if connection.usage_last_at is not None and connection.usage_last_at >= hour:
         rates[slot_of(at)] = max(0.0, rates[slot_of(at)] - 1.0)
-    return rates
+    return _calibrated(rates)
 
 
 def _hours_ahead(rates: list[float], at: datetime, hours: int) -> list[tuple[float, float]]:
     """``(rate, length in hours)`` of each piece of the ``hours`` hours after ``at``, cut at hour
-    boundaries, each rate scaled by its day's :func:`_day_calibration`."""
+    boundaries."""
     elapsed = (at - _EPOCH_MONDAY) / timedelta(hours=1)
     first = int(elapsed // 1)
     pieces = [(rates[first % SLOTS], 1 - (elapsed - first))]
     pieces += [(rates[(first + step) % SLOTS], 1.0) for step in range(1, hours)]
     if elapsed > first:
         pieces.append((rates[(first + hours) % SLOTS], elapsed - first))
-    calibrated = []
-    for day in range(0, len(pieces), 24):
-        window = pieces[day : day + 24]
-        scale = _day_calibration(sum(rate * length for rate, length in window))
-        calibrated += [(rate * scale, length) for rate, length in window]
-    return calibrated
+    return pieces
+
+
+def _calibrated(rates: list[float]) -> list[float]:
+    """Each slot's rate scaled so that the day around it (12 hours either side) has the chance
+    of a visit its expected visits say (at most :data:`DAY_CERTAINTY`), not
+    ``1 - exp(-expected)``.
+
+    Per-hour Poisson rates read a tenant that comes once a day at a habit that drifts over two
+    or three hours as a 63 % chance a day; its visits are one a day, almost surely. The window
+    is centred on each slot, so a slot's rate never depends on when it is asked about.
+    """
+    window = sum(rates[slot % SLOTS] for slot in range(-12, 12))
+    scaled = []
+    for slot, rate in enumerate(rates):
+        scaled.append(rate * _day_calibration(window))
+        window += rates[(slot + 12) % SLOTS] - rates[(slot - 12) % SLOTS]
+    return scaled
 
 
 def _day_calibration(expected: float) -> float:
-    """How much to scale a day's hourly rates so the day's chance of a visit is ``expected``
-    (at most :data:`DAY_CERTAINTY`), not ``1 - exp(-expected)``.
-
-    Per-hour Poisson rates read a tenant that comes once a day at a habit that drifts over
-    two or three hours as a 63 % chance a day; its visits are one a day, almost surely.
-    """
+    """The factor that makes a day with ``expected`` visits (Poisson) as likely to see one as
+    ``expected`` says (at most :data:`DAY_CERTAINTY`); never below 1."""
     if expected <= 0:
         return 1.0
     chance = min(expected, DAY_CERTAINTY)
@@ -292,19 +300,23 @@ def decide(
     if pinned(connection):
         return WarmthDecision(keep_warm=True, value=math.inf)
     created = getattr(connection, "created_at", None)
-    if created is not None and at - created < NEW_CONNECTION_WARM:
+    if created is None or at - created < NEW_CONNECTION_WARM:  # None: being linked now
         return WarmthDecision(keep_warm=True, value=math.inf)
     from .freshness import keepalive_after, session_is_alive  # freshness imports this module
 
     rates = weekly_rates(connection, at)
     if not any(rates):
         return WarmthDecision(keep_warm=False, value=0.0)
-    wait = expected_wait(rates, at)
+    # A live session is judged as of its keep-alive moment, so the answer does not drift in the
+    # minute or two the sweep may take to get to it (freshness.next_due_at stays exact).
+    used = getattr(connection, "session_last_used_at", None)
+    judged = at if used is None else min(at, used + keepalive_after(connection))
+    wait = expected_wait(rates, judged)
     cost = max(wait / keepalive_after(connection), 0.01)  # keep-alive calls until the visit
     login_pressure = min(max(login_pressure, 0.0), 1.0)
     worth = LOGIN_WORTH * (1 + (LOGIN_PRESSURE_WORTH - 1) * login_pressure)
     value = worth / cost
-    prewarm_at = _next_likely_hour(rates, at, pressure)
+    prewarm_at = _next_likely_hour(rates, at)
     if prewarm_at is not None and prewarm_at <= at:
         return WarmthDecision(keep_warm=True, value=value)
     # A lapsed session costs its login whenever it is made: made early, it only adds
@@ -314,14 +326,32 @@ def decide(
     return WarmthDecision(keep_warm=False, value=value, prewarm_at=prewarm_at)
 
 
-def _next_likely_hour(rates: list[float], at: datetime, pressure: float) -> datetime | None:
+def _next_likely_hour(rates: list[float], at: datetime) -> datetime | None:
     """:data:`PREWARM_LEAD` before the first hour (the current one included) in which a visit
     is likely enough to log in ahead of it; ``None`` within :data:`LOOKAHEAD`."""
-    likely = PREWARM_AT + (0.9 - PREWARM_AT) * min(max(pressure, 0.0), 1.0)
-    needed = -math.log(1 - likely)  # expected visits in the hour for that chance
+    # Not raised by call pressure: a prewarm spends the login the visit would, a bit earlier.
+    needed = -math.log(1 - PREWARM_AT)  # expected visits in the hour for that chance
     hour = at.replace(minute=0, second=0, microsecond=0)
     for step, (rate, _) in enumerate(_hours_ahead(rates, hour, LOOKAHEAD_HOURS)):
         if rate >= needed:
-            start = hour + timedelta(hours=step)
-            return max(start - PREWARM_LEAD, hour) if step else hour
+            return max(hour + timedelta(hours=step) - PREWARM_LEAD, hour)
     return None
+
+
+def prewarm_moments(connection: Any, at: datetime) -> list[datetime]:
+    """Every moment within :data:`LOOKAHEAD` after ``at`` at which :func:`decide` starts to log
+    in ahead of a likely visit (at no pressure): :data:`PREWARM_LEAD` before the first hour of
+    each run of likely hours. ``freshness.next_due_at`` wakes the sweep at them."""
+    if pinned(connection):
+        return []
+    needed = -math.log(1 - PREWARM_AT)
+    rates = weekly_rates(connection, at)
+    hour = at.replace(minute=0, second=0, microsecond=0)
+    moments, previous = [], False
+    for step, (rate, _) in enumerate(_hours_ahead(rates, hour, LOOKAHEAD_HOURS)):
+        likely = rate >= needed
+        start = hour + timedelta(hours=step) - PREWARM_LEAD
+        if likely and not previous and start > at:
+            moments.append(start)
+        previous = likely
+    return moments

@@ -118,10 +118,11 @@ def test_a_busy_tenant_is_kept_warm_between_visits_and_lapses_for_the_weekend():
     days = [MONDAY - timedelta(weeks=6) + timedelta(days=day) for day in range(42)]
     workdays = [day for day in days if day.weekday() < 5]
     moments = [day + timedelta(hours=hour) for day in workdays for hour in (9, 11, 14, 16)]
-    row = visits(history(), moments + [MONDAY + timedelta(hours=9)])
+    linked = MONDAY - timedelta(weeks=6)  # when the habit began
+    row = visits(history(created_at=linked), moments + [MONDAY + timedelta(hours=9)])
     assert decide(row, MONDAY + timedelta(hours=10)).keep_warm is True
     saturday_noon = MONDAY - timedelta(days=2, hours=-12)
-    weekend = decide(visits(history(), moments), saturday_noon, pressure=0.25)
+    weekend = decide(visits(history(created_at=linked), moments), saturday_noon, pressure=0.25)
     assert weekend.keep_warm is False
     # Prewarmed before Monday's first visit, not hours early.
     assert weekend.prewarm_at == MONDAY + timedelta(hours=9) - warmth.PREWARM_LEAD

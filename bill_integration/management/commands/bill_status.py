@@ -6,6 +6,10 @@ the connections whose trust for payments (BILL's 30-day MFA trust) is expiring o
 and, per developer key (by fingerprint, never the key), the logins spent of the hourly budget,
 a BDC_1144 pause, and how many due logins the budget could not cover. ``--json`` prints the
 same for machines. Nothing here decrypts a secret.
+
+``--budget`` prints, per developer key, its last 24 hours against BILL's limits instead: the
+figures and the calls per hour by kind of ``services/budget.py``, the same function (and so the
+same numbers) as the admin's budget page. ``--key <first characters>`` limits it to one key.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from rich.table import Table
 
 from ... import limits
 from ...models import BillConnection, ConnectionStatus
+from ...services import budget
 from ...services.trust import expiring_or_expired
 
 ATTENTION = (
@@ -73,8 +78,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="Print JSON instead of tables.")
+        parser.add_argument(
+            "--budget",
+            action="store_true",
+            help="Each developer key's last 24 hours: calls per hour by kind against BILL's "
+            "limits, warm and lapsed tenants, logins paid by callers, predicted headroom.",
+        )
+        parser.add_argument(
+            "--key", default="", help="With --budget: only the key whose fingerprint starts so."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["budget"]:
+            self.print_budget(options["key"], as_json=options["json"])
+            return
         facts = gather()
         if options["json"]:
             self.stdout.write(json.dumps(facts, indent=2))
@@ -138,3 +155,39 @@ class Command(BaseCommand):
                     row["expires_at"],
                 )
             console.print(trust)
+
+    def print_budget(self, key: str, *, as_json: bool) -> None:
+        keys = budget.developer_keys()
+        if key:
+            keys = [fingerprint for fingerprint in keys if fingerprint.startswith(key)]
+        reports = [budget.key_budget(fingerprint) for fingerprint in keys]
+        if as_json:
+            self.stdout.write(json.dumps([budget_facts(report) for report in reports], indent=2))
+            return
+        console = Console(file=cast(IO[str], self.stdout), width=160, color_system=None)
+        if not reports:
+            console.print("No developer key: nothing linked, no call counted in 24 hours.")
+        for report in reports:
+            figures = Table(title=f"Developer key {report.label}: the last 24 hours")
+            figures.add_column("figure")
+            figures.add_column("value", justify="right")
+            for what, value in budget.summary_rows(report):
+                figures.add_row(what, value)
+            console.print(figures)
+            header, rows = budget.hour_table(report)
+            hours = Table(title=f"Developer key {report.label}: calls per clock hour by kind")
+            for index, name in enumerate(header):
+                hours.add_column(name, justify="left" if index == 0 else "right")
+            for row in rows:
+                hours.add_row(*row)
+            console.print(hours)
+
+
+def budget_facts(report: budget.KeyBudget) -> dict[str, Any]:
+    """One key's budget report for ``--json`` (the same strings the tables show)."""
+    header, rows = budget.hour_table(report)
+    return {
+        "dev_key": report.label,
+        "figures": dict(budget.summary_rows(report)),
+        "hours": [dict(zip(header, row, strict=True)) for row in rows],
+    }
