@@ -137,7 +137,11 @@ def configure(emulator_url: str, **bill_options: Any) -> None:
 
     current = dict(settings.BILL_INTEGRATION)
     environments = dict(current["ENVIRONMENTS"])
-    environments["emulator"] = {"v3": emulator_url + "/connect", "v2": emulator_url + "/api/v2"}
+    environments["emulator"] = {
+        "v3": emulator_url + "/connect",
+        "v2": emulator_url + "/api/v2",
+        "oauth": emulator_url,  # POST /authx/token
+    }
     current.update(ENVIRONMENTS=environments, DEFAULT_ENVIRONMENT="emulator", **bill_options)
     settings.BILL_INTEGRATION = current
     bill_settings.reload()
@@ -474,7 +478,7 @@ Each section is rewritten in place by its own command; run everything with
 
 """
 
-ORDER = ("efficiency", "capacity", "sweep", "hotpath", "stampede", "limiter", "fleet")
+ORDER = ("efficiency", "capacity", "sweep", "hotpath", "stampede", "limiter", "fleet", "methods")
 
 
 def _summary(sections: dict[str, str]) -> str:

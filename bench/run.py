@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``.venv/bin/python bench/run.py efficiency|capacity|sweep|hotpath|stampede|limiter|all``.
+"""Run the benchmarks: ``.venv/bin/python bench/run.py efficiency|capacity|sweep|hotpath|stampede|limiter|fleet|methods|all``.
 
 Each benchmark creates the PostgreSQL database ``bench_bill_integration`` (dropped at the
 end, ``--keep-db`` keeps it), uses Redis db 5 for the shared limits, prints its figures and
@@ -17,7 +17,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common
 
-BENCHMARKS = ("efficiency", "capacity", "sweep", "hotpath", "stampede", "limiter", "fleet")
+BENCHMARKS = (
+    "efficiency",
+    "capacity",
+    "sweep",
+    "hotpath",
+    "stampede",
+    "limiter",
+    "fleet",
+    "methods",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

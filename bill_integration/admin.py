@@ -41,13 +41,21 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from . import services, tasks
 from .admin_budget import BudgetAdminMixin
-from .admin_forms import SECRET_INPUTS, BillConnectionForm, tenant_model_installed
+from .admin_forms import (
+    CREDENTIAL_INPUTS,
+    SECRET_INPUTS,
+    BillConnectionForm,
+    tenant_model_installed,
+)
 from .admin_trust import TRUST_FIELDSET, TRUST_READONLY, TrustAdminMixin, TrustListFilter
 from .api.throttling import TenantRefreshCounter, UserRefreshCounter
+from .auth_methods import rules
 from .conf import bill_settings, now
 from .exceptions import BillIntegrationError, customer_message
 from .models import AuditEvent, BillConnection, BillConnectionQuerySet, ConnectionStatus
 
+#: The secret columns whose state the change page shows.
+STORED_SECRETS = ("password", "dev_key", "api_token")
 #: What the change page shows instead of each secret: whether one is stored.
 SECRET_STATES = ("password_state", "dev_key_state", "api_token_state", "credentials_set_at")
 #: The list's columns, each short enough that the list fits a 1280-pixel-wide screen.
@@ -123,11 +131,14 @@ class BillConnectionAdmin(BudgetAdminMixin, TrustAdminMixin, admin.ModelAdmin):
         # Secret *model* fields are never listed: a read-only field (everything, for a viewer
         # without change permission) is rendered from the object, decrypted. The inputs below
         # are the form's own write-only fields, offered only to those who may change.
-        credentials = ["environment", "api_version", "username", "organization_id"]
+        # The form's inputs are every method's; admin_methods.js shows the chosen method's.
+        inputs = ["auth_method", "environment", "api_version", *CREDENTIAL_INPUTS]
         if obj is None:
-            return [(None, {"fields": ["tenant", *credentials, *SECRET_INPUTS]})]
+            return [(None, {"fields": ["tenant", *inputs]})]
+        credentials = ["auth_method", "environment", "api_version", "username", "organization_id"]
+        credentials.append("oauth_client_id")  # plain model fields, shown read-only
         if self.has_change_permission(request, obj):
-            credentials += [*SECRET_INPUTS, "clear_api_token"]
+            credentials = [*inputs, "clear_api_token"]
         return [
             (None, {"fields": ["tenant", "status_badge", "last_error"]}),
             (_("Credentials (checked with BILL when you save)"), {"fields": credentials}),
@@ -159,10 +170,11 @@ class BillConnectionAdmin(BudgetAdminMixin, TrustAdminMixin, admin.ModelAdmin):
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
     ) -> Any:
-        # Secret inputs are the form's own fields, never model fields: a model field would
-        # be read from the instance (decrypting it) to fill the form's initial data.
+        # Credential inputs are the form's own fields, never model fields: a secret model field
+        # would be read from the instance (decrypting it) to fill the form's initial data, and
+        # the service, not the form, writes the row. Only the tenant is bound to the model.
         fields = kwargs.get("fields") or flatten_fieldsets(self.get_fieldsets(request, obj))
-        kwargs["fields"] = [f for f in fields if f not in (*SECRET_INPUTS, "clear_api_token")]
+        kwargs["fields"] = [f for f in fields if f == "tenant"]
         form_class = super().get_form(request, obj, change=change, **kwargs)
 
         class RequestForm(form_class):  # type: ignore[misc, valid-type]
@@ -268,10 +280,10 @@ class BillConnectionAdmin(BudgetAdminMixin, TrustAdminMixin, admin.ModelAdmin):
                 f"{name}_is_stored": ExpressionWrapper(
                     Q(**{f"{name}__isnull": False}), output_field=BooleanField()
                 )
-                for name in SECRET_INPUTS
+                for name in STORED_SECRETS
             }
             row = BillConnection.objects.filter(pk=obj.pk).values(**flags).first() or {}
-            cached = {name: bool(row.get(f"{name}_is_stored")) for name in SECRET_INPUTS}
+            cached = {name: bool(row.get(f"{name}_is_stored")) for name in STORED_SECRETS}
             obj._bill_stored = cached  # type: ignore[attr-defined]
         return cached
 
@@ -284,6 +296,11 @@ class BillConnectionAdmin(BudgetAdminMixin, TrustAdminMixin, admin.ModelAdmin):
 
     @admin.display(description=_("developer key"))
     def dev_key_state(self, obj: BillConnection) -> str:
+        host = rules(obj.auth_method).uses_dev_key and bill_settings.host_developer_key(
+            obj.environment
+        )
+        if host and not self._stored(obj)["dev_key"]:  # read from the settings at each login
+            return str(_("the service's key (DEVELOPER_KEYS)"))
         return self._state(obj, "dev_key")
 
     @admin.display(description=_("Spend & Expense API token"))

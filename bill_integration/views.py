@@ -160,6 +160,14 @@ PAGE_LABELS = {
     "required_api_token": _("Enter your Spend & Expense API token."),
     "required_client_id": _("Enter the developer app's client ID."),
     "required_client_secret": _("Enter the developer app's client secret."),
+    # The Spend & Expense token: optional beside AP/AR, the only field of the S&E-only method.
+    "spend_optional": _("Spend & Expense (optional)"),
+    "spend_only": _("Spend & Expense"),
+    "spend_optional_help": FIELD_HELP["api_token"],
+    "spend_only_help": _(
+        "In BILL Spend & Expense: Settings → API tokens → Generate new token. It is stored "
+        "encrypted and never shown again."
+    ),
     # Picking the organization.
     "finding_organizations": _("Asking BILL which organizations you may open…"),
     "choose_organization": _("Choose your organization below, then connect."),
@@ -239,6 +247,7 @@ class ConnectPageView(LoginRequiredMixin, TemplateView):
             "refreshUrl": reverse("bill_integration:connection-refresh"),
             "organizationsUrl": reverse("bill_integration:connection-organizations"),
             "methods": {str(method): method_fields(method) for method in METHODS},
+            "methodLabels": {value: str(label) for value, label in AuthMethod.choices},
             "listable": [str(method) for method in LISTABLE_METHODS],
             # Environments whose developer key the SaaS supplies: the page does not ask for one.
             "hostKeys": [

@@ -46,7 +46,7 @@ class CannedServer:
                 except OSError:  # the client hung up
                     self.close_connection = True
 
-            do_GET = do_POST = _handle
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -285,6 +285,11 @@ class ConnectionStatusSerializer(serializers.Serializer):
     can_change = serializers.BooleanField(
         help_text=_("Whether the signed-in user may link, refresh or unlink.")
     )
+    auth_method = serializers.ChoiceField(
+        choices=AuthMethod.values,
+        allow_null=True,
+        help_text=_("How the connection signs in to BILL (a relink preselects it); null if none."),
+    )
     environment = serializers.CharField(allow_null=True)
     api_version = serializers.CharField(allow_null=True)
     organization_id = serializers.CharField(allow_null=True)
@@ -310,7 +315,12 @@ class ConnectionStatusSerializer(serializers.Serializer):
         )
     )
     mfa = MfaTrustSerializer(
-        allow_null=True, help_text=_("Trust for payments (BILL's MFA); null when not linked.")
+        allow_null=True,
+        help_text=_(
+            "Trust for payments (BILL's MFA); null when not linked, when the connection needs "
+            "its details entered again or is disabled, and for sign-in methods BILL's MFA trust "
+            "does not apply to (sync token, Spend & Expense token, OAuth client credentials)."
+        ),
     )
 
 
@@ -372,6 +382,7 @@ def connection_status(connection: BillConnection | None, *, can_change: bool) ->
         "status": connection.status,
         "status_display": str(connection.get_status_display()),
         "can_change": can_change,
+        "auth_method": rules(connection.auth_method).method,
         "environment": connection.environment,
         "api_version": connection.api_version,
         "organization_id": connection.organization_id,
@@ -387,5 +398,16 @@ def connection_status(connection: BillConnection | None, *, can_change: bool) ->
         "linked_at": connection.created_at,
         "updated_at": connection.updated_at,
         "server_time": moment,
-        "mfa": trust.describe_trust(connection),
+        "mfa": trust.describe_trust(connection) if _trust_applies(connection) else None,
     }
+
+
+def _trust_applies(connection: BillConnection) -> bool:
+    """Whether the page may offer "Trust this app for payments" for ``connection``.
+
+    Not for a method BILL's MFA trust does not apply to, and not while the connection has no
+    usable credentials (``needs_relink``) or is disabled: a code could not be asked for, and
+    the person's next step is to enter the details again.
+    """
+    unusable = (ConnectionStatus.NEEDS_RELINK, ConnectionStatus.DISABLED)
+    return rules(connection.auth_method).mfa_trust and connection.status not in unusable

@@ -306,6 +306,13 @@ class EmulatorHandler(BaseHTTPRequestHandler):
             }
             console = body.get("consoleApiToken")
             if isinstance(console, str) and console:  # Accountant Console: no password
+                if "password" in body:  # strict on purpose: a console login must send none
+                    raise EmulatedError(
+                        None,
+                        "password: not allowed with consoleApiToken",
+                        status=400,
+                        category="REQUEST",
+                    )
                 names.pop("password")
             fields = {ours: body.get(theirs) for theirs, ours in names.items()}
             for theirs, ours in names.items():

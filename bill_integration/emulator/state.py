@@ -317,6 +317,20 @@ class EmulatorState:
                 self._by_token[account.api_token] = account
         return replace(account)  # a copy: callers cannot change the emulator behind its lock
 
+    def rotate_dev_key(self, old: str, new: str) -> int:
+        """BILL issues ``new`` in place of ``old``: every account of ``old`` moves to ``new``,
+        and ``old`` is revoked (logins and calls with it are refused with BDC_1102, as for an
+        unknown key). Sessions opened with ``old`` are not accepted with ``new`` (BDC_1109).
+        Returns the number of accounts moved.
+        """
+        with self._lock:
+            moved = [a for a in self._accounts.values() if a.dev_key == old]
+            for account in moved:
+                account.dev_key = new
+            self._dev_keys[new] += len(moved)
+            self._dev_keys.pop(old, None)
+        return len(moved)
+
     def load_accounts(self, accounts: list[dict[str, Any]]) -> list[Account]:
         """Add many accounts (dicts with the fields of :class:`Account`)."""
         return [self.add_account(**dict(item)) for item in accounts]

@@ -55,8 +55,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from django.views.decorators.debug import sensitive_variables
 
@@ -77,11 +76,14 @@ from ..client.base import session_credentials
 from ..conf import now
 from ..exceptions import ConfigurationError, RateLimited, UpkeepShareExhausted
 from ..limits import BACKGROUND_LOGIN, CALLER, CALLER_LOGIN, KEEP_ALIVE, OTHER, UPKEEP_KINDS
+from .accounts import Account, SessionHolder
+from .common import developer_key
 
 logger = logging.getLogger("bill_integration")
 
 __all__ = [
     "Account",
+    "SessionHolder",
     "background",
     "batch",
     "check_api_token",
@@ -98,79 +100,6 @@ __all__ = [
     "session_credentials",
     "session_info",
 ]
-
-
-@dataclass(frozen=True)
-class Account:
-    """What a login needs: where, which API version, and the account's credentials."""
-
-    environment: str
-    api_version: str
-    username: str
-    password: str = field(repr=False)
-    organization_id: str
-    dev_key: str = field(repr=False)
-    #: ``dev_key_fingerprint`` of the developer key: the limits are counted per key.
-    fingerprint: str = field(repr=False)
-    #: The tenant's primary key, as text: its own allowance of login attempts is counted by it.
-    tenant_key: str = ""
-    #: BILL's MFA remember-me id (v3 ``rememberMeId``, v2 ``mfaId``) and the device it was
-    #: given to: a login that sends both gets an MFA-trusted session (services/trust.py).
-    remember_me_id: str | None = field(default=None, repr=False)
-    device: str | None = None
-    #: The sign-in method (``auth_methods``) and the secrets only some methods have.
-    auth_method: str = AuthMethod.USER_PASSWORD
-    console_token: str | None = field(default=None, repr=False)
-    oauth_client_id: str = ""
-    oauth_client_secret: str | None = field(default=None, repr=False)
-    api_token: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def of(
-        cls, connection: Any, *, remember_me_id: str | None = None, device: str | None = None
-    ) -> Account:
-        """The account of a stored connection (decrypts the secrets its method uses)."""
-        entry = rules(getattr(connection, "auth_method", None))
-        secret = {name: getattr(connection, name) or None for name in entry.secrets}
-        return cls(
-            environment=connection.environment,
-            api_version=connection.api_version,
-            username=connection.username,
-            password=secret.get("password") or "",
-            organization_id=connection.organization_id,
-            dev_key=secret.get("dev_key") or "",
-            fingerprint=connection.dev_key_fingerprint,
-            tenant_key=str(connection.tenant_id),
-            remember_me_id=remember_me_id if entry.mfa_trust else None,
-            device=device if entry.mfa_trust else None,
-            auth_method=entry.method,
-            console_token=secret.get("console_token"),
-            oauth_client_id=connection.oauth_client_id,
-            oauth_client_secret=secret.get("oauth_client_secret"),
-            api_token=secret.get("api_token"),
-        )
-
-
-class SessionHolder(Protocol):
-    """Anything that holds a live session: a ``BillSession`` or a locked ``BillConnection``."""
-
-    # Read-only members, so a frozen BillSession qualifies.
-    @property
-    def environment(self) -> str: ...
-    @property
-    def api_version(self) -> str: ...
-    @property
-    def organization_id(self) -> str: ...
-    @property
-    def session_id(self) -> str: ...
-    @property
-    def dev_key(self) -> str: ...
-    @property
-    def dev_key_fingerprint(self) -> str: ...
-    @property
-    def auth_method(self) -> str: ...
-    @property
-    def api_token(self) -> str | None: ...
 
 
 def _bearer(holder: SessionHolder) -> str | None:
@@ -312,10 +241,19 @@ def _oauth_token(account: Account, kind: str, *, counted: bool) -> LoginResult:
     """OAuth client credentials: a new access token, then whose organization it reaches.
 
     Counted as one login of ``kind`` (the token call); the organization check is ``OTHER``.
+    The organization is asked for only when it is not known yet (a link): a renewal of a
+    linked connection is one call, the token request (benchmark "upkeep per sign-in method").
     """
     with _bill_call(account.fingerprint, "oauth", kind, counted=counted):
         token = get_oauth_client(account.environment).token(
             client_id=account.oauth_client_id, client_secret=account.oauth_client_secret or ""
+        )
+    if account.organization_id:
+        return LoginResult(
+            session_id=token.access_token,
+            organization_id=account.organization_id,
+            user_id="",
+            expires_in=token.expires_in,
         )
     with _bill_call(account.fingerprint, account.organization_id or "oauth", OTHER):
         info = get_client(account.environment, "v3").session_info(
@@ -329,16 +267,17 @@ def _oauth_token(account: Account, kind: str, *, counted: bool) -> LoginResult:
     )
 
 
-@sensitive_variables("holder")
+@sensitive_variables("holder", "dev_key")
 def session_info(holder: SessionHolder) -> SessionInfo:
     """BILL's cheapest authenticated call: proves the session alive and resets its idle timer."""
-    with _bill_call(holder.dev_key_fingerprint, holder.organization_id, KEEP_ALIVE):
+    dev_key, fingerprint = developer_key(holder)
+    with _bill_call(fingerprint, holder.organization_id, KEEP_ALIVE):
         return get_client(holder.environment, holder.api_version).session_info(
-            session_id=holder.session_id, dev_key=holder.dev_key, bearer=_bearer(holder)
+            session_id=holder.session_id, dev_key=dev_key, bearer=_bearer(holder)
         )
 
 
-@sensitive_variables("holder")
+@sensitive_variables("holder", "dev_key")
 def request(
     holder: SessionHolder,
     method: str,
@@ -358,12 +297,13 @@ def request(
         return get_spend_client(holder.environment).call(
             method, path, api_token=holder.api_token or "", json=json, params=params
         )
-    with _bill_call(holder.dev_key_fingerprint, holder.organization_id, CALLER):
+    dev_key, fingerprint = developer_key(holder)
+    with _bill_call(fingerprint, holder.organization_id, CALLER):
         return get_client(holder.environment, holder.api_version).request(
             method,
             path,
             session_id=holder.session_id,
-            dev_key=holder.dev_key,
+            dev_key=dev_key,
             json=json,
             data=data,
             params=params,
@@ -374,33 +314,36 @@ def request(
 # --- MFA: the text-message challenge, the code, step-up (every call holds a slot) ------------
 
 
-@sensitive_variables("holder")
+@sensitive_variables("holder", "dev_key")
 def mfa_phones(holder: SessionHolder) -> list[MfaPhone] | None:
     """The user's 2-step verification phones (last four digits only); ``None`` on v2."""
-    with _bill_call(holder.dev_key_fingerprint, holder.organization_id):
+    dev_key, fingerprint = developer_key(holder)
+    with _bill_call(fingerprint, holder.organization_id):
         return get_client(holder.environment, holder.api_version).mfa_phones(
-            session_id=holder.session_id, dev_key=holder.dev_key
+            session_id=holder.session_id, dev_key=dev_key
         )
 
 
-@sensitive_variables("holder")
+@sensitive_variables("holder", "dev_key")
 def mfa_challenge(holder: SessionHolder, *, use_backup: bool) -> str:
     """Have BILL text a code to the user's primary (or backup) phone; the challenge id."""
-    with _bill_call(holder.dev_key_fingerprint, holder.organization_id):
+    dev_key, fingerprint = developer_key(holder)
+    with _bill_call(fingerprint, holder.organization_id):
         return get_client(holder.environment, holder.api_version).mfa_challenge(
-            session_id=holder.session_id, dev_key=holder.dev_key, use_backup=use_backup
+            session_id=holder.session_id, dev_key=dev_key, use_backup=use_backup
         )
 
 
-@sensitive_variables("holder", "code")
+@sensitive_variables("holder", "dev_key", "code")
 def mfa_validate(
     holder: SessionHolder, *, challenge_id: str, code: str, device: str, machine_name: str
 ) -> str:
     """Confirm the code ("remember me"): the session is trusted; returns the remember-me id."""
-    with _bill_call(holder.dev_key_fingerprint, holder.organization_id):
+    dev_key, fingerprint = developer_key(holder)
+    with _bill_call(fingerprint, holder.organization_id):
         return get_client(holder.environment, holder.api_version).mfa_validate(
             session_id=holder.session_id,
-            dev_key=holder.dev_key,
+            dev_key=dev_key,
             challenge_id=challenge_id,
             code=code,
             device=device,
@@ -408,13 +351,14 @@ def mfa_validate(
         )
 
 
-@sensitive_variables("holder", "remember_me_id")
+@sensitive_variables("holder", "dev_key", "remember_me_id")
 def mfa_step_up(holder: SessionHolder, *, remember_me_id: str, device: str) -> StepUpResult:
     """Make the live session trusted with a stored remember-me id (v3); check the id (v2)."""
-    with _bill_call(holder.dev_key_fingerprint, holder.organization_id):
+    dev_key, fingerprint = developer_key(holder)
+    with _bill_call(fingerprint, holder.organization_id):
         return get_client(holder.environment, holder.api_version).mfa_step_up(
             session_id=holder.session_id,
-            dev_key=holder.dev_key,
+            dev_key=dev_key,
             remember_me_id=remember_me_id,
             device=device,
         )

@@ -54,7 +54,7 @@ from ..exceptions import (
 from ..models import SESSION_FIELDS, STATUS_FIELDS, AuditEvent, BillConnection
 from ..models import ConnectionStatus as Status
 from . import gateway, spend_only, trust
-from .common import log_failure, log_outcome, record
+from .common import developer_key, log_failure, log_outcome, record
 from .freshness import (
     BUDGET_EXHAUSTED,
     UNHEALTHY_STATUSES,
@@ -98,8 +98,9 @@ def login(connection: BillConnection, effects: Effects, *, reason: str) -> None:
     connection.session_trusted = trusted
     lost, news = trust.lose(connection, moment) if sent and not trusted else ([], False)
     mark_healthy(connection, moment)
+    moved = _follow_key(connection, account.fingerprint)
     try:
-        fields = [*SESSION_FIELDS, *STATUS_FIELDS, *lost]
+        fields = [*SESSION_FIELDS, *STATUS_FIELDS, *lost, *moved]
         fenced_write(connection, read_version, fields, bump=True)
     except ConflictError:
         # The row changed under us (relinked, or a writer without the lock): write nothing,
@@ -143,6 +144,7 @@ def keep_alive(connection: BillConnection, effects: Effects) -> str:
         connection.last_error_code = BUDGET_EXHAUSTED
         connection.next_attempt_at = retry_at
     fields = ["session_last_used_at", "mfa_status", "mfa_bypass", *STATUS_FIELDS]
+    fields += _follow_key(connection, developer_key(connection)[1])
     fenced_write(connection, connection.version, fields, bump=False)
     log_outcome("keep_alive", connection, KEPT_ALIVE, duration=time.monotonic() - started)
     note_recovery(connection, old_status, effects)
@@ -193,6 +195,14 @@ def renew_or_keep_alive(connection: BillConnection, effects: Effects, at: dateti
         connection
     )
     return renew(connection, effects, reason="max_age", keep_alive_too=idle_enough)
+
+
+def _follow_key(connection: BillConnection, fingerprint: str) -> list[str]:
+    """Count the row under the key its calls now carry (a rotated host key); fields to write."""
+    if fingerprint == connection.dev_key_fingerprint:
+        return []
+    connection.dev_key_fingerprint = fingerprint
+    return ["dev_key_fingerprint"]
 
 
 def mark_healthy(connection: BillConnection, moment: datetime) -> None:

@@ -46,7 +46,7 @@ from ..exceptions import (
 from ..log_redaction import register_secret
 from ..models import TRUST_FIELDS, ApiVersion, AuditEvent, BillConnection, ConnectionStatus
 from . import gateway, trust
-from .common import dev_key_fingerprint, log_failure, log_outcome, record
+from .common import developer_key, limits_key, log_failure, log_outcome, record
 from .freshness import expiry
 from .locking import lock_without_secrets
 
@@ -196,8 +196,11 @@ def link(
     _check_choices(environment, api_version)
     api_token = api_token or None
     entry = rules(auth_method)
-    if entry.uses_dev_key:  # the SaaS's own key where it supplies one (DEVELOPER_KEYS)
-        dev_key = dev_key or bill_settings.host_developer_key(environment) or ""
+    # The SaaS's own key where it supplies one (DEVELOPER_KEYS): used to log in, never stored,
+    # read again from the settings at each login and call (common.developer_key).
+    host_key = entry.uses_dev_key and not dev_key
+    if host_key:
+        dev_key = bill_settings.host_developer_key(environment) or ""
     started = time.monotonic()
 
     # The fence: the credentials this attempt replaces, read before talking to BILL.
@@ -232,7 +235,9 @@ def link(
             register_secret(result.session_id)
             if api_token:
                 gateway.check_api_token(environment, api_token)
-        connection, created = _store(tenant, fence, account, api_token, session, actor=actor)
+        connection, created = _store(
+            tenant, fence, account, api_token, session, actor=actor, host_key=host_key
+        )
     except Exception as exc:
         # Whatever failed after BILL opened a session, that session must not stay open.
         if result is not None:
@@ -266,20 +271,6 @@ def link(
     return connection
 
 
-def limits_key(method: str, dev_key: str, api_token: str | None, client_id: str) -> str:
-    """What the limits count this connection under (``dev_key_fingerprint``, 64 characters).
-
-    The developer key's fingerprint for methods that log in with one; ``spend:`` and the API
-    token's for Spend & Expense only (its own 60 calls a minute); ``oauth:`` and the client
-    id's for OAuth (its calls carry no developer key).
-    """
-    if method == AuthMethod.SPEND_TOKEN:
-        return "spend:" + dev_key_fingerprint(api_token or "")[:58]
-    if method == AuthMethod.OAUTH_CLIENT:
-        return "oauth:" + dev_key_fingerprint(client_id)[:58]
-    return dev_key_fingerprint(dev_key)
-
-
 @sensitive_variables("account", "api_token", "result")
 def _store(
     tenant: Any,
@@ -289,6 +280,7 @@ def _store(
     result: Any,
     *,
     actor: Any,
+    host_key: bool = False,
 ) -> tuple[BillConnection, bool]:
     """Write the accepted credentials and the new session, if the fence still holds."""
     with transaction.atomic():
@@ -313,7 +305,7 @@ def _store(
         connection.organization_id = result.organization_id or account.organization_id
         offered = {
             "password": account.password,
-            "dev_key": account.dev_key,
+            "dev_key": None if host_key else account.dev_key,
             "api_token": api_token,
             "console_token": account.console_token,
             "oauth_client_secret": account.oauth_client_secret,
@@ -392,8 +384,9 @@ def unlink(tenant: Any, *, actor: Any = None) -> None:
                 .values_list("session_id", "dev_key")
                 .first()
             )
-            if secrets and secrets[0] and secrets[1]:
-                session = (secrets[0], secrets[1])
+            key = developer_key(connection, stored=secrets[1] or "")[0] if secrets else ""
+            if secrets and secrets[0] and key:
+                session = (secrets[0], key)
         except DecryptionFailed:
             session = None  # cannot log out what we cannot read; the session expires anyway
         connection_id = connection.pk

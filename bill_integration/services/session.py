@@ -26,6 +26,7 @@ from ..conf import bill_settings, now
 from ..exceptions import ConnectionNotLinked, SessionInvalid, UntrustedSession
 from ..models import BillConnection
 from . import gateway, undecryptable, warmth
+from .common import developer_key
 from .freshness import HOT_FIELDS, check_usable, session_is_valid
 from .single_flight import obtain
 
@@ -126,11 +127,12 @@ class BillSession:
 def session_from(connection: BillConnection) -> BillSession:
     """The caller's view of a connection row that holds a valid session."""
     spend_only = connection.auth_method == AuthMethod.SPEND_TOKEN
+    dev_key, fingerprint = developer_key(connection)
     return BillSession(
         auth_method=connection.auth_method,
         api_token=connection.api_token if spend_only else None,  # decrypted only when needed
         session_id=connection.session_id or "",
-        dev_key=connection.dev_key or "",
+        dev_key=dev_key,
         organization_id=connection.organization_id,
         user_id=connection.user_id,
         api_version=connection.api_version,
@@ -138,7 +140,7 @@ def session_from(connection: BillConnection) -> BillSession:
         environment=connection.environment,
         connection_id=connection.pk,
         version=connection.version,
-        dev_key_fingerprint=connection.dev_key_fingerprint,
+        dev_key_fingerprint=fingerprint,
         last_used_at=connection.session_last_used_at,
         called_at=connection.usage_last_at,
     )

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from bill_integration import services
 from bill_integration.checks import E012_DEVELOPER_KEYS, check_settings
 from bill_integration.models import BillConnection
 from bill_integration.services.common import dev_key_fingerprint
+from bill_integration.services.sweep import refresh_due
 from tests.linking_support import CONNECTION_URL, api_as, credentials
 from tests.session_support import make_tenant
 
@@ -29,7 +31,7 @@ def test_tenants_link_without_a_key_and_are_grouped_under_the_hosts(
     answer = owner_api.put(CONNECTION_URL, without_key(host), format="json")
     assert answer.status_code == 201, answer.content
     stored = BillConnection.objects.get(tenant=tenant)
-    assert stored.dev_key == host.dev_key
+    assert stored.dev_key is None  # the host's key is read from the settings, never copied
     assert stored.dev_key_fingerprint == dev_key_fingerprint(host.dev_key)
 
     other = bill_emulator.state.add_account(dev_key=host.dev_key)
@@ -92,3 +94,39 @@ def test_check_refuses_malformed_developer_keys(settings, value):
 def test_check_accepts_well_formed_developer_keys(settings):
     settings.BILL_INTEGRATION = {"DEVELOPER_KEYS": {"sandbox": "01ABCDEFGHIJKLMNOP12"}}
     assert not [m for m in check_settings() if m.id == E012_DEVELOPER_KEYS]
+
+
+def test_a_rotated_host_key_is_used_from_the_next_call_with_no_relink(
+    bill_emulator, bill_app, bill_settings, bill_clock
+):
+    """The host key is read at each login and call: rotating it in the settings is enough.
+
+    Two tenants link under host key A. BILL then issues B and revokes A; the host changes
+    DEVELOPER_KEYS. Callers' requests keep working (the session opened with A is refused
+    with B, and one login with B replaces it), the sweep keeps both connections active for a
+    day with no call made with A, and the limits count both under B's fingerprint.
+    """
+    old = bill_emulator.state.add_account(api_token="")
+    other = bill_emulator.state.add_account(dev_key=old.dev_key, api_token="")
+    bill_settings(DEVELOPER_KEYS={"emulator": old.dev_key})
+    tenants = [make_tenant(), make_tenant()]
+    for tenant, account in zip(tenants, (old, other), strict=True):
+        body = without_key(account)
+        body.pop("environment"), body.pop("api_version")
+        services.link(tenant, environment="emulator", **body)
+
+    new_key = "01ROTATEDHOSTKEY0001"
+    assert bill_emulator.state.rotate_dev_key(old.dev_key, new_key) == 2
+    bill_settings(DEVELOPER_KEYS={"emulator": new_key})
+    calls_with_old = bill_emulator.state.counters(dev_key=old.dev_key)["calls"]
+
+    for tenant in tenants:
+        assert services.get_session(tenant).request("GET", "/v3/vendors") is not None
+    for _ in range(24 * 15):  # a day of sweeps, one every 4 minutes
+        bill_clock.advance(4 * 60)
+        refresh_due()
+    rows = BillConnection.objects.without_secrets().filter(tenant__in=tenants)
+    assert {row.status for row in rows} == {"active"}
+    assert {row.dev_key_fingerprint for row in rows} == {dev_key_fingerprint(new_key)}
+    assert bill_emulator.state.counters(dev_key=old.dev_key)["calls"] == calls_with_old
+    assert bill_emulator.state.counters(dev_key=new_key)["logins"] >= 2

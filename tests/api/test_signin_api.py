@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bill_integration import services
-from bill_integration.auth_methods import AuthMethod
-from bill_integration.models import BillConnection
+from bill_integration.auth_methods import AuthMethod, rules
+from bill_integration.models import BillConnection, ConnectionStatus
 from tests.linking_support import CONNECTION_URL
 
 pytestmark = pytest.mark.django_db
@@ -118,3 +118,31 @@ def test_changing_method_is_a_relink_and_a_refused_one_leaves_the_old_credential
     stored = BillConnection.objects.get(tenant=tenant)
     assert stored.auth_method == AuthMethod.OAUTH_CLIENT
     assert stored.password is None and stored.dev_key is None  # the old method's secrets gone
+
+
+@pytest.mark.parametrize("method", list(KIND))
+def test_the_status_document_names_the_method_and_offers_mfa_only_where_it_applies(
+    method, tenant, owner_api, bill_emulator, bill_app
+):
+    account = bill_emulator.state.add_account(kind=KIND[method])
+    owner_api.put(CONNECTION_URL, body(method, account), format="json")
+    status = owner_api.get(CONNECTION_URL).json()
+    assert status["auth_method"] == method
+    assert (status["mfa"] is not None) == rules(method).mfa_trust
+
+
+@pytest.mark.parametrize("status", [ConnectionStatus.NEEDS_RELINK, ConnectionStatus.DISABLED])
+def test_no_mfa_step_while_the_details_must_be_entered_again(
+    status, tenant, owner_api, bill_emulator, bill_app
+):
+    account = bill_emulator.state.add_account(kind="user")
+    owner_api.put(CONNECTION_URL, body(AuthMethod.USER_PASSWORD, account), format="json")
+    assert owner_api.get(CONNECTION_URL).json()["mfa"] is not None
+    BillConnection.objects.filter(tenant=tenant).update(status=status)
+    document = owner_api.get(CONNECTION_URL).json()
+    assert document["status"] == status and document["mfa"] is None
+    assert document["auth_method"] == AuthMethod.USER_PASSWORD
+
+
+def test_nothing_linked_has_no_method(owner_api):
+    assert owner_api.get(CONNECTION_URL).json()["auth_method"] is None

@@ -253,10 +253,17 @@ def test_every_state_has_no_serious_accessibility_violation(
 
 
 def test_screenshots_in_the_docs_are_small_and_referenced():
+    """One per state (here) and one per sign-in method (``test_browser_methods.py``)."""
+    from bill_integration.auth_methods import METHODS
+
     readme = (ROOT / "README.md").read_text()
     images = sorted(SCREENSHOTS.glob("connect-*.png"))
-    assert {image.name[len("connect-") : -len(".png")] for image in images} == set(STATES)
-    assert sum(image.stat().st_size for image in images) < 1_500_000
+    states = [i for i in images if not i.name.startswith("connect-method-")]
+    methods = [i for i in images if i.name.startswith("connect-method-")]
+    assert {image.name[len("connect-") : -len(".png")] for image in states} == set(STATES)
+    assert {i.name[len("connect-method-") : -len(".png")] for i in methods} == set(METHODS)
+    assert sum(image.stat().st_size for image in states) < 1_500_000
+    assert sum(image.stat().st_size for image in methods) < 800_000
     for image in images:
         assert f"docs/screenshots/{image.name}" in readme
 

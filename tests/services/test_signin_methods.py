@@ -110,6 +110,7 @@ def test_console_token_link_sends_no_password(tenant, make_account, bill_emulato
         environment="emulator",
         **service_credentials(AuthMethod.CONSOLE_TOKEN, account),
     )
+    # The emulator refuses a console login that carries a password field at all.
     assert bill_emulator.state.counters()["console_logins"] == 1
     stored = BillConnection.objects.get(tenant=tenant)
     assert stored.password is None and stored.console_token == account.console_token
@@ -158,3 +159,42 @@ def test_oauth_connection_never_logs_in_and_renews_before_expiry(
     assert counters.get("expired_tokens_used", 0) == 0
     assert counters["oauth_tokens"] >= 24  # an hour-long token renewed before each end
     assert services.get_session(tenant).session_id != first.session_id
+
+
+def test_an_oauth_renewal_is_one_call_the_token_request(
+    tenant, make_account, bill_emulator, bill_app, bill_clock
+):
+    """The organization is learnt at the link; renewing the token asks BILL nothing else."""
+    account = make_account(AuthMethod.OAUTH_CLIENT)
+    services.link(
+        tenant,
+        auth_method=AuthMethod.OAUTH_CLIENT,
+        environment="emulator",
+        **service_credentials(AuthMethod.OAUTH_CLIENT, account),
+    )
+    before = bill_emulator.state.counters()
+    for _ in range(24 * 15):  # 24 idle hours, a sweep every 4 minutes
+        bill_clock.advance(4 * 60)
+        refresh_due()
+    after = bill_emulator.state.counters()
+    assert after["oauth_tokens"] - before["oauth_tokens"] >= 24
+    assert after["calls"] == before["calls"]  # no session check, no keep-alive
+    stored = BillConnection.objects.get(tenant=tenant)
+    assert stored.organization_id == account.organization_id and stored.user_id
+
+
+def test_the_emulator_refuses_a_console_login_that_sends_a_password(make_account, bill_emulator):
+    """What makes the console test above prove that no password is sent."""
+    import requests
+
+    account = make_account(AuthMethod.CONSOLE_TOKEN)
+    body = {
+        "username": account.username,
+        "consoleApiToken": account.console_token,
+        "organizationId": account.organization_id,
+        "devKey": account.dev_key,
+    }
+    url = bill_emulator.v3_base + "/v3/login"
+    assert requests.post(url, json=body, timeout=5).status_code == 200
+    refused = requests.post(url, json={**body, "password": ""}, timeout=5)
+    assert refused.status_code == 400 and "password" in refused.text

@@ -113,6 +113,10 @@
     form.querySelectorAll("[data-method-help]").forEach(function (help) {
       help.hidden = help.getAttribute("data-method-help") !== method();
     });
+    // The S&E token is optional beside an AP/AR sign-in, and the whole form of the S&E-only one.
+    var spendOnly = method() === "spend_token";
+    setText("bill-spend-legend", spendOnly ? labels.spend_only : labels.spend_optional);
+    setText("bill-api-token-help", spendOnly ? labels.spend_only_help : labels.spend_optional_help);
     // A relink offers the linked organization again: the hint is for a first link.
     show(byId("bill-organization-hint"), listable() && !(current && current.linked));
     if (!listable()) { show(choiceField, false); }
@@ -306,12 +310,19 @@
     changeButton.hidden = visible;
   }
 
-  // Relinking: the user name and organization ID are not secret; offer them again.
+  // Relinking: the sign-in method, user name (or token name) and organization ID are not
+  // secret; offer them again.
   function prefill() {
     if (!current || !current.linked) { return; }
-    if (isActive("username") && !form.elements.username.value) {
-      form.elements.username.value = current.username || "";
+    if (current.auth_method && config.methods[current.auth_method]) {
+      form.elements.auth_method.value = current.auth_method;
+      applyMethod();
     }
+    ["username", "token_name"].forEach(function (name) {
+      if (isActive(name) && !form.elements[name].value) {
+        form.elements[name].value = current.username || "";
+      }
+    });
     if (!form.elements.organization_id.value) {
       form.elements.organization_id.value = current.organization_id || "";
     }
@@ -343,6 +354,7 @@
     badge.className = "bill-badge is-" + state.status;
     setText("bill-fact-organization", state.organization_id || "—");
     setText("bill-fact-username", state.username || "—");
+    setText("bill-fact-method", (config.methodLabels || {})[state.auth_method] || "—");
     var environment = config.environments[state.environment] || state.environment || "—";
     setText("bill-fact-environment", fill(labels.environment_version, {
       environment: environment, version: state.api_version || "—"

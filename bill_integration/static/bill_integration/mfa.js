@@ -73,7 +73,11 @@
   }
 
   function render(state) {
-    var mfa = state && state.linked ? state.mfa : null;
+    // Never while the details must be entered again: that is the person's next step, and BILL
+    // could not text a code for a connection it refused (the API then answers mfa: null too).
+    var usable = state && state.linked && state.status !== "needs_relink" &&
+      state.status !== "disabled";
+    var mfa = usable ? state.mfa : null;
     section.hidden = !mfa;
     if (!mfa) { return; }
     stateLine.textContent = mfa.message;
