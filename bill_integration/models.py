@@ -217,7 +217,8 @@ class BillConnection(models.Model):
         default="",
         help_text=_("168 hourly slots of decayed visit counts (base64)."),
     )
-    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    # The app's clock (conf.now), like every session moment: warmth reads a connection's age.
+    created_at = models.DateTimeField(_("created at"), default=now, editable=False)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     objects = BillConnectionQuerySet.as_manager()
