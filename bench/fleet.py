@@ -236,9 +236,19 @@ def per_tenant_hour(run: dict[str, Any]) -> dict[str, float]:
 
 
 def run(
-    *, sample: int = SAMPLE, adversary_sample: int = ADVERSARY_SAMPLE, quiet: bool = False
+    *,
+    sample: int = SAMPLE,
+    adversary_sample: int = ADVERSARY_SAMPLE,
+    quiet: bool = False,
+    policies: str = ",".join(POLICIES),
 ) -> dict[str, Any]:
+    """The whole benchmark; ``policies`` (comma-separated, e.g. ``--policies=new``) runs only
+    those, for trials with ``--no-write`` (the report of a partial run is a short summary)."""
     from bill_integration.conf import bill_settings
+
+    chosen = tuple(p for p in POLICIES if p in str(policies).split(","))
+    if not chosen:
+        raise ValueError(f"--policies: choose from {', '.join(POLICIES)}")
 
     share = float(getattr(bill_settings, "UPKEEP_SHARE", 0.6))
     trace = tr.Trace(sample)
@@ -249,8 +259,8 @@ def run(
     capacity = Capacity(trace, limit["bound"] + 1)
     tenants = trace.tenants[:sample]
     results: dict[str, Any] = {}
-    feedback, fixed = None, {}
-    for policy in POLICIES:
+    feedback, fixed = None, {"passes": []}
+    for policy in chosen:
         with _timer() as took:
             if policy == "new":
                 fixed = settle(tenants, capacity, share, quiet=quiet)
@@ -279,7 +289,7 @@ def run(
                 flush=True,
             )
     adversary: dict[str, Any] = {}
-    for policy in ("today", "new", "nango"):
+    for policy in (p for p in ("today", "new", "nango") if p in chosen):
         for label, enemy in (
             ("adversary", ADVERSARY),
             ("adversary, sweep disabled", _without_sweep(ADVERSARY)),
@@ -294,6 +304,7 @@ def run(
             )
             adversary[f"{policy} / {label}"] = dict(outcome["totals"])
     return {
+        "policies": chosen,
         "sample": sample,
         "adversary_sample": adversary_sample,
         "share": share,
@@ -412,4 +423,26 @@ def _timer() -> Any:
 def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds: float) -> str:
     from .fleet_report import report as write
 
+    if tuple(outcome.get("policies", POLICIES)) != POLICIES:
+        return _partial(outcome, seconds)
     return write(outcome, command, facts, seconds)
+
+
+def _partial(outcome: dict[str, Any], seconds: float) -> str:
+    """A run of some policies only (``--policies``): served, ratio to the bound, what failed,
+    rates per tenant-hour and waits; not a section for ``docs/benchmarks.md``."""
+    bound = outcome["bound"]["bound"]
+    lines = [f"partial run ({', '.join(outcome['policies'])}); bound {bound:,}; {seconds:.0f} s"]
+    for policy, r in outcome["results"].items():
+        t, rates = r["totals"], r["rates"]
+        waits = t.get("waited", 0) / max(t.get("handed_out", 0), 1)
+        lines.append(
+            f"{policy}: {r['passed']['tenants']:,} served ({r['passed']['tenants'] / bound:.2f} "
+            f"of the bound), then {r['failed']['why']}; {rates['calls']:.3f} calls and "
+            f"{rates['logins']:.4f} logins per tenant-hour; waits {waits:.2%}, busy/daily "
+            f"{t.get('waited_frequent', 0)} of {t.get('handed_out_frequent', 0)}"
+        )
+    for label, t in outcome["adversary"].items():
+        dead = t.get("dead_knowable", 0), t.get("dead_unannounced", 0)
+        lines.append(f"{label}: dead knowable {dead[0]}, unannounced {dead[1]}")
+    return "\n".join(lines)

@@ -30,8 +30,8 @@ evenly inside each hour; :func:`expected_wait` is the expected time to the next 
 
 **The decision** (:func:`decide`). Keeping the session warm until that visit costs one
 keep-alive call per keep-alive cadence of the wait; letting it lapse costs one login then,
-worth :data:`LOGIN_WORTH` calls (the ratio of what the upkeep share and the login budget
-allow). ``value`` is the login's worth over that cost: kept warm while it is at least 1, or
+worth :data:`LOGIN_WORTH` calls (above BILL's own 100 calls per login: a caller waits for
+it, in the hours the login budget binds). ``value`` is the login's worth over that cost: kept warm while it is at least 1, or
 more under ``pressure`` (0..1, how short the upkeep share of the call budget runs), so the
 tenants worth least are cut first. A lapsed session is not logged in for that value (its
 login is paid whenever it is made; made early it only adds keep-alives) but
@@ -70,10 +70,13 @@ MAX_COUNT = 0xFFFF
 HALF_LIFE = timedelta(weeks=3)
 #: Share of the prediction from the tenant's overall rate, spread evenly over the week.
 SPREAD = 0.1
-#: What a login is worth in keep-alive calls: the calls the upkeep share allows per login the
-#: budget allows (0.6 x 20,000 calls / 150 logins an hour = 80). Keeping a session warm until
-#: the next visit is worth it while it costs fewer calls than this.
-LOGIN_WORTH = 80.0
+#: What a login is worth in keep-alive calls. BILL's own ratio is 100 (20,000 calls and 200
+#: logins an hour); a lapse's login is worth more than its share of the budget, since a caller
+#: waits for it and it falls in the callers' busy hours, where the login budget binds first.
+#: 160 keeps a daily tenant warm over a weekend (~140 keep-alives) rather than paying a login
+#: on Monday morning: the fleet benchmark (docs/benchmarks.md, section 7) showed those Monday
+#: logins set the limit at 80, and the limit moving to calls at 160.
+LOGIN_WORTH = 160.0
 #: Log in ahead of an hour that saw a visit in at least this share of the weeks observed.
 PREWARM_AT = 0.5
 #: Log in this long before that hour, so the caller finds the session warm.

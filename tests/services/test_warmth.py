@@ -122,7 +122,7 @@ def test_a_busy_tenant_is_kept_warm_between_visits_and_lapses_for_the_weekend():
     row = visits(history(created_at=linked), moments + [MONDAY + timedelta(hours=9)])
     assert decide(row, MONDAY + timedelta(hours=10)).keep_warm is True
     saturday_noon = MONDAY - timedelta(days=2, hours=-12)
-    weekend = decide(visits(history(created_at=linked), moments), saturday_noon, pressure=0.25)
+    weekend = decide(visits(history(created_at=linked), moments), saturday_noon, pressure=0.75)
     assert weekend.keep_warm is False
     # Prewarmed before Monday's first visit, not hours early.
     assert weekend.prewarm_at == MONDAY + timedelta(hours=9) - warmth.PREWARM_LEAD
@@ -139,7 +139,9 @@ def test_a_nightly_tenant_is_logged_in_just_before_its_usual_time():
     # Once tonight's sync has run, its session is not kept for the rest of the day.
     note_visit(row, two + timedelta(minutes=1))
     row.session_last_used_at = two + timedelta(minutes=1)
-    assert decide(row, two + timedelta(minutes=30), pressure=0.5).keep_warm is False
+    after = decide(row, two + timedelta(minutes=30))
+    before = decide(row, two - timedelta(hours=1))
+    assert after.value < before.value / 10  # the day's visit is behind it, the next a day away
 
 
 def test_pressure_cuts_the_least_valuable_tenants_first():
@@ -171,8 +173,8 @@ def test_a_short_login_budget_makes_keeping_warm_worth_more():
     row = nightly(weeks=4)
     moment = MONDAY + timedelta(hours=3)  # tonight's sync is 23 hours away
     row.session_last_used_at = moment
-    calm = decide(row, moment, pressure=0.5)
-    short = decide(row, moment, pressure=0.5, login_pressure=1.0)
+    calm = decide(row, moment, pressure=0.9)
+    short = decide(row, moment, pressure=0.9, login_pressure=1.0)
     assert short.value == pytest.approx(calm.value * warmth.LOGIN_PRESSURE_WORTH)
     assert (calm.keep_warm, short.keep_warm) == (False, True)
 
@@ -299,9 +301,9 @@ def test_when_the_upkeep_share_runs_short_the_least_valuable_lapse_first(
     bill_app.advance(31 * 60)  # both idle long enough for a keep-alive
     moment = bill_app.now()
     assert due_action(stored(busy), moment) == due_action(stored(nightly_one), moment) == KEEP_ALIVE
-    # 95 % of the upkeep share is spent this hour: the bar rises.
+    # 99 % of the upkeep share is spent this hour: the bar rises.
     for connection in (busy, nightly_one):  # (each has its own developer key here)
         fingerprint = stored(connection).dev_key_fingerprint
-        limits.count_call(fingerprint, limits.KEEP_ALIVE, n=int(limits.upkeep_limit() * 0.95))
+        limits.count_call(fingerprint, limits.KEEP_ALIVE, n=int(limits.upkeep_limit() * 0.99))
     assert refresh_connection(nightly_one.pk) == NOT_DUE  # lapses: worth least
     assert refresh_connection(busy.pk) == "kept_alive"  # kept: its next visit is near
