@@ -113,11 +113,12 @@ def _insert_rows(start: int, count: int, due: int, at: datetime, *, relink: int 
                 dev_key_fingerprint, user_id, status, session_obtained_at, session_last_used_at,
                 last_refresh_at, last_error_code, last_error_message, consecutive_failures,
                 version, mfa_device, mfa_trust_notice, session_trusted, mfa_status,
-                oauth_client_id, next_due_at, created_at, updated_at)
+                oauth_client_id, usage_visits, usage_histogram, next_due_at, created_at,
+                updated_at)
             SELECT t.id, 'emulator', 'v3', 'user_password', 'u' || t.id || '@example.com',
                 '00801' || lpad(t.id::text, 15, '0'), md5((t.id %% 10)::text), '', s.status,
                 s.used - interval '1 hour', s.used, s.used, '', '', 0, 1, '', '', false, '',
-                '', s.used + make_interval(secs => %s), %s, %s
+                '', 0, '', s.used + make_interval(secs => %s), %s, %s
             FROM tenants_tenant t
             CROSS JOIN LATERAL (
                 SELECT
