@@ -356,6 +356,21 @@ def create_connections(
 # --- figures --------------------------------------------------------------------------------
 
 
+def make_all_due_again() -> None:
+    """Every connection due for a keep-alive now (harness only: plain columns, no secret):
+    last used 31 minutes ago, ``next_due_at`` a minute ago, as the sweep benchmarks need
+    between two sweeps of the same rows."""
+    from datetime import timedelta
+
+    from bill_integration.models import BillConnection
+
+    moment = clock()
+    BillConnection.objects.update(
+        session_last_used_at=moment - timedelta(minutes=31),
+        next_due_at=moment - timedelta(minutes=1),
+    )
+
+
 def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (nearest rank) of ``values``."""
     if not values:

@@ -96,7 +96,6 @@ def _in_process(*, tenants: int, threads: int, processes: int, quiet: bool) -> d
     from bill_integration.client import get_client
     from bill_integration.emulator import EmulatorControl, ids
     from bill_integration.emulator.state import DEFAULT_LIMITS
-    from bill_integration.models import BillConnection
     from bill_integration.services import due_connection_ids, refresh_connection
 
     common.clock_beside_remote_emulator()
@@ -141,12 +140,7 @@ def _in_process(*, tenants: int, threads: int, processes: int, quiet: bool) -> d
         sweeps = []
         for number, (layout_processes, layout_threads) in enumerate(layouts):
             if number:
-                # Due again (harness only: plain columns, no secret).
-                moment = common.clock()
-                BillConnection.objects.update(
-                    session_last_used_at=moment - timedelta(minutes=31),
-                    next_due_at=moment - timedelta(minutes=1),
-                )
+                common.make_all_due_again()
             before = control.counters()
             if not quiet:
                 print(

@@ -102,7 +102,6 @@ def run(*, tenants: int, quiet: bool = False) -> dict[str, Any]:
     from bill_integration.client import get_client
     from bill_integration.emulator import EmulatorControl, ids
     from bill_integration.emulator.state import DEFAULT_LIMITS
-    from bill_integration.models import BillConnection
     from bill_integration.tasks import refresh_due_sessions
     from project.celery import app
 
@@ -153,17 +152,13 @@ def run(*, tenants: int, quiet: bool = False) -> dict[str, Any]:
             ("batched", lambda: refresh_due_sessions.apply_async(queue=queue)),
             ("one message per id", lambda: app.send_task(OLD_REFRESH_DUE_SESSIONS, queue=queue)),
         ):
-            if runs:  # due again (harness only: plain columns, no secret)
+            if runs:  # due again
                 # A new hour's budget for the second run: the first spent up to the upkeep
                 # share of each key's rolling hour (UPKEEP_SHARE), which would defer it.
                 from bill_integration import limits
 
                 limits.get_limiter().reset()
-                moment = common.clock()
-                BillConnection.objects.update(
-                    session_last_used_at=moment - timedelta(minutes=31),
-                    next_due_at=moment - timedelta(minutes=1),
-                )
+                common.make_all_due_again()
             if not quiet:
                 print(f"  Celery: sweeping {tenants:,} due tenants, {name} ...", flush=True)
             calls_before = control.counters()["calls"]

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.checks import Error, Warning
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from ..conf import SETTINGS_NAME
+from ..conf import DEFAULTS, SETTINGS_NAME
 
 E013_LIMIT_SETTINGS = "bill_integration.E013"
 W004_DATABASE_LIMITER = "bill_integration.W004"
@@ -34,7 +34,7 @@ def _number(value: Any) -> bool:
 def check_limit_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     """E013: the upkeep share, the callers' login reserve and the login pace are sensible."""
     user, errors = _user(), []
-    share = user.get("UPKEEP_SHARE", 0.6)
+    share = user.get("UPKEEP_SHARE", DEFAULTS["UPKEEP_SHARE"])
     if not _number(share) or not 0 < share <= 1:
         errors.append(
             Error(
@@ -43,7 +43,7 @@ def check_limit_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id=E013_LIMIT_SETTINGS,
             )
         )
-    reserve = user.get("LOGIN_RESERVE_FOR_CALLERS", 0.2)
+    reserve = user.get("LOGIN_RESERVE_FOR_CALLERS", DEFAULTS["LOGIN_RESERVE_FOR_CALLERS"])
     if not _number(reserve) or not 0 <= reserve < 1:
         errors.append(
             Error(
@@ -52,7 +52,7 @@ def check_limit_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id=E013_LIMIT_SETTINGS,
             )
         )
-    pace = user.get("LOGINS_PER_MINUTE", 3)
+    pace = user.get("LOGINS_PER_MINUTE", DEFAULTS["LOGINS_PER_MINUTE"])
     if pace is not None and (not isinstance(pace, int) or isinstance(pace, bool) or pace < 1):
         errors.append(
             Error(

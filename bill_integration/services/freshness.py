@@ -185,14 +185,14 @@ def due_action(
     ``pressure`` and ``login_pressure`` (0..1) say how short the developer key's calls and
     logins run (``sweep.budget_pressures``).
     """
-    action = _session_work(connection, at)
+    action = session_work(connection, at)
     if action is None:
         return None
     decision = warmth.decide(connection, at, pressure=pressure, login_pressure=login_pressure)
     return action if decision.keep_warm else None
 
 
-def _session_work(connection: BillConnection, at: datetime) -> str | None:
+def session_work(connection: BillConnection, at: datetime) -> str | None:
     """What keeping ``connection``'s session warm needs at ``at``, whether or not it is worth it."""
     if connection.status not in SWEPT_STATUSES:
         return None

@@ -54,6 +54,7 @@ from .freshness import (
     due_action,
     next_due_at,
     session_is_alive,
+    session_work,
 )
 from .locking import Effects, lock
 
@@ -272,11 +273,12 @@ def _refresh_locked(connection_id: int, *, force_due: bool) -> str:
             exists = BillConnection.objects.filter(pk=connection_id).exists()
             return BUSY if exists else MISSING
         moment = now()
-        try:
-            calls, logins = budget_pressures(connection, moment)
-        except LimiterUnavailable:
-            # Advisory only: the call to BILL below meets the outage the way it always did.
-            calls = logins = 0.0
+        calls = logins = 0.0
+        if session_work(connection, moment) is not None:  # work to weigh: read the budget
+            try:
+                calls, logins = budget_pressures(connection, moment)
+            except LimiterUnavailable:
+                pass  # advisory only: the call to BILL below meets the outage as it always did
         action = due_action(connection, moment, pressure=calls, login_pressure=logins)
         if action is None and force_due and connection.status in SWEPT_STATUSES:
             action = None if backing_off(connection, moment) else KEEP_ALIVE
