@@ -17,6 +17,7 @@ from tests.canned_http import CannedServer, reply
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.postgresql(reason="row locks and concurrent writers: SQLite locks the whole database")
 def test_the_spend_limit_is_shared_by_workers_and_kept_before_bill_refuses(
     tenant, bill_emulator, bill_app, bill_clock, bill_settings
 ):
