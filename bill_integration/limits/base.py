@@ -51,7 +51,7 @@ class LimiterBackend(Protocol):
     # Calls counted per minute bucket (``limits/counting.py``).
     def count_calls(self, fingerprint: str, kind: str, *, n: int, minute: datetime) -> None: ...
     def take_upkeep(
-        self, fingerprint: str, kind: str, *, n: int, minute: datetime, limit: int
+        self, fingerprint: str, kind: str, *, n: int, minute: datetime, limit: int, ceiling: int
     ) -> bool: ...
     def call_buckets(
         self, fingerprint: str, *, since: datetime, until: datetime
@@ -156,23 +156,22 @@ class DatabaseLimiterBase:
         rows = self._counts().filter(minute__gte=since).values_list("fingerprint", flat=True)
         return list(rows.distinct())
 
-    def _upkeep_used(self, fingerprint: str, *, minute: datetime) -> int:
-        from django.db.models import Sum
+    def _hour_used(self, fingerprint: str, *, minute: datetime) -> tuple[int, int]:
+        """(upkeep, every call) counted in the rolling hour ending with ``minute``."""
+        from django.db.models import Q, Sum
 
-        from .counting import HOUR_MINUTES, MINUTE, UPKEEP_KINDS
+        from .counting import CALL_KINDS, HOUR_MINUTES, MINUTE, UPKEEP_KINDS
 
         first = minute - (HOUR_MINUTES - 1) * MINUTE
         used = (
             self._counts()
-            .filter(
-                fingerprint=fingerprint,
-                minute__gte=first,
-                minute__lte=minute,
-                kind__in=UPKEEP_KINDS,
+            .filter(fingerprint=fingerprint, minute__gte=first, minute__lte=minute)
+            .aggregate(
+                upkeep=Sum("count", filter=Q(kind__in=UPKEEP_KINDS)),
+                total=Sum("count", filter=Q(kind__in=CALL_KINDS)),
             )
-            .aggregate(used=Sum("count"))["used"]
         )
-        return int(used or 0)
+        return int(used["upkeep"] or 0), int(used["total"] or 0)
 
     def shortfalls(self, fingerprint: str) -> int:
         value = (

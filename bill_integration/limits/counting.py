@@ -12,7 +12,10 @@ of the key then waits for the next hour. So the gateway counts each call it make
 
 *Upkeep* is ``KEEP_ALIVE`` + ``BACKGROUND_LOGIN``: what the app spends to keep sessions warm.
 It may use at most ``UPKEEP_SHARE`` of BILL's hourly limit (:func:`take_upkeep`, atomic across
-workers), so callers' own requests always keep the rest.
+workers), so callers' own requests always keep the rest; and where callers use more than the
+rest, upkeep gives way to them call for call: it never takes a call that would bring the rolling
+hour's calls of every kind past BILL's limit, so it is never upkeep that pushes a developer key
+into BDC_1144 (callers alone still can: nothing the app does stops a caller's own request).
 
 Counts are kept in one-minute buckets by the limiter backend (Redis hashes with a TTL, or the
 ``CallCount`` table), so they are shared by every worker and survive a process restart; the
@@ -118,18 +121,25 @@ def count_call(fingerprint: str, kind: str, *, n: int = 1, at: datetime | None =
 def take_upkeep(
     fingerprint: str, kind: str = KEEP_ALIVE, *, n: int = 1, at: datetime | None = None
 ) -> bool:
-    """Count ``n`` upkeep calls if the rolling hour has room for them under the share.
+    """Count ``n`` upkeep calls if the rolling hour has room for them.
 
-    Check and count are one atomic step across workers, so upkeep never exceeds
-    :func:`upkeep_limit` however many sweeps run at once. Returns False (nothing counted) when
-    there is no room.
+    Room means both: upkeep stays within :func:`upkeep_limit` (the share), and the hour's calls
+    of every kind stay within BILL's ``MAX_CALLS_PER_HOUR`` (callers past their rest of the hour
+    take room from upkeep, never the other way round). Check and count are one atomic step
+    across workers, so this holds however many sweeps run at once. Returns False (nothing
+    counted) when there is no room.
     """
     if kind not in UPKEEP_KINDS:
         raise ValueError(f"{kind!r} is not upkeep")
     moment = at or now()
     return bool(
         _backend().take_upkeep(
-            fingerprint, kind, n=n, minute=minute_of(moment), limit=upkeep_limit()
+            fingerprint,
+            kind,
+            n=n,
+            minute=minute_of(moment),
+            limit=upkeep_limit(),
+            ceiling=MAX_CALLS_PER_HOUR,
         )
     )
 
@@ -166,8 +176,10 @@ def calls_by_hour(
 
 
 def upkeep_room(fingerprint: str, *, at: datetime | None = None) -> int:
-    """Upkeep calls still allowed in the rolling hour ending at ``at`` (never below 0)."""
-    return max(0, upkeep_limit() - calls_last_hour(fingerprint, at=at).upkeep)
+    """Upkeep calls still allowed in the rolling hour ending at ``at`` (never below 0): the
+    share's room, or less where callers have used the rest of BILL's limit."""
+    hour = calls_last_hour(fingerprint, at=at)
+    return max(0, min(upkeep_limit() - hour.upkeep, MAX_CALLS_PER_HOUR - hour.total))
 
 
 def counted_fingerprints(*, hours: int = 24) -> list[str]:

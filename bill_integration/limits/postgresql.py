@@ -271,19 +271,21 @@ class PostgreSQLLimiter(DatabaseLimiterBase):
         self._prune(minute)
 
     def take_upkeep(
-        self, fingerprint: str, kind: str, *, n: int, minute: datetime, limit: int
+        self, fingerprint: str, kind: str, *, n: int, minute: datetime, limit: int, ceiling: int
     ) -> bool:
-        from .counting import HOUR_MINUTES, MINUTE, UPKEEP_KINDS
+        from .counting import CALL_KINDS, HOUR_MINUTES, MINUTE, UPKEEP_KINDS
 
         table = call_count_model()._meta.db_table
         first = minute - (HOUR_MINUTES - 1) * MINUTE
         with self._locked("upkeep:" + fingerprint) as cursor:
             cursor.execute(
-                f"SELECT COALESCE(sum(count), 0) FROM {table} WHERE fingerprint = %s "
-                "AND minute >= %s AND minute <= %s AND kind = ANY(%s)",
-                [fingerprint, first, minute, list(UPKEEP_KINDS)],
+                "SELECT COALESCE(sum(count) FILTER (WHERE kind = ANY(%s)), 0), "
+                f"COALESCE(sum(count) FILTER (WHERE kind = ANY(%s)), 0) FROM {table} "
+                "WHERE fingerprint = %s AND minute >= %s AND minute <= %s",
+                [list(UPKEEP_KINDS), list(CALL_KINDS), fingerprint, first, minute],
             )
-            if int(cursor.fetchone()[0]) + n > limit:
+            upkeep, total = (int(value) for value in cursor.fetchone())
+            if upkeep + n > limit or total + n > ceiling:
                 return False
             self._upsert_count(cursor, fingerprint, kind, n, minute)
         return True

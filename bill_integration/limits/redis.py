@@ -78,17 +78,22 @@ end
 return {0}
 """
 
-# Counts ARGV[2] upkeep calls of kind ARGV[1] in the last key (the current minute) if the
-# upkeep kinds of all KEYS but the last (the rolling hour's minute buckets) leave room under
-# ARGV[3]. Returns 1 (counted) or 0 (no room). KEYS[#KEYS] is the fingerprints' sorted set.
+# Counts ARGV[2] upkeep calls of kind ARGV[1] in the last bucket key (the current minute) if
+# the rolling hour's minute buckets (KEYS but the last) leave room: their upkeep kinds under
+# ARGV[3] and all their calls under ARGV[7]. Returns 1 (counted) or 0 (no room).
+# KEYS[#KEYS] is the fingerprints' sorted set.
 _UPKEEP_SCRIPT = """
-local used = 0
+local upkeep, total = 0, 0
 local buckets = #KEYS - 1
 for i = 1, buckets do
-  local values = redis.call('HMGET', KEYS[i], 'keep_alive', 'background_login')
-  used = used + (tonumber(values[1]) or 0) + (tonumber(values[2]) or 0)
+  local v = redis.call(
+    'HMGET', KEYS[i], 'keep_alive', 'background_login', 'caller', 'caller_login', 'other')
+  local kept = (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
+  upkeep = upkeep + kept
+  total = total + kept + (tonumber(v[3]) or 0) + (tonumber(v[4]) or 0) + (tonumber(v[5]) or 0)
 end
-if used + tonumber(ARGV[2]) > tonumber(ARGV[3]) then
+local n = tonumber(ARGV[2])
+if upkeep + n > tonumber(ARGV[3]) or total + n > tonumber(ARGV[7]) then
   return 0
 end
 redis.call('HINCRBY', KEYS[buckets], ARGV[1], ARGV[2])
@@ -257,7 +262,7 @@ class RedisLimiter:
 
     @_typed_errors
     def take_upkeep(
-        self, fingerprint: str, kind: str, *, n: int, minute: datetime, limit: int
+        self, fingerprint: str, kind: str, *, n: int, minute: datetime, limit: int, ceiling: int
     ) -> bool:
         from .counting import HOUR_MINUTES, KEEP_BUCKETS, MINUTE
 
@@ -266,7 +271,9 @@ class RedisLimiter:
             for back in range(HOUR_MINUTES - 1, -1, -1)
         ]
         ttl = int(KEEP_BUCKETS.total_seconds())
-        args: list[str | int | float] = [kind, n, limit, ttl, fingerprint, minute.timestamp()]
+        args: list[str | int | float] = [
+            kind, n, limit, ttl, fingerprint, minute.timestamp(), ceiling
+        ]
         return bool(int(self._upkeep(keys=[*keys, self._key("calls", "keys")], args=args)))
 
     @_typed_errors

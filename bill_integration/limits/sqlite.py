@@ -81,10 +81,11 @@ class SQLiteLimiter(DatabaseLimiterBase):
                 self._counts().create(fingerprint=fingerprint, minute=minute, kind=kind, count=n)
 
     def take_upkeep(
-        self, fingerprint: str, kind: str, *, n: int, minute: datetime, limit: int
+        self, fingerprint: str, kind: str, *, n: int, minute: datetime, limit: int, ceiling: int
     ) -> bool:
         with transaction.atomic(using=self.alias):
-            if self._upkeep_used(fingerprint, minute=minute) + n > limit:
+            upkeep, total = self._hour_used(fingerprint, minute=minute)
+            if upkeep + n > limit or total + n > ceiling:
                 return False
             self.count_calls(fingerprint, kind, n=n, minute=minute)
         return True

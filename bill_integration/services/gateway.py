@@ -38,7 +38,8 @@ connection has no login at all.
 kind, once it holds its slot: a caller's request, a login a caller waited for, a keep-alive,
 a background login, anything else. Work inside :func:`background` (the sweep) is *upkeep*:
 a keep-alive or a login there first takes room under ``UPKEEP_SHARE`` of BILL's hourly call
-limit (check and count in one atomic step) and is refused with
+limit, and under the limit itself after callers' calls (check and count in one atomic step:
+upkeep never makes the call that pushes a key into BDC_1144), and is refused with
 :class:`~bill_integration.exceptions.UpkeepShareExhausted` when there is none, before the
 login budget or a slot is touched; a background login is also paced (``LOGINS_PER_MINUTE``)
 and leaves ``LOGIN_RESERVE_FOR_CALLERS`` of the login budget to callers. A count that fails
@@ -131,12 +132,14 @@ def in_background() -> bool:
 
 
 def _take_upkeep(fingerprint: str, kind: str) -> None:
-    """Count one upkeep call under the share, or refuse it (counted as deferred)."""
+    """Count one upkeep call under the share and BILL's limit, or refuse it (counted as
+    deferred)."""
     if limits.take_upkeep(fingerprint, kind):
         return
     _count(fingerprint, limits.counting.DEFERRED)
     raise UpkeepShareExhausted(
-        f"Upkeep used its {limits.upkeep_limit()} calls of the rolling hour (UPKEEP_SHARE).",
+        f"No room for upkeep in the rolling hour: it may use {limits.upkeep_limit()} calls "
+        "(UPKEEP_SHARE), and only what callers leave of BILL's hourly limit.",
         retry_at=limits.counting.minute_of(now()) + limits.counting.MINUTE,
     )
 

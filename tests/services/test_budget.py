@@ -88,6 +88,44 @@ def test_upkeep_room_is_the_share_of_bills_hourly_limit(limiter_backend, bill_ap
     assert limits.upkeep_room(fp) == 20
 
 
+def test_upkeep_gives_way_to_callers_past_their_rest_of_the_hour(
+    limiter_backend, bill_app, bill_settings
+):
+    """Upkeep never makes the call that takes the hour past BILL's limit, whatever its share."""
+    bill_settings(UPKEEP_SHARE=0.6)  # 12,000 upkeep calls; callers' rest is 8,000
+    fp = "fp-ceiling"
+    limits.count_call(fp, limits.CALLER, n=MAX_CALLS_PER_HOUR - 110)  # callers past their rest
+    limits.count_call(fp, limits.CALLER_LOGIN, n=5)
+    limits.count_call(fp, limits.OTHER, n=5)  # every kind BILL counts, not just callers'
+    assert limits.upkeep_room(fp) == 100  # not the share's 12,000
+    assert limits.take_upkeep(fp, limits.KEEP_ALIVE, n=60)
+    assert limits.take_upkeep(fp, limits.BACKGROUND_LOGIN, n=40)
+    assert limits.upkeep_room(fp) == 0
+    assert not limits.take_upkeep(fp, limits.KEEP_ALIVE)  # refused, nothing counted
+    hour = limits.calls_last_hour(fp)
+    assert (hour.total, hour.upkeep) == (MAX_CALLS_PER_HOUR, 100)
+    limits.count_call(fp, counting.DEFERRED, n=50)  # turned-away upkeep is not a call
+    assert limits.upkeep_room(fp) == 0
+    bill_app.advance(3600)
+    assert limits.upkeep_room(fp) == limits.upkeep_limit() == 12_000
+
+
+def test_the_sweep_defers_a_keep_alive_when_callers_filled_the_hour(
+    limiter_backend, make_connection, bill_app, bill_emulator
+):
+    connection = make_connection()
+    fp = connection.dev_key_fingerprint
+    limits.count_call(fp, limits.CALLER, n=MAX_CALLS_PER_HOUR)
+    before = bill_emulator.state.counters(dev_key=connection.account.dev_key)["calls"]
+    with gateway.background(), pytest.raises(UpkeepShareExhausted) as refused:
+        gateway.session_info(connection)
+    assert "BILL's hourly limit" in str(refused.value)
+    hour = limits.calls_last_hour(fp)
+    assert (hour.total, hour.keep_alive, hour.deferred) == (MAX_CALLS_PER_HOUR, 0, 1)
+    after = bill_emulator.state.counters(dev_key=connection.account.dev_key)["calls"]
+    assert after == before  # BILL never saw it
+
+
 def test_unknown_kinds_are_refused(limiter_backend, bill_app):
     with pytest.raises(ValueError):
         limits.count_call("fp", "keepalive")
@@ -168,6 +206,8 @@ def test_the_database_limiter_reuses_its_connections(bill_settings, bill_app, mo
 
 
 def test_checks_refuse_bad_limit_settings_and_recommend_redis(settings):
+    from django.db import connection
+
     from bill_integration.limits.checks import (
         E013_LIMIT_SETTINGS,
         W004_DATABASE_LIMITER,
@@ -181,6 +221,9 @@ def test_checks_refuse_bad_limit_settings_and_recommend_redis(settings):
     assert "UPKEEP_SHARE" in found[0].msg and "LOGINS_PER_MINUTE" in found[1].msg
     settings.BILL_INTEGRATION = {"LOGINS_PER_MINUTE": None, "UPKEEP_SHARE": 0.5}
     assert check_limit_settings() == []
-    assert [w.id for w in check_database_limiter()] == [W004_DATABASE_LIMITER]  # PostgreSQL
+    # Recommended on PostgreSQL; SQLite's limiter is the demo's (one machine), so no warning.
+    on_postgresql = connection.vendor == "postgresql"
+    expected = [W004_DATABASE_LIMITER] if on_postgresql else []
+    assert [w.id for w in check_database_limiter()] == expected
     settings.BILL_INTEGRATION = {"REDIS_URL": "redis://127.0.0.1:6379/13"}
     assert check_database_limiter() == []
