@@ -90,7 +90,7 @@ MINUTE_COUNTS = (
 #: The new policy's fixed point (``settle``): at most this many passes (one pass of the 2,000
 #: sample takes 20-30 s); settled when the N served under its own feedback and the N not served
 #: under its own are within this share of each other.
-PASSES, SETTLED_N = 8, 0.02
+PASSES, SETTLED_N = 12, 0.02
 HOURS = bd.HOURS
 
 
@@ -330,6 +330,9 @@ def settle(
     keep-alives and the budget's rules defer prewarm logins, which callers then pay), so
     plain iteration N <- N' oscillates; the targets bracket the crossing instead: N' of the
     last pass until both a floor and a ceiling are found, then bisection between them.
+    A ceiling is only final if its pass ran under feedback derived from the floor's outcome or
+    a later one: one found early (pass 2, under the feedback of pressure-free pass 1's outcome,
+    far from settled) is tried again under the floor's, and becomes the floor if served there.
     Stops when the ceiling is within ``SETTLED_N`` of the floor, or after ``PASSES`` passes.
     Returns the floor's pass (its outcome and the feedback it ran under), the ceiling's
     outcome, and per pass: target, N', residual of the pressures (the pass's own feedback at
@@ -339,6 +342,7 @@ def settle(
 
     feedback: ffb.Feedback | None = None
     target = 0
+    source = 0  # the pass whose outcome the feedback was derived from (0: none)
     floor: dict[str, Any] | None = None
     ceiling: dict[str, Any] | None = None
     passes: list[dict[str, Any]] = []
@@ -348,33 +352,45 @@ def settle(
         served = passed["tenants"]
         row: dict[str, Any] = {"pass": number, "target": target, "served": served}
         row |= {"why": failed["why"], "deferred": outcome["totals"].get("deferred", 0)}
+        row |= {"source": source}
         if feedback is not None:
             own = ffb.derive(outcome, ffb.callers_by_minute(capacity.tenants[:target]), target)
             row |= ffb.residual(own, feedback)
         passes.append(row)
         if not quiet:
             print(
-                f"  pass {number} (pressures of {target:,} tenants): {served:,} served (then "
-                f"{failed['why']}); pressures residual {row.get('mean', 0):.3f} mean, "
-                f"{row.get('max', 0):.2f} max",
+                f"  pass {number} (pressures of {target:,} tenants, from pass {source}'s "
+                f"outcome): {served:,} served (then {failed['why']}); pressures residual "
+                f"{row.get('mean', 0):.3f} mean, {row.get('max', 0):.2f} max",
                 flush=True,
             )
         here = {"n": target, "gap": served - target, "outcome": outcome, "feedback": feedback}
+        here |= {"pass": number, "source": source}
         if feedback is None:
             pass  # pass 1: no pressure at all, neither floor nor ceiling
-        elif served >= target and (floor is None or target > floor["n"]):
+        elif served >= target and (floor is None or target >= floor["n"]):
             floor = here
-        elif served < target and (ceiling is None or target < ceiling["n"]):
+            if ceiling is not None and ceiling["n"] <= target:
+                ceiling = None  # an early ceiling, served now under better feedback
+        elif served < target and (ceiling is None or target <= ceiling["n"]):
             ceiling = here
-        if floor is not None and ceiling is not None:
-            if ceiling["n"] - floor["n"] <= SETTLED_N * floor["n"]:
-                break
-            target = (floor["n"] + ceiling["n"]) // 2  # N' has a cliff: bisect, not secant
-        else:
-            target = max(1, min(capacity.largest, served))
+        derive_from = outcome
         if number == PASSES:
             break
-        feedback = ffb.derive(outcome, ffb.callers_by_minute(capacity.tenants[:target]), target)
+        if floor is not None and ceiling is not None:
+            if ceiling["n"] - floor["n"] <= SETTLED_N * floor["n"]:
+                if ceiling["source"] >= floor["pass"]:
+                    break
+                target, derive_from = ceiling["n"], floor["outcome"]  # retry a stale ceiling
+                source = floor["pass"]
+            else:
+                target = (floor["n"] + ceiling["n"]) // 2  # N' has a cliff: bisect, not secant
+                source = number
+        else:
+            target = max(1, min(capacity.largest, served))
+            source = number
+        callers = ffb.callers_by_minute(capacity.tenants[:target])
+        feedback = ffb.derive(derive_from, callers, target)
     return {"floor": floor, "ceiling": ceiling, "passes": passes}
 
 

@@ -231,6 +231,7 @@ def _passes(outcome: dict[str, Any]) -> str:
         [
             p["pass"],
             f"{p['target']:,}" if p["target"] else "none (no pressure, no budget rule)",
+            f"pass {p['source']}" if p["target"] else "-",
             f"{p['served']:,}",
             p["why"],
             f"{p.get('mean', 0):.3f} / {p.get('max', 0):.2f}" if p["target"] else "-",
@@ -245,6 +246,7 @@ def _passes(outcome: dict[str, Any]) -> str:
             [
                 "pass",
                 "ran under the feedback of N =",
+                "derived from the outcome of",
                 "N served by this pass",
                 "then",
                 "pressures residual at that N: mean / max per minute",

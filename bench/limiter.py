@@ -163,6 +163,7 @@ def run(
     medians = {name: statistics.median(values) for name, values in times.items()}
     calls_made = rounds * calls
     return {
+        "w004": _w004_without_redis(),
         "rounds": rounds,
         "calls": calls,
         "medians": medians,
@@ -172,6 +173,18 @@ def run(
         "db_calls": calls_made,
         "counted_db": counted,
     }
+
+
+def _w004_without_redis() -> bool:
+    """Whether the system check recommends Redis to a PostgreSQL project without REDIS_URL."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    from bill_integration.limits.checks import W004_DATABASE_LIMITER, check_database_limiter
+
+    without = {**getattr(settings, "BILL_INTEGRATION", {}), "REDIS_URL": None}
+    with override_settings(BILL_INTEGRATION=without):
+        return W004_DATABASE_LIMITER in [w.id for w in check_database_limiter()]
 
 
 LABELS = {
@@ -198,6 +211,8 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
         for name in LABELS
     ]
     db_ratio = m["db_pooled"] / unit
+    redis_ratio = m["redis"] / unit
+    recommended = o["w004"] and redis_ratio <= 2.0
     return (
         "## 6. Limiter\n\n"
         + common.facts_block(command, facts, seconds)
@@ -219,6 +234,13 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
                     "database limiter within 2 × a bare call",
                     f"{db_ratio:.2f} ×",
                     common.verdict(db_ratio <= 2.0),
+                ],
+                [
+                    "or (the issue's alternative): Redis the recommended limiter, the system "
+                    "check saying so, and within 2 × a bare call",
+                    f"check W004 {'raised' if o['w004'] else 'NOT raised'} on PostgreSQL "
+                    f"without REDIS_URL; Redis {redis_ratio:.2f} ×",
+                    common.verdict(recommended),
                 ],
                 [
                     "counting's cost on a caller's call (Redis)",

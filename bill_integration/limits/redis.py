@@ -272,7 +272,13 @@ class RedisLimiter:
         ]
         ttl = int(KEEP_BUCKETS.total_seconds())
         args: list[str | int | float] = [
-            kind, n, limit, ttl, fingerprint, minute.timestamp(), ceiling
+            kind,
+            n,
+            limit,
+            ttl,
+            fingerprint,
+            minute.timestamp(),
+            ceiling,
         ]
         return bool(int(self._upkeep(keys=[*keys, self._key("calls", "keys")], args=args)))
 
