@@ -35,8 +35,9 @@ it, in the hours the login budget binds). ``value`` is the login's worth over th
 more under ``pressure`` (0..1, how short the upkeep share of the call budget runs), so the
 tenants worth least are cut first. A lapsed session is not logged in for that value (its
 login is paid whenever it is made; made early it only adds keep-alives) but
-:data:`PREWARM_LEAD` before an hour in which the tenant visits most weeks (:data:`PREWARM_AT`,
-``prewarm_at``): a nightly sync at 02:00 finds its session warm. A connection linked less than
+:data:`PREWARM_LEAD` before an hour from which the tenant visits within :data:`PREWARM_WINDOW`
+most weeks (:data:`PREWARM_AT`, ``prewarm_at``): a nightly sync at 02:00 finds its session
+warm, and so does a busy tenant's first visit of the working day. A connection linked less than
 :data:`NEW_CONNECTION_WARM` ago is kept warm (its history is empty, its owner is setting it
 up now).
 
@@ -77,8 +78,20 @@ SPREAD = 0.1
 #: on Monday morning: the fleet benchmark (docs/benchmarks.md, section 7) showed those Monday
 #: logins set the limit at 80, and the limit moving to calls at 160.
 LOGIN_WORTH = 160.0
-#: Log in ahead of an hour that saw a visit in at least this share of the weeks observed.
+#: Log in ahead of a stretch of :data:`PREWARM_WINDOW` that sees a visit with at least this
+#: chance.
 PREWARM_AT = 0.5
+#: The stretch a prewarm looks at: a visit likely within four hours. One hour would only catch
+#: tenants whose visits fall in the same hour each week (a nightly sync, a daily habit); a
+#: tenant with two to five visits spread over the working day (each hour 20-40 % likely) has a
+#: visit within four hours of the day's start almost surely, and would otherwise pay a login
+#: each morning after a lapse.
+PREWARM_WINDOW = timedelta(hours=4)
+#: How likely a visit may come before its prewarm: the login is made before the first hour of
+#: the stretch by which a visit would have come with more than this chance (a nightly sync's
+#: own hour, not the empty hours before it; a busy tenant's first working hour). The login is
+#: the one the visit would pay anyway; earlier only adds keep-alives until the visit.
+PREWARM_MISS = 0.05
 #: Log in this long before that hour, so the caller finds the session warm.
 PREWARM_LEAD = timedelta(minutes=5)
 #: How far ahead :func:`decide` looks for the next visit.
@@ -108,7 +121,7 @@ class WarmthDecision:
     ``keep_warm``: keep it alive (or log in for it) now; ``value``: the chance of a visit
     before the next decision (1.0 when pinned or new; the sweep cuts upkeep lowest first);
     ``prewarm_at``: for a tenant let lapse, when a visit next becomes likely enough to log in
-    ahead of it (``None``: not within :data:`PREWARM_LOOKAHEAD`).
+    ahead of it (``None``: not within :data:`LOOKAHEAD`).
     """
 
     keep_warm: bool
@@ -296,9 +309,10 @@ def decide(
     worth (:data:`LOGIN_WORTH`, up to :data:`LOGIN_PRESSURE_WORTH` times more under
     ``login_pressure``, how short the login budget runs) over the keep-alive calls of the
     expected wait. Kept warm when the value reaches :func:`needed_value` of ``pressure`` (how
-    short the calls run) while the session is alive, or when an hour in which a visit is
-    likely (:data:`PREWARM_AT`) starts within :data:`PREWARM_LEAD` or has started (alive or
-    lapsed: log in ahead of the visit); otherwise ``prewarm_at`` says when that next happens.
+    short the calls run) while the session is alive, or once the prewarm moment of a likely
+    visit has come (:data:`PREWARM_AT` within :data:`PREWARM_WINDOW`, :data:`PREWARM_LEAD`
+    before the hour :data:`PREWARM_MISS` picks; alive or lapsed: log in ahead of the visit);
+    otherwise ``prewarm_at`` says when that next happens.
     """
     if pinned(connection):
         return WarmthDecision(keep_warm=True, value=math.inf)
@@ -329,15 +343,40 @@ def decide(
     return WarmthDecision(keep_warm=False, value=value, prewarm_at=prewarm_at)
 
 
+def _prewarm_hours(rates: list[float], hour: datetime) -> list[int | None]:
+    """For each of the :data:`LOOKAHEAD` whole hours from ``hour``: if the
+    :data:`PREWARM_WINDOW` starting then sees a visit with at least :data:`PREWARM_AT` chance,
+    the offset (hours from ``hour``) of the window's hour by which a visit would have come
+    with more than :data:`PREWARM_MISS` chance (a nightly sync's own hour, not the empty hour
+    before it); else ``None``."""
+    width = max(1, int(PREWARM_WINDOW / timedelta(hours=1)))
+    needed = -math.log(1 - PREWARM_AT)  # expected visits in the window for that chance
+    missed = -math.log(1 - PREWARM_MISS)  # expected visits before the prewarm, at most
+    ahead = [rate for rate, _ in _hours_ahead(rates, hour, LOOKAHEAD_HOURS + width - 1)]
+    found: list[int | None] = []
+    for step in range(LOOKAHEAD_HOURS):
+        window = ahead[step : step + width]
+        if sum(window) < needed:
+            found.append(None)
+            continue
+        before, offset = 0.0, step + width - 1
+        for k, rate in enumerate(window):
+            if before + rate > missed:
+                offset = step + k
+                break
+            before += rate
+        found.append(offset)
+    return found
+
+
 def _next_likely_hour(rates: list[float], at: datetime) -> datetime | None:
     """:data:`PREWARM_LEAD` before the first hour (the current one included) in which a visit
-    is likely enough to log in ahead of it; ``None`` within :data:`LOOKAHEAD`."""
+    likely within :data:`PREWARM_WINDOW` may come; ``None`` within :data:`LOOKAHEAD`."""
     # Not raised by call pressure: a prewarm spends the login the visit would, a bit earlier.
-    needed = -math.log(1 - PREWARM_AT)  # expected visits in the hour for that chance
     hour = at.replace(minute=0, second=0, microsecond=0)
-    for step, (rate, _) in enumerate(_hours_ahead(rates, hour, LOOKAHEAD_HOURS)):
-        if rate >= needed:
-            return max(hour + timedelta(hours=step) - PREWARM_LEAD, hour)
+    for offset in _prewarm_hours(rates, hour):
+        if offset is not None:
+            return max(hour + timedelta(hours=offset) - PREWARM_LEAD, hour)
     return None
 
 
@@ -347,14 +386,14 @@ def prewarm_moments(connection: Any, at: datetime) -> list[datetime]:
     each run of likely hours. ``freshness.next_due_at`` wakes the sweep at them."""
     if pinned(connection):
         return []
-    needed = -math.log(1 - PREWARM_AT)
     rates = weekly_rates(connection, at)
     hour = at.replace(minute=0, second=0, microsecond=0)
-    moments, previous = [], False
-    for step, (rate, _) in enumerate(_hours_ahead(rates, hour, LOOKAHEAD_HOURS)):
-        likely = rate >= needed
-        start = hour + timedelta(hours=step) - PREWARM_LEAD
-        if likely and not previous and start > at:
-            moments.append(start)
-        previous = likely
+    moments: list[datetime] = []
+    previous = False
+    for offset in _prewarm_hours(rates, hour):
+        if offset is not None and not previous:
+            start = hour + timedelta(hours=offset) - PREWARM_LEAD
+            if start > at and start not in moments:
+                moments.append(start)
+        previous = offset is not None
     return moments

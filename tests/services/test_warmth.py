@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -126,6 +127,31 @@ def test_a_busy_tenant_is_kept_warm_between_visits_and_lapses_for_the_weekend():
     assert weekend.keep_warm is False
     # Prewarmed before Monday's first visit, not hours early.
     assert weekend.prewarm_at == MONDAY + timedelta(hours=9) - warmth.PREWARM_LEAD
+
+
+def test_a_tenant_with_visits_spread_over_the_working_day_is_prewarmed_at_its_start():
+    """Three visits a working day at different hours (no hour is likely on its own, each about
+    30 %): after a weekend's lapse, a login is made as the working day starts, not paid by the
+    first caller, and not hours early."""
+    days = [MONDAY - timedelta(weeks=6) + timedelta(days=day) for day in range(42)]
+    workdays = [day for day in days if day.weekday() < 5]
+    # Week w's visits at 8 + (w + 3k) mod 10 o'clock, k = 0, 1, 2: a weekday's hour of the
+    # week (08-17) sees a visit in about a third of the weeks.
+    moments = [
+        day + timedelta(hours=8 + ((day - days[0]).days // 7 + 3 * k) % 10, minutes=20)
+        for day in workdays
+        for k in range(3)
+    ]
+    row = visits(history(created_at=MONDAY - timedelta(weeks=6)), moments)
+    row.session_last_used_at = row.usage_last_at  # lapsed over the weekend
+    rates = warmth.weekly_rates(row, MONDAY)
+    monday_hours = [rates[slot_of(MONDAY + timedelta(hours=h))] for h in range(8, 18)]
+    assert max(1 - math.exp(-rate) for rate in monday_hours) < warmth.PREWARM_AT
+    sunday = decide(row, MONDAY - timedelta(hours=12))
+    assert sunday.keep_warm is False
+    assert MONDAY + timedelta(hours=7) <= sunday.prewarm_at <= MONDAY + timedelta(hours=8)
+    assert decide(row, sunday.prewarm_at).keep_warm is True
+    assert sunday.prewarm_at in warmth.prewarm_moments(row, MONDAY - timedelta(hours=12))
 
 
 def test_a_nightly_tenant_is_logged_in_just_before_its_usual_time():
