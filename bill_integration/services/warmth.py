@@ -53,6 +53,7 @@ import math
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
 from typing import Any
 
 from ..conf import bill_settings
@@ -343,21 +344,20 @@ def decide(
     return WarmthDecision(keep_warm=False, value=value, prewarm_at=prewarm_at)
 
 
-def _prewarm_hours(rates: list[float], hour: datetime) -> list[int | None]:
+def _prewarm_hours(rates: list[float], hour: datetime) -> Iterator[int | None]:
     """For each of the :data:`LOOKAHEAD` whole hours from ``hour``: if the
     :data:`PREWARM_WINDOW` starting then sees a visit with at least :data:`PREWARM_AT` chance,
     the offset (hours from ``hour``) of the window's hour by which a visit would have come
     with more than :data:`PREWARM_MISS` chance (a nightly sync's own hour, not the empty hour
-    before it); else ``None``."""
+    before it); else ``None``. Lazily: the next likely hour is usually near."""
     width = max(1, int(PREWARM_WINDOW / timedelta(hours=1)))
     needed = -math.log(1 - PREWARM_AT)  # expected visits in the window for that chance
     missed = -math.log(1 - PREWARM_MISS)  # expected visits before the prewarm, at most
     ahead = [rate for rate, _ in _hours_ahead(rates, hour, LOOKAHEAD_HOURS + width - 1)]
-    found: list[int | None] = []
     for step in range(LOOKAHEAD_HOURS):
         window = ahead[step : step + width]
         if sum(window) < needed:
-            found.append(None)
+            yield None
             continue
         before, offset = 0.0, step + width - 1
         for k, rate in enumerate(window):
@@ -365,8 +365,7 @@ def _prewarm_hours(rates: list[float], hour: datetime) -> list[int | None]:
                 offset = step + k
                 break
             before += rate
-        found.append(offset)
-    return found
+        yield offset
 
 
 def _next_likely_hour(rates: list[float], at: datetime) -> datetime | None:
