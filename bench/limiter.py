@@ -4,14 +4,19 @@ Set-up: the emulator in a process of its own (no fault), one tenant with a live 
 same cheap call (``GET /v3/login/session``) is made, interleaved in rounds in the same run:
 
 * **bare**: the app's client alone (``client.request``): no limiter, no counting;
-* **Redis**: ``gateway.request`` with ``REDIS_URL`` set: a concurrency slot taken and released
-  (two Lua scripts) and the call counted (one pipelined round trip);
+* **Redis**: ``gateway.request`` with ``REDIS_URL`` set: a concurrency slot taken, with the
+  call counted in the same Lua script, and released (two round trips);
 * **database, pooled** (this branch): ``gateway.request`` on the PostgreSQL limiter, whose
   connections come from its own pool;
 * **database, a connection per transaction** (the limiter before this branch, reproduced by a
   subclass that opens and closes a PostgreSQL connection around each limiter transaction, as
-  ``CONN_MAX_AGE = 0`` made the old code do): slot, release and count are three connections;
-* Redis and pooled database again with counting switched off, so the cost of counting shows.
+  ``CONN_MAX_AGE = 0`` made the old code do): slot (with the count) and release are two
+  connections;
+* Redis and pooled database again with counting switched off (the slot taken without its
+  count), so the cost of counting shows.
+
+The calls each backend counted are read back at the end and reported against the calls the
+counted variants made: counting that went missing would show there.
 
 ``CONN_MAX_AGE`` is 0 (Django's default) throughout. Reported: the median time per call of
 each variant and its ratio to the bare call of the same rounds, and the PostgreSQL
@@ -109,19 +114,21 @@ def run(
             "per_transaction": PerTransaction(),
         }
 
+        counted_slot = limits.request_slot
+
+        def uncounted_slot(fingerprint: str, organization_id: str, **_: Any) -> Any:
+            return counted_slot(fingerprint, organization_id)  # the slot, without its count
+
         def use(variant: str) -> None:
             limits._backends.clear()
+            uncounted = variant.endswith("_uncounted")
+            limits.request_slot = uncounted_slot if uncounted else counted_slot  # type: ignore[assignment]
             if variant.startswith("redis"):
                 common.configure(emulator.url, REDIS_URL=redis_url)
             else:
                 common.configure(emulator.url, REDIS_URL=None)
                 backend = backends["per_transaction" if variant == "db_before" else "pooled"]
                 limits._backends[(None, "postgresql")] = backend
-
-        counting = gateway._count
-
-        def no_count(*args: Any, **kwargs: Any) -> None:
-            return None
 
         variants: dict[str, Any] = {
             "bare": bare,
@@ -142,21 +149,22 @@ def run(
             order = order[shift:] + order[:shift]  # none always first
             for name in order:
                 use(name)
-                gateway._count = no_count if name.endswith("_uncounted") else counting  # type: ignore[assignment]
                 started = time.perf_counter()
                 for _ in range(calls):
                     variants[name]()
                 times[name].append((time.perf_counter() - started) / calls)
-            gateway._count = counting  # type: ignore[assignment]
             if not quiet:
                 print(
                     f"round {round_number + 1}/{rounds}: "
                     + ", ".join(f"{n} {times[n][-1] * 1000:.2f} ms" for n in variants),
                     flush=True,
                 )
-        counted = limits.calls_last_hour(session.dev_key_fingerprint).caller
+        counted = {}
+        for backend in ("redis", "db_pooled"):  # the database variants share the tables
+            use(backend)
+            counted[backend] = limits.calls_last_hour(session.dev_key_fingerprint).caller
     finally:
-        gateway._count = counting  # type: ignore[assignment]
+        limits.request_slot = counted_slot  # type: ignore[assignment]
         limits._backends.clear()
         common.configure(emulator.url, REDIS_URL=redis_url)
         emulator.stop()
@@ -171,7 +179,9 @@ def run(
         "opened_pooled": opened["pooled"] - opened_before_rounds["pooled"],
         "opened_before": opened["per_transaction"] - opened_before_rounds["per_transaction"],
         "db_calls": calls_made,
-        "counted_db": counted,
+        # Each counted variant: one warm-up call, then ``calls`` per round.
+        "counted": counted,
+        "made": {"redis": 1 + calls_made, "db_pooled": 2 * (1 + calls_made)},
     }
 
 
@@ -220,8 +230,13 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
         f"{o['calls']} times per variant per round, {o['rounds']} rounds, variants interleaved "
         '(the order rotates each round); `CONN_MAX_AGE = 0`. "Before" is this branch\'s '
         "limiter with its pool replaced by a connection opened and closed around each limiter "
-        "transaction, which is what the old limiter did with `CONN_MAX_AGE = 0` (it now also "
-        "counts, so 3 connections a call where the old code opened 2).\n"
+        "transaction, which is what the old limiter did with `CONN_MAX_AGE = 0` (2 connections "
+        "a call: the slot, which also counts the call, and its release).\n"
+        f"- Calls counted, read back after the rounds: Redis {o['counted']['redis']} of the "
+        f"{o['made']['redis']} its counted variant made, database {o['counted']['db_pooled']} "
+        f"of {o['made']['db_pooled']}"
+        + ("" if o["counted"] == o["made"] else " (**counts missing**)")
+        + ".\n"
         f"- PostgreSQL connections the limiter opened during the rounds: pooled "
         f"{o['opened_pooled']}, before {o['opened_before']} (for "
         f"{o['db_calls']} calls each).\n\n"

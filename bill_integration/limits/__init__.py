@@ -73,6 +73,7 @@ from .counting import (
     HourOfCalls,
     calls_by_hour,
     calls_last_hour,
+    check_kind,
     count_call,
     counted_fingerprints,
     record_deferral,
@@ -302,14 +303,21 @@ def slot_key(fingerprint: str, organization_id: str) -> str:
 
 
 @contextmanager
-def request_slot(fingerprint: str, organization_id: str) -> Iterator[None]:
+def request_slot(
+    fingerprint: str, organization_id: str, *, count: str | None = None
+) -> Iterator[None]:
     """Hold one of the organization's concurrent-request slots for the body of the block.
 
     Waits up to ``CONCURRENCY_WAIT`` for a slot (then ``RateLimited(scope="concurrency")``),
     and raises ``RateLimited(scope="hourly")`` at once while the developer key is paused.
+    With ``count`` (a kind of call, ``limits.CALLER`` ...), the slot taken also counts one
+    call of that kind, in the same atomic step as the slot (one Redis round trip, one
+    PostgreSQL statement); a refused slot counts nothing.
     A release that fails (Redis gone after BILL answered) is logged and ignored: the slot's
     lease frees it, and the body's result or exception stands.
     """
+    if count is not None:
+        check_kind(count)
     limiter = get_limiter()
     key = slot_key(fingerprint, organization_id)
     limit = int(bill_settings.MAX_CONCURRENT_PER_ORGANIZATION)
@@ -317,7 +325,9 @@ def request_slot(fingerprint: str, organization_id: str) -> Iterator[None]:
     deadline = time.monotonic() + bill_settings.CONCURRENCY_WAIT.total_seconds()
     delay = SLOT_POLL_INTERVAL
     while True:
-        answer = limiter.acquire_slot(key, fingerprint, limit=limit, at=now(), lease=lease)
+        answer = limiter.acquire_slot(
+            key, fingerprint, limit=limit, at=now(), lease=lease, count=count
+        )
         if isinstance(answer, datetime):
             raise _paused_error(answer)
         if answer is not None:

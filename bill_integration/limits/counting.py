@@ -108,13 +108,18 @@ def _backend() -> LimiterBackend:
     return get_limiter()
 
 
+def check_kind(kind: str) -> None:
+    """Raise ``ValueError`` unless ``kind`` is one of the kinds of call counted."""
+    if kind not in _KIND_FIELDS:
+        raise ValueError(f"Unknown kind of BILL call: {kind!r}")
+
+
 def count_call(fingerprint: str, kind: str, *, n: int = 1, at: datetime | None = None) -> None:
     """Count ``n`` calls of ``kind`` made with the developer key ``fingerprint`` at ``at``.
 
     ``n`` may be negative to take back a count for a call that was not made after all.
     """
-    if kind not in _KIND_FIELDS:
-        raise ValueError(f"Unknown kind of BILL call: {kind!r}")
+    check_kind(kind)
     _backend().count_calls(fingerprint, kind, n=n, minute=minute_of(at or now()))
 
 

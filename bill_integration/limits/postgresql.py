@@ -188,11 +188,33 @@ class PostgreSQLLimiter(DatabaseLimiterBase):
             return True
 
     def acquire_slot(
-        self, key: str, fingerprint: str, *, limit: int, at: datetime, lease: timedelta
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        limit: int,
+        at: datetime,
+        lease: timedelta,
+        count: str | None = None,
     ) -> str | datetime | None:
-        """Pause check, expired slots deleted, count, insert: one statement, one round trip."""
+        """Pause check, expired slots deleted, slots counted, insert, and (``count``) the
+        call counted in its minute if the slot was taken: one statement, one round trip."""
+        from .counting import minute_of
+
         events, states = self._tables()
         token = uuid.uuid4().hex
+        params: list[Any] = [fingerprint, at, key, at, key, at, key, token, at, at + lease, limit]
+        counted = ""
+        if count is not None:
+            table = call_count_model()._meta.db_table
+            # A data-modifying WITH runs whether or not the final SELECT reads it.
+            counted = (
+                f", counted AS (INSERT INTO {table} (fingerprint, minute, kind, count) "
+                "SELECT %s, %s, %s, 1 WHERE EXISTS (SELECT 1 FROM taken) "
+                f"ON CONFLICT (fingerprint, minute, kind) DO UPDATE SET count = {table}.count + 1)"
+            )
+            minute = minute_of(at)
+            params += [fingerprint, minute, count]
         row = self._one_trip(
             f"WITH paused AS (SELECT paused_until FROM {states} "
             "WHERE fingerprint = %s AND paused_until > %s), "
@@ -202,11 +224,13 @@ class PostgreSQLLimiter(DatabaseLimiterBase):
             "AND expires_at > %s), "
             f"taken AS (INSERT INTO {events} (kind, key, token, at, expires_at) "
             "SELECT 'slot', %s, %s, %s, %s WHERE NOT EXISTS (SELECT 1 FROM paused) "
-            "AND (SELECT n FROM live) < %s RETURNING token) "
+            f"AND (SELECT n FROM live) < %s RETURNING token){counted} "
             "SELECT (SELECT max(paused_until) FROM paused), (SELECT token FROM taken)",
-            [fingerprint, at, key, at, key, at, key, token, at, at + lease, limit],
+            params,
             lock_key="slot:" + key,
         )
+        if count is not None and row[1] is not None:
+            self._prune(minute)
         paused: datetime | None = row[0]
         if paused is not None:
             return paused

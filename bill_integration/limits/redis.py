@@ -64,6 +64,8 @@ return 1
 """
 
 # Returns {1} (slot taken), {0} (all slots busy) or {-1, paused_until} (devKey paused).
+# With KEYS[3] (the minute's bucket) and KEYS[4] (the fingerprints' sorted set), a slot taken
+# also counts one call of kind ARGV[5] there, as ``count_calls`` would: no round trip more.
 _SLOT_SCRIPT = """
 local paused = redis.call('GET', KEYS[2])
 if paused and tonumber(paused) > tonumber(ARGV[1]) then
@@ -73,6 +75,11 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
   redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[4])
   redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 60)
+  if #KEYS == 4 then
+    redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
+    redis.call('EXPIRE', KEYS[3], ARGV[6])
+    redis.call('ZADD', KEYS[4], ARGV[8], ARGV[7])
+  end
   return {1}
 end
 return {0}
@@ -204,13 +211,25 @@ class RedisLimiter:
 
     @_typed_errors
     def acquire_slot(
-        self, key: str, fingerprint: str, *, limit: int, at: datetime, lease: timedelta
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        limit: int,
+        at: datetime,
+        lease: timedelta,
+        count: str | None = None,
     ) -> str | datetime | None:
         token = uuid.uuid4().hex
-        answer = self._slot(
-            keys=[self._key("slot", key), self._key("pause", fingerprint)],
-            args=[at.timestamp(), lease.total_seconds(), limit, token],
-        )
+        keys = [self._key("slot", key), self._key("pause", fingerprint)]
+        args: list[Any] = [at.timestamp(), lease.total_seconds(), limit, token]
+        if count is not None:  # the call's count goes in the same script (one round trip)
+            from .counting import KEEP_BUCKETS, minute_of
+
+            minute = minute_of(at)
+            keys += [self._bucket(fingerprint, minute), self._key("calls", "keys")]
+            args += [count, int(KEEP_BUCKETS.total_seconds()), fingerprint, minute.timestamp()]
+        answer = self._slot(keys=keys, args=args)
         if int(answer[0]) == -1:
             return from_ts(float(answer[1]))
         return token if int(answer[0]) == 1 else None

@@ -41,13 +41,25 @@ class SQLiteLimiter(DatabaseLimiterBase):
         return True
 
     def acquire_slot(
-        self, key: str, fingerprint: str, *, limit: int, at: datetime, lease: timedelta
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        limit: int,
+        at: datetime,
+        lease: timedelta,
+        count: str | None = None,
     ) -> str | datetime | None:
+        from .counting import minute_of
+
         paused = self.paused_until(fingerprint, at=at)
         if paused is not None:
             return paused
         token = uuid.uuid4().hex
-        taken = self._take("slot", key, limit=limit, at=at, expires_at=at + lease, token=token)
+        with transaction.atomic(using=self.alias):
+            taken = self._take("slot", key, limit=limit, at=at, expires_at=at + lease, token=token)
+            if taken and count is not None:
+                self.count_calls(fingerprint, count, n=1, minute=minute_of(at))
         return token if taken else None
 
     def release_slot(self, key: str, token: str) -> None:

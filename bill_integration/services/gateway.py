@@ -167,9 +167,8 @@ def _bill_call(
         _take_upkeep(fingerprint, kind)
         counted = True
     try:
-        with limits.request_slot(fingerprint, organization_id):
-            if not counted:
-                _count(fingerprint, kind)
+        # An uncounted call is counted with its slot, in the same atomic step (one round trip).
+        with limits.request_slot(fingerprint, organization_id, count=None if counted else kind):
             yield
     except RateLimited as exc:
         if counted and not exc.from_bill and not isinstance(exc, UpkeepShareExhausted):

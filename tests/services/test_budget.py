@@ -9,7 +9,7 @@ import pytest
 from bill_integration import limits
 from bill_integration.conf import now
 from bill_integration.constants import MAX_CALLS_PER_HOUR
-from bill_integration.exceptions import UpkeepShareExhausted
+from bill_integration.exceptions import RateLimited, UpkeepShareExhausted
 from bill_integration.limits import counting
 from bill_integration.services import gateway, get_session
 
@@ -144,6 +144,33 @@ def test_the_gateway_counts_each_call_by_kind(limiter_backend, make_connection, 
         gateway.session_info(connection)
     hour = limits.calls_last_hour(fp)
     assert (hour.caller, hour.keep_alive, hour.total) == (2, 2, 4)
+
+
+def test_a_slot_counts_its_call_only_when_it_is_taken(limiter_backend, bill_app, bill_settings):
+    bill_settings(CONCURRENCY_WAIT=timedelta(seconds=0.2))
+    fp, org = "fp-slot-count", "0080100000000000009"
+    with limits.request_slot(fp, org, count=limits.CALLER):
+        pass
+    with limits.request_slot(fp, org):  # a slot without a count (upkeep counted beforehand)
+        pass
+    assert (limits.calls_last_hour(fp).caller, limits.calls_last_hour(fp).total) == (1, 1)
+
+    held = [limits.request_slot(fp, org) for _ in range(3)]
+    for slot in held:
+        slot.__enter__()
+    with pytest.raises(RateLimited) as busy, limits.request_slot(fp, org, count=limits.CALLER):
+        pass
+    assert busy.value.scope == "concurrency"
+    for slot in held:
+        slot.__exit__(None, None, None)
+    limits.pause_dev_key(fp)
+    with pytest.raises(RateLimited) as paused, limits.request_slot(fp, org, count=limits.CALLER):
+        pass
+    assert paused.value.scope == "hourly"
+    assert limits.calls_last_hour(fp).total == 1  # neither refused slot counted a call
+
+    with pytest.raises(ValueError), limits.request_slot(fp, org, count="keepalive"):
+        pass
 
 
 def test_upkeep_inside_background_is_refused_past_the_share(
