@@ -41,6 +41,17 @@ def advisory_id(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
 
 
+def count_upsert(rows: str) -> str:
+    """``INSERT`` of ``rows`` (fingerprint, minute, kind, count) into the minute buckets,
+    adding each count to its bucket's: atomic on its own, no lock needed."""
+    table = call_count_model()._meta.db_table
+    return (
+        f"INSERT INTO {table} (fingerprint, minute, kind, count) {rows} "
+        "ON CONFLICT (fingerprint, minute, kind) DO UPDATE SET "
+        f"count = {table}.count + EXCLUDED.count"
+    )
+
+
 class PostgreSQLLimiter(DatabaseLimiterBase):
     """The ``LimiterEvent`` and ``DevKeyState`` tables, written under advisory locks."""
 
@@ -206,13 +217,9 @@ class PostgreSQLLimiter(DatabaseLimiterBase):
         params: list[Any] = [fingerprint, at, key, at, key, at, key, token, at, at + lease, limit]
         counted = ""
         if count is not None:
-            table = call_count_model()._meta.db_table
             # A data-modifying WITH runs whether or not the final SELECT reads it.
-            counted = (
-                f", counted AS (INSERT INTO {table} (fingerprint, minute, kind, count) "
-                "SELECT %s, %s, %s, 1 WHERE EXISTS (SELECT 1 FROM taken) "
-                f"ON CONFLICT (fingerprint, minute, kind) DO UPDATE SET count = {table}.count + 1)"
-            )
+            only_if_taken = "SELECT %s, %s, %s, 1 WHERE EXISTS (SELECT 1 FROM taken)"
+            counted = f", counted AS ({count_upsert(only_if_taken)})"
             minute = minute_of(at)
             params += [fingerprint, minute, count]
         row = self._one_trip(
@@ -275,23 +282,11 @@ class PostgreSQLLimiter(DatabaseLimiterBase):
     def _upsert_count(
         self, cursor: Any, fingerprint: str, kind: str, n: int, minute: datetime
     ) -> None:
-        table = call_count_model()._meta.db_table
-        cursor.execute(
-            f"INSERT INTO {table} (fingerprint, minute, kind, count) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (fingerprint, minute, kind) DO UPDATE SET "
-            f"count = {table}.count + EXCLUDED.count",
-            [fingerprint, minute, kind, n],
-        )
+        cursor.execute(count_upsert("VALUES (%s, %s, %s, %s)"), [fingerprint, minute, kind, n])
 
     def count_calls(self, fingerprint: str, kind: str, *, n: int, minute: datetime) -> None:
         """One upsert, atomic on its own (no lock needed), on the limiter's connection."""
-        table = call_count_model()._meta.db_table
-        self._one_trip(
-            f"INSERT INTO {table} (fingerprint, minute, kind, count) VALUES (%s, %s, %s, %s) "
-            f"ON CONFLICT (fingerprint, minute, kind) DO UPDATE SET count = {table}.count + "
-            "EXCLUDED.count",
-            [fingerprint, minute, kind, n],
-        )
+        self._one_trip(count_upsert("VALUES (%s, %s, %s, %s)"), [fingerprint, minute, kind, n])
         self._prune(minute)
 
     def take_upkeep(

@@ -227,7 +227,7 @@ class RedisLimiter:
             from .counting import KEEP_BUCKETS, minute_of
 
             minute = minute_of(at)
-            keys += [self._bucket(fingerprint, minute), self._key("calls", "keys")]
+            keys += [self._bucket(fingerprint, minute), self._counted_keys]
             args += [count, int(KEEP_BUCKETS.total_seconds()), fingerprint, minute.timestamp()]
         answer = self._slot(keys=keys, args=args)
         if int(answer[0]) == -1:
@@ -264,6 +264,11 @@ class RedisLimiter:
 
     # --- calls counted per minute (limits/counting.py): one hash per key and minute ---------
 
+    @property
+    def _counted_keys(self) -> str:
+        """The sorted set of fingerprints with calls counted (score: their latest minute)."""
+        return self._key("calls", "keys")
+
     def _bucket(self, fingerprint: str, minute: datetime) -> str:
         return self._key("calls", fingerprint, str(int(minute.timestamp()) // 60))
 
@@ -276,7 +281,7 @@ class RedisLimiter:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hincrby(key, kind, n)
         pipe.expire(key, int(KEEP_BUCKETS.total_seconds()))
-        pipe.zadd(self._key("calls", "keys"), {fingerprint: minute.timestamp()})
+        pipe.zadd(self._counted_keys, {fingerprint: minute.timestamp()})
         pipe.execute()
 
     @_typed_errors
@@ -299,7 +304,7 @@ class RedisLimiter:
             minute.timestamp(),
             ceiling,
         ]
-        return bool(int(self._upkeep(keys=[*keys, self._key("calls", "keys")], args=args)))
+        return bool(int(self._upkeep(keys=[*keys, self._counted_keys], args=args)))
 
     @_typed_errors
     def call_buckets(
@@ -325,7 +330,7 @@ class RedisLimiter:
     def counted_fingerprints(self, *, since: datetime) -> list[str]:
         from .counting import KEEP_BUCKETS
 
-        key = self._key("calls", "keys")
+        key = self._counted_keys
         oldest = since.timestamp() - KEEP_BUCKETS.total_seconds()  # long gone from the charts
         self.redis.zremrangebyscore(key, "-inf", f"({oldest}")
         members = cast(list[bytes], self.redis.zrangebyscore(key, since.timestamp(), "+inf"))
