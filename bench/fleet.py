@@ -25,23 +25,25 @@ why it is a true upper bound).
 * ``every_request``: log in for every caller call.
 * ``new``: the real ``freshness.due_action`` with ``WARMTH = "predicted"``, which keeps a
   session warm or lets it lapse by the real ``warmth.decide(connection, at, pressure=...,
-  login_pressure=...)`` under the fleet's feedback (below);
+  login_pressure=...)`` against the developer key as it stands (below);
   a lapsed tenant's next ``get_session`` logs in; regular tenants are logged in at
   ``prewarm_at``. Its usage history is what ``warmth.note_visit`` recorded over the trace's
   three earlier weeks.
 
-**The model** (faster than real code; each piece is said in ``bench/fleet_model.py``): one
-tenant at a time, in simulated time, BILL reduced to each session's idle timer. Callers' own
+**The model** (faster than real code; each piece is said in ``bench/fleet_model.py``): each
+tenant's week in simulated time, BILL reduced to each session's idle timer. Callers' own
 calls at N tenants are counted exactly from the trace's first N tenants; what a policy adds
 (keep-alives, logins, replays) is simulated for a sample (the trace's first ``sample``
-tenants) and scaled by N / sample. **Pressure is modelled as a fixed point**
-(``bench/fleet_feedback.py``, :func:`settle`): the sweep's budget pressures
-(``sweep.pressures_of``, the function ``sweep.budget_pressures`` uses) and the budget's rules
-(``UPKEEP_SHARE``, ``LOGINS_PER_MINUTE``, ``LOGIN_RESERVE_FOR_CALLERS`` of
-``LOGIN_BUDGET_PER_HOUR``) are computed per minute from a pass's outcome scaled to N, and the
-next pass runs under them; the new policy's N is the largest served under the feedback of that
-N itself. ``today`` runs without feedback (pinned warm, pressure changes nothing; the share is
-a pass criterion for it, not enforced).
+tenants) and scaled by N / sample. **The developer key is
+live** (``bench/fleet_live.py``, :func:`search`): a pass at N runs every sampled tenant
+interleaved in time order (:func:`_interleaved`) against the rolling hour of a key of N
+tenants, so each sweep look weighs the key's pressures as they stand (``sweep.pressures_of``,
+the function ``sweep.budget_pressures`` uses) and each keep-alive or background login is let
+through or deferred by the budget's rules (``UPKEEP_SHARE``, ``LOGINS_PER_MINUTE``,
+``LOGIN_RESERVE_FOR_CALLERS`` of ``LOGIN_BUDGET_PER_HOUR``) at its own moment, as the limiter
+does; the new policy's N is the largest served by its own pass. ``today`` runs without the
+live key (pinned warm, pressure changes nothing; the share is a pass criterion for it, not
+enforced).
 
 **Served at N** = in every clock hour of the measured week: callers' calls + logins +
 keep-alives + replays <= 20,000 (no BDC_1144); logins <= 200; upkeep (keep-alives and
@@ -57,6 +59,7 @@ out are split into "the app could have known" (dead by BILL's documented 35-minu
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from typing import Any
 
@@ -81,15 +84,9 @@ ADVERSARY = fm.Adversary(
     sweep_late=120,
 )
 CALLS, LOGINS = bd.CALLS_PER_HOUR, bd.LOGINS_PER_HOUR
-MINUTE_COUNTS = (
-    "keep_alive_tries",
-    "background_login_tries",
-    "caller_logins_by_minute",
-    "replays_by_minute",
-)
-#: The new policy's fixed point (``settle``): at most this many passes (one pass of the 2,000
-#: sample takes 20-30 s); settled when the N served under its own feedback and the N not served
-#: under its own are within this share of each other.
+#: The new policy's search (``search``): at most this many passes (one pass of the 2,000
+#: sample takes 20-40 s); settled when the largest N served by its own pass and the smallest
+#: not served by its own are within this share of each other.
 PASSES, SETTLED_N = 12, 0.02
 HOURS = bd.HOURS
 
@@ -104,31 +101,32 @@ def _set_warmth(policy: str) -> None:
 
 
 def simulate(
-    policy: str, tenants: list[tr.Tenant], adversary: fm.Adversary, *, feedback: Any = None
+    policy: str, tenants: list[tr.Tenant], adversary: fm.Adversary, *, key: Any = None
 ) -> dict[str, Any]:
-    """Run ``policy`` for ``tenants`` (ours under ``feedback``); sums per hour, minute, class."""
+    """Run ``policy`` for ``tenants``; sums per hour and per class. Ours with a ``key`` (a
+    ``fleet_live.LiveKey``) runs every tenant interleaved in time order (:func:`_interleaved`),
+    so each meets the developer key's rolling hour as it stands; else one tenant at a time."""
     from django.conf import settings
 
     base = dict(settings.BILL_INTEGRATION)
     hourly: dict[str, Counter[int]] = {
         k: Counter() for k in ("keep_alives", "background_logins", "caller_logins", "replays")
     }
-    minutes: dict[str, Counter[int]] = {k: Counter() for k in MINUTE_COUNTS}
     by_kind: dict[str, Counter[tuple[str, int]]] = {"logins": Counter(), "keep_alives": Counter()}
     callers: Counter[int] = Counter()
     totals: Counter[str] = Counter()
     try:
         if policy in ("today", "new"):
             _set_warmth("always" if policy == "today" else "predicted")
-        for tenant in tenants:
-            if policy in ("today", "new"):
-                out = fm.simulate_ours(tenant, adversary, feedback=feedback)
-            else:
-                out = fm.simulate_baseline(policy, tenant, adversary)
+        if policy in ("today", "new") and key is not None:
+            outcomes = _interleaved(tenants, adversary, key)
+        elif policy in ("today", "new"):
+            outcomes = [fm.simulate_ours(tenant, adversary) for tenant in tenants]
+        else:
+            outcomes = [fm.simulate_baseline(policy, tenant, adversary) for tenant in tenants]
+        for tenant, out in zip(tenants, outcomes, strict=True):
             for name, counter in hourly.items():
                 counter.update(getattr(out, name))
-            for name, minute_counter in minutes.items():
-                minute_counter.update(getattr(out, name))
             for hour, count in (out.caller_logins + out.background_logins).items():
                 by_kind["logins"][tenant.kind, hour] += count
             for hour, count in out.keep_alives.items():
@@ -148,12 +146,32 @@ def simulate(
         bill_settings.reload()
     return {
         "hourly": hourly,
-        "minutes": minutes,
         "by_kind": by_kind,
         "callers": callers,
         "totals": totals,
         "tenants": len(tenants),
     }
+
+
+def _interleaved(tenants: list[tr.Tenant], adversary: fm.Adversary, key: Any) -> list[fm.Outcome]:
+    """Every tenant's week at once: the earliest next event of any tenant goes first."""
+    outcomes = [fm.Outcome() for _ in tenants]
+    steps = [
+        fm.ours_steps(tenant, adversary, out, key=key)
+        for tenant, out in zip(tenants, outcomes, strict=True)
+    ]
+    queue = []
+    for number, step in enumerate(steps):
+        first = next(step, None)  # sets the tenant up; the time of its first event
+        if first is not None:
+            queue.append((first, number))
+    heapq.heapify(queue)
+    while queue:
+        _, number = heapq.heappop(queue)
+        following = next(steps[number], None)  # does that event; the time of the next
+        if following is not None:
+            heapq.heappush(queue, (following, number))
+    return outcomes
 
 
 class Capacity:
@@ -246,6 +264,8 @@ def run(
     those, for trials with ``--no-write`` (the report of a partial run is a short summary)."""
     from bill_integration.conf import bill_settings
 
+    from . import fleet_live
+
     chosen = tuple(p for p in POLICIES if p in str(policies).split(","))
     if not chosen:
         raise ValueError(f"--policies: choose from {', '.join(POLICIES)}")
@@ -259,16 +279,16 @@ def run(
     capacity = Capacity(trace, limit["bound"] + 1)
     tenants = trace.tenants[:sample]
     results: dict[str, Any] = {}
-    feedback, fixed = None, {"passes": []}
+    served_n, found = 0, {"passes": []}
     for policy in chosen:
         with _timer() as took:
             if policy == "new":
-                fixed = settle(tenants, capacity, share, quiet=quiet)
+                found = search(tenants, capacity, share, quiet=quiet)
             else:
                 outcome = simulate(policy, tenants, fm.Adversary())
         if policy == "new":
-            outcome, passed, failed, feedback = _fixed_point(fixed, capacity, share)
-            limited = (fixed["ceiling"] or fixed["floor"])["outcome"]
+            outcome, passed, failed, served_n = _searched(found, capacity, share)
+            limited = (found["ceiling"] or found["floor"])["outcome"]
             failed["detail"] = limit_detail(limited, failed)
         else:
             passed, failed = capacity.served(outcome, share)
@@ -296,12 +316,11 @@ def run(
         ):
             if policy == "nango" and "disabled" in label:
                 continue  # Nango has no sweep to disable
-            outcome = simulate(
-                policy,
-                trace.tenants[:adversary_sample],
-                enemy,
-                feedback=feedback if policy == "new" else None,
-            )
+            key = None
+            if policy == "new":  # the developer key of the N the new policy serves
+                callers = fleet_live.callers_by_minute(capacity.tenants[:served_n])
+                key = fleet_live.LiveKey(served_n, adversary_sample, callers)
+            outcome = simulate(policy, trace.tenants[:adversary_sample], enemy, key=key)
             adversary[f"{policy} / {label}"] = dict(outcome["totals"])
     return {
         "policies": chosen,
@@ -312,85 +331,78 @@ def run(
         "bound_seconds": bound_time["seconds"],
         "load": tr.load_summary(trace, limit["bound"]),
         "results": results,
-        "passes": fixed["passes"],
+        "passes": found["passes"],
         "adversary": adversary,
     }
 
 
-def settle(
+def search(
     tenants: list[tr.Tenant], capacity: Capacity, share: float, *, quiet: bool
 ) -> dict[str, Any]:
-    """The new policy under its own feedback (``bench/fleet_feedback.py``): the largest N
-    served by a pass that ran under the feedback of N tenants itself.
+    """The new policy's N: the largest N whose own pass (the sample run against a developer key
+    of N tenants, ``bench/fleet_live.py``) is served at N.
 
-    Pass 1 runs without pressure or budget rule and serves some N'. Every later pass runs
-    under the feedback of the previous pass's outcome scaled to a target N and serves N'(N).
-    N'(N) >= N means N is served under its own pressures (a floor); N'(N) < N that it is not
-    (a ceiling). N' falls as N grows (more tenants: more pressure, call pressure cuts
-    keep-alives and the budget's rules defer prewarm logins, which callers then pay), so
-    plain iteration N <- N' oscillates; the targets bracket the crossing instead: N' of the
-    last pass until both a floor and a ceiling are found, then bisection between them.
-    A ceiling is only final if its pass ran under feedback derived from the floor's outcome or
-    a later one: one found early (pass 2, under the feedback of pressure-free pass 1's outcome,
-    far from settled) is tried again under the floor's, and becomes the floor if served there.
-    Stops when the ceiling is within ``SETTLED_N`` of the floor, or after ``PASSES`` passes.
-    Returns the floor's pass (its outcome and the feedback it ran under), the ceiling's
-    outcome, and per pass: target, N', residual of the pressures (the pass's own feedback at
-    its target against the one it ran under), upkeep the budget's rules deferred.
+    A pass at N runs every sampled tenant, interleaved in time, against the live rolling hour
+    of N tenants, and is checked at that N (``Capacity.check``). Pass 1 runs without pressure
+    or budget rule and gives the first target (the N it would serve). Then: a served target is
+    a floor, one not served a ceiling; until both are known the next target is 15 % beyond the
+    floor (or short of the ceiling), then the midpoint. Stops when the ceiling is within
+    ``SETTLED_N`` of the floor, or after ``PASSES`` passes. Served need not fall strictly
+    with N in a sampled run (one pass's draws are not another's), so the floor reported is the
+    largest served target below the smallest ceiling.
     """
-    from . import fleet_feedback as ffb
+    from . import fleet_live
 
-    feedback: ffb.Feedback | None = None
-    target = 0
-    source = 0  # the pass whose outcome the feedback was derived from (0: none)
     floor: dict[str, Any] | None = None
     ceiling: dict[str, Any] | None = None
     passes: list[dict[str, Any]] = []
-    for number in range(1, PASSES + 1):
-        outcome = simulate("new", tenants, fm.Adversary(), feedback=feedback)
-        passed, failed = capacity.served(outcome, share)
-        served = passed["tenants"]
-        row: dict[str, Any] = {"pass": number, "target": target, "served": served}
-        row |= {"why": failed["why"], "deferred": outcome["totals"].get("deferred", 0)}
-        row |= {"source": source}
-        if feedback is not None:
-            own = ffb.derive(outcome, ffb.callers_by_minute(capacity.tenants[:target]), target)
-            row |= ffb.residual(own, feedback)
-        passes.append(row)
+    free = simulate("new", tenants, fm.Adversary())
+    target = max(1, capacity.served(free, share)[0]["tenants"])
+    passes.append({"pass": 1, "target": 0, "served": target, "why": "", "deferred": 0})
+    if not quiet:
+        print(f"  pass 1 (no pressure, no budget rule): {target:,} served", flush=True)
+    for number in range(2, PASSES + 1):
+        callers = fleet_live.callers_by_minute(capacity.tenants[:target])
+        key = fleet_live.LiveKey(target, len(tenants), callers)
+        outcome = simulate("new", tenants, fm.Adversary(), key=key)
+        check = capacity.check(outcome, target, share)
+        here = {"n": target, "outcome": outcome, "check": check, "key": key.summary()}
+        passes.append(
+            {
+                "pass": number,
+                "target": target,
+                "served": check["ok"],
+                "why": check["why"],
+                "deferred": outcome["totals"].get("deferred", 0),
+                "calls": check["calls"],
+                "logins": check["logins"],
+                "upkeep": check["upkeep"],
+            }
+        )
         if not quiet:
             print(
-                f"  pass {number} (pressures of {target:,} tenants, from pass {source}'s "
-                f"outcome): {served:,} served (then {failed['why']}); pressures residual "
-                f"{row.get('mean', 0):.3f} mean, {row.get('max', 0):.2f} max",
+                f"  pass {number} (a key of {target:,} tenants): "
+                f"{'served' if check['ok'] else 'not served: ' + check['why']}; busiest hour "
+                f"{check['calls']:,.0f} calls, {check['logins']:,.0f} logins",
                 flush=True,
             )
-        here = {"n": target, "gap": served - target, "outcome": outcome, "feedback": feedback}
-        here |= {"pass": number, "source": source}
-        if feedback is None:
-            pass  # pass 1: no pressure at all, neither floor nor ceiling
-        elif served >= target and (floor is None or target >= floor["n"]):
-            floor = here
-            if ceiling is not None and ceiling["n"] <= target:
-                ceiling = None  # an early ceiling, served now under better feedback
-        elif served < target and (ceiling is None or target <= ceiling["n"]):
+        if check["ok"] and (ceiling is None or target < ceiling["n"]):
+            if floor is None or target > floor["n"]:
+                floor = here
+        elif not check["ok"] and (ceiling is None or target < ceiling["n"]):
             ceiling = here
-        derive_from = outcome
-        if number == PASSES:
-            break
+            if floor is not None and floor["n"] >= target:
+                floor = None  # served above a ceiling: noise; look below it again
         if floor is not None and ceiling is not None:
             if ceiling["n"] - floor["n"] <= SETTLED_N * floor["n"]:
-                if ceiling["source"] >= floor["pass"]:
-                    break
-                target, derive_from = ceiling["n"], floor["outcome"]  # retry a stale ceiling
-                source = floor["pass"]
-            else:
-                target = (floor["n"] + ceiling["n"]) // 2  # N' has a cliff: bisect, not secant
-                source = number
+                break
+            target = (floor["n"] + ceiling["n"]) // 2
+        elif floor is not None:
+            target = min(capacity.largest, round(floor["n"] * 1.15))
+            if target == floor["n"]:
+                break  # served up to the bound's pool
         else:
-            target = max(1, min(capacity.largest, served))
-            source = number
-        callers = ffb.callers_by_minute(capacity.tenants[:target])
-        feedback = ffb.derive(derive_from, callers, target)
+            target = max(1, round(ceiling["n"] * 0.85))  # type: ignore[index]
     return {"floor": floor, "ceiling": ceiling, "passes": passes}
 
 
@@ -409,19 +421,16 @@ def limit_detail(outcome: dict[str, Any], check: dict[str, Any]) -> dict[str, An
     }
 
 
-def _fixed_point(fixed: dict[str, Any], capacity: Capacity, share: float) -> tuple[Any, ...]:
-    """The new policy's figures: the floor's pass, served at the floor's N, not at the
-    ceiling's (under each one's own feedback); without a floor, pass 1's (no feedback)."""
-    floor, ceiling = fixed["floor"], fixed["ceiling"]
+def _searched(found: dict[str, Any], capacity: Capacity, share: float) -> tuple[Any, ...]:
+    """The new policy's figures: the floor's pass, served at its N; the ceiling's check (the
+    smallest N found not served by its own pass), else the floor's run checked above its N."""
+    floor, ceiling = found["floor"], found["ceiling"]
     if floor is None:
-        first = fixed["passes"][0]
-        raise RuntimeError(f"no N was served under its own pressures (pass 1: {first})")
-    passed = capacity.check(floor["outcome"], floor["n"], share)
-    if ceiling is not None:
-        failed = capacity.check(ceiling["outcome"], ceiling["n"], share)
-    else:
-        failed = capacity.served(floor["outcome"], share)[1]
-    return floor["outcome"], passed, failed, floor["feedback"]
+        raise RuntimeError(f"no N was served by its own pass: {found['passes']}")
+    failed = (
+        ceiling["check"] if ceiling is not None else capacity.served(floor["outcome"], share)[1]
+    )
+    return floor["outcome"], floor["check"], failed, floor["n"]
 
 
 def _without_sweep(adversary: fm.Adversary) -> fm.Adversary:

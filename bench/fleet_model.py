@@ -3,8 +3,10 @@
 The fleet benchmark (``bench/fleet.py``) runs this for every tenant of a sample of the trace
 (``bench/trace.py``) and every policy. A tenant is simulated alone: in a run that passes
 (no BDC_1144, logins within the limit) tenants do not affect each other, except through
-the developer key's counts: ``feedback`` (``bench/fleet_feedback.py``) brings the fleet's
-pressures and the budget's rules to each tenant, per minute, as a fixed point over passes.
+the developer key's counts: for the new policy every sampled tenant runs as a generator
+(:func:`ours_steps`) and a driver interleaves them in time order, so each one meets the
+developer key's rolling hour as it stands (``bench/fleet_live.py``: the pressures the sweep
+weighs and the budget's rules, live, as the limiter applies them).
 
 **Where a model stands in for real code** (decisions are the real functions):
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -64,12 +67,6 @@ class Outcome:
     background_logins: Counter[int] = field(default_factory=Counter)
     caller_logins: Counter[int] = field(default_factory=Counter)
     replays: Counter[int] = field(default_factory=Counter)  # extra caller calls after BDC_1109
-    #: Per minute (warm-up included), what the fleet's feedback (``fleet_feedback``) needs:
-    #: upkeep the sweep tried (admitted or deferred) and logins and replays callers made.
-    keep_alive_tries: Counter[int] = field(default_factory=Counter)
-    background_login_tries: Counter[int] = field(default_factory=Counter)
-    caller_logins_by_minute: Counter[int] = field(default_factory=Counter)
-    replays_by_minute: Counter[int] = field(default_factory=Counter)
     deferred: int = 0  # upkeep the budget's rules turned away (measured week)
     handed_out: int = 0
     waited: int = 0  # get_session calls that waited for a login
@@ -121,14 +118,15 @@ def caller_calls(tenant: tr.Tenant) -> list[int]:
     return [t for v in tenant.visits for t in v.times() if -WARMUP <= t < tr.WEEK]
 
 
-def _handout(out: Outcome, bill: Bill, at: float, *, login: Any) -> None:
+def _handout(out: Outcome, bill: Bill, at: float, *, login: Any, key: Any = None) -> None:
     """A session was handed out at ``at``: its call at BILL, a replay after one login if dead."""
     measured = _measured(at) is not None
     if measured:
         out.handed_out += 1
     if bill.call(at):
         return
-    out.replays_by_minute[int(at // 60)] += 1
+    if key is not None:
+        key.record("caller", at)  # the replay: one more caller call (its login counts apart)
     if measured:
         if bill.documented_alive(at):
             out.dead_unannounced += 1
@@ -144,22 +142,34 @@ def _handout(out: Outcome, bill: Bill, at: float, *, login: Any) -> None:
 
 
 def simulate_ours(
-    tenant: tr.Tenant, adversary: Adversary, *, feedback: Any = None, seed: int = 0
+    tenant: tr.Tenant, adversary: Adversary, *, key: Any = None, seed: int = 0
 ) -> Outcome:
     """Today's policy (setting WARMTH "always") or the new one ("predicted"), whichever the
-    settings say: the sweep's decisions are ``freshness.due_action``'s.
+    settings say, for one tenant alone: :func:`ours_steps` run to its end."""
+    out = Outcome()
+    for _ in ours_steps(tenant, adversary, out, key=key, seed=seed):
+        pass
+    return out
 
-    ``feedback`` (a ``fleet_feedback.Feedback``, or ``None``: no pressure, no budget rule)
-    gives, per minute, the pressures the sweep weighs and the share of keep-alives and
-    background logins the budget's rules let through (the rest are deferred, as
-    ``lifecycle.deferred``: the connection stays due and the next sweep tries again)."""
+
+def ours_steps(
+    tenant: tr.Tenant, adversary: Adversary, out: Outcome, *, key: Any = None, seed: int = 0
+) -> Iterator[float]:
+    """One tenant's week as a generator: it yields the time of its next event (a caller's call
+    or a sweep look) before doing it, so a driver can interleave every tenant of a developer
+    key in time order (``fleet.simulate``). The sweep's decisions are ``freshness.due_action``'s.
+
+    ``key`` (a ``fleet_live.LiveKey``, or ``None``: no pressure, no budget rule) is the
+    developer key's rolling hour as it stands at each moment: it gives the pressures the
+    sweep weighs, says whether the budget's rules let a keep-alive or background login
+    through (a refused one is deferred, as ``lifecycle.deferred``: the connection stays due
+    and the next sweep tries again), and counts what this tenant spends."""
     from bill_integration.conf import bill_settings
     from bill_integration.models import BillConnection, ConnectionStatus
     from bill_integration.services import freshness, warmth
 
     rng = random.Random(f"{seed}:{tenant.index}")
-    admit = random.Random(f"{seed}:{tenant.index}:budget")  # apart: the adversary's draws stay
-    out, bill = Outcome(), Bill(adversary, rng)
+    bill = Bill(adversary, rng)
     write_every = bill_settings.LAST_USED_WRITE_INTERVAL.total_seconds()
     keep_after = freshness.keepalive_after_idle().total_seconds()
     max_age = bill_settings.MAX_SESSION_AGE
@@ -186,8 +196,8 @@ def simulate_ours(
     def login(at: float, *, caller: bool) -> None:
         bill.login(at)
         _count(out.caller_logins if caller else out.background_logins, at)
-        if caller:
-            out.caller_logins_by_minute[int(at // 60)] += 1
+        if key is not None:
+            key.record("caller_login" if caller else "background_login", at)
         c.session_id, c.session_obtained_at = "s", tr.moment(at)
         c.session_last_used_at = tr.moment(at)
 
@@ -217,13 +227,11 @@ def simulate_ours(
         return max(next_tick(at), -(-moment // 60) * 60)
 
     def pressures(at: float) -> tuple[float, float]:
-        return (0.0, 0.0) if feedback is None else feedback.pressures(at)
+        return (0.0, 0.0) if key is None else key.pressures(at)
 
     def admitted(kind: str, at: float) -> bool:
         """Whether the budget's rules let this upkeep through (else it is deferred)."""
-        tries = out.keep_alive_tries if kind == "keep_alive" else out.background_login_tries
-        tries[int(at // 60)] += 1
-        if feedback is None or admit.random() < feedback.admits(kind, at):
+        if key is None or key.admit(kind, at):
             return True
         if _measured(at) is not None:
             out.deferred += 1
@@ -239,6 +247,7 @@ def simulate_ours(
             break
         if sweep is not None and (call is None or sweep <= call):
             at = sweep
+            yield at
             off = adversary.sweep_off
             if off is not None and off[0] <= at < off[1]:
                 sweep = max(next_tick(at), off[1])  # skipped: the sweep is not running
@@ -259,6 +268,8 @@ def simulate_ours(
                 action = freshness.KEEP_ALIVE if keep else None
             if action == freshness.KEEP_ALIVE and admitted("keep_alive", act_at):
                 _count(out.keep_alives, act_at)
+                if key is not None:
+                    key.record("keep_alive", act_at)
                 if bill.call(act_at):
                     c.session_last_used_at = tr.moment(done)
                     bill.last = done
@@ -269,10 +280,11 @@ def simulate_ours(
             sweep = due_at(at)
             continue
         at = float(call)  # type: ignore[arg-type]
+        yield at
         i += 1
         moment = tr.moment(at)
         if freshness.session_is_valid(c, moment):
-            _handout(out, bill, at, login=login)
+            _handout(out, bill, at, login=login, key=key)
         else:
             if _measured(at) is not None:
                 out.waited += 1
@@ -287,7 +299,6 @@ def simulate_ours(
             c.session_last_used_at = c.usage_last_at = moment
         if sweep is None or sweep > at + keep_after:
             sweep = due_at(at)
-    return out
 
 
 # --- baselines: harness code ----------------------------------------------------------------

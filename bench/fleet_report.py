@@ -161,21 +161,23 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
         f"callers' calls alone fit up to {bound['callers_only']:,}); {bound['gaps']:,} gaps "
         f"priced; {outcome['bound_seconds']:.0f} s. A Lagrangian relaxation: a true upper bound, "
         "possibly above what is reachable (see its docstring).\n"
-        f"- Model (`bench/fleet_model.py`): one tenant at a time in simulated time, BILL reduced "
+        f"- Model (`bench/fleet_model.py`): each tenant's week in simulated time, BILL reduced "
         "to each session's idle timer; our policies' decisions are the real "
         "`freshness.due_action` / `session_is_valid` / `warmth.decide` / `warmth.note_visit` on "
-        "in-memory `BillConnection`s; baselines are harness code. **Pressure and the budget's "
-        "rules, as a fixed point** (`bench/fleet_feedback.py`; the new policy only): a pass's "
-        "outcome, scaled to a target N, is replayed minute by minute as the developer key's "
-        "rolling hour; the sweep's own `sweep.pressures_of` gives each minute's (calls, logins) "
-        "pressures (login pressure against the app's `LOGIN_BUDGET_PER_HOUR`), and the budget's "
-        "rules (`UPKEEP_SHARE`, background logins paced to `LOGINS_PER_MINUTE` and stopped at "
-        "`LOGIN_RESERVE_FOR_CALLERS` of that budget, callers' logins first) give the share of "
-        "each minute's keep-alives and background logins let through; the next pass runs every "
-        "tenant under them (a refused one is deferred and retried the next minute). The N "
-        "reported is the largest served by a pass that ran under the feedback of that N itself; "
-        "the first N not served is the smallest found not served under its own (passes below). "
-        "Today's policy runs without feedback (keeping everyone alive, pressure changes "
+        "in-memory `BillConnection`s; baselines are harness code. **The developer key, live** "
+        "(`bench/fleet_live.py`; the new policy only): a pass at N runs every sampled tenant "
+        "interleaved in time order against the rolling hour of a key of N tenants (callers' "
+        "calls exact at N, counted at the start of their minute; what the sample does counted "
+        "as it happens, scaled by N / sample), so each sweep look meets the key as it stands: "
+        "the sweep's own `sweep.pressures_of` gives the (calls, logins) pressures (login "
+        "pressure against the app's `LOGIN_BUDGET_PER_HOUR`), and the budget's rules "
+        "(`UPKEEP_SHARE`, background logins paced to `LOGINS_PER_MINUTE` and stopped at "
+        "`LOGIN_RESERVE_FOR_CALLERS` of that budget) let a keep-alive or background login "
+        "through or defer it to the next sweep, as the limiter does; with room for less than one "
+        "sampled action, the action passes with the chance room / (N / sample). The N reported "
+        "is the largest served by its own pass (checked at that N), the first N not served the "
+        "smallest not served by its own (passes below). "
+        "Today's policy runs without the live key (keeping everyone alive, pressure changes "
         "nothing; its upkeep is checked against the share, not held to it). Callers' calls "
         "at N are exact from the trace; what a policy adds (keep-alives, logins, replays) is "
         f"simulated for the first {outcome['sample']:,} tenants and scaled by N / "
@@ -226,15 +228,14 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
 
 
 def _passes(outcome: dict[str, Any]) -> str:
-    """The new policy's passes towards its fixed point."""
+    """The new policy's passes: each against a live developer key of its own N."""
     rows = [
         [
             p["pass"],
             f"{p['target']:,}" if p["target"] else "none (no pressure, no budget rule)",
-            f"pass {p['source']}" if p["target"] else "-",
-            f"{p['served']:,}",
-            p["why"],
-            f"{p.get('mean', 0):.3f} / {p.get('max', 0):.2f}" if p["target"] else "-",
+            ("served" if p["served"] else "not served") if p["target"] else f"{p['served']:,}",
+            p["why"] or "-",
+            f"{p['calls']:,.0f} / {p['logins']:,.0f} / {p['upkeep']:,.0f}" if p["target"] else "-",
             f"{p['deferred']:,}",
         ]
         for p in outcome["passes"]
@@ -245,11 +246,10 @@ def _passes(outcome: dict[str, Any]) -> str:
         + common.table(
             [
                 "pass",
-                "ran under the feedback of N =",
-                "derived from the outcome of",
-                "N served by this pass",
-                "then",
-                "pressures residual at that N: mean / max per minute",
+                "developer key of N tenants",
+                "served at that N (pass 1: N it would serve)",
+                "why not",
+                "busiest hour: calls / logins / upkeep",
                 "upkeep deferred (sample, week)",
             ],
             rows,
@@ -277,7 +277,7 @@ def _limits(outcome: dict[str, Any]) -> str:
         f"stops at {today['tenants']:,} because keeping everyone alive costs "
         f"{r['today']['rates']['upkeep']:.2f} calls per tenant-hour and upkeep may use "
         f"{share:.0%} of 20,000 ({r['today']['whole_budget']:,} if it could use all of it). "
-        f"The new policy is served at {new['tenants']:,} under its own pressures and not at "
+        f"The new policy is served at {new['tenants']:,} by its own pass and not at "
         f"{failed['tenants']:,} ({failed['why']}); there the busiest login hour is "
         f"{_hour_name(hour)} UTC: {detail.get('caller_logins', 0):,.0f} logins callers waited "
         f"for and {detail.get('background_logins', 0):,.0f} background logins; by tenant class "
