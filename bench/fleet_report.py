@@ -7,6 +7,8 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from . import common
+from . import fleet_model as fm
+from . import trace as tr
 from .fleet import LABELS, POLICIES
 
 SVG = common.ROOT / "docs" / "benchmarks" / "fleet.svg"
@@ -147,8 +149,8 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
     return (
         "## 7. The fleet: tenants served per developer key, against the upper bound\n\n"
         + common.facts_block(command, facts, seconds)
-        + f"- Trace (`bench/trace.py`, seed {__import__('bench.trace').trace.SEED}): 7 measured "
-        "days (after one warm-up day), tenants in 11 time zones (Americas 50 %, Europe 28 %, "
+        + f"- Trace (`bench/trace.py`, seed {tr.SEED}): 7 measured "
+        f"days (after {fm.WARMUP // tr.DAY} warm-up days), tenants in 11 time zones (Americas 50 %, Europe 28 %, "
         "Asia-Pacific 22 %); 4 % busy (2-5 visits a working day), 14 % daily (one visit each "
         "working day near the tenant's habitual hour), 2 % nightly (a strictly regular sync at "
         "the tenant's own minute 01:00-04:00 local, every day), 40 % weekly, 40 % monthly or "
