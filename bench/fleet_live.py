@@ -32,8 +32,6 @@ busiest hour against it).
 from __future__ import annotations
 
 import random
-from collections import Counter
-from typing import Any
 
 from . import fleet_model as fm
 from . import trace as tr
@@ -75,9 +73,6 @@ class LiveKey:
         self.rolling = dict.fromkeys(("caller", *SAMPLED), 0.0)
         self.index = -1  # the current minute (0 = the warm-up's first); none yet
         self.cached: tuple[float, float] | None = None
-        #: Tries and refusals by kind, and refusals in the measured week (for the report).
-        self.tries: Counter[str] = Counter()
-        self.refused: Counter[str] = Counter()
 
     def _at(self, at: float) -> int:
         """Move the window to ``at``'s minute (never back: a late sweep action counts in the
@@ -133,12 +128,4 @@ class LiveKey:
         """Whether a sampled ``kind`` ("keep_alive" or "background_login") goes through now
         (module docstring: a room smaller than one sampled action is a chance)."""
         room = self.room(kind, at)
-        self.tries[kind] += 1
-        if room >= self.scale or (room > 0 and self.draws.random() < room / self.scale):
-            return True
-        self.refused[kind] += 1
-        return False
-
-    def summary(self) -> dict[str, Any]:
-        """Tries and refusals of the run, by kind (sampled actions, warm-up included)."""
-        return {"tries": dict(self.tries), "refused": dict(self.refused)}
+        return room >= self.scale or (room > 0 and self.draws.random() < room / self.scale)

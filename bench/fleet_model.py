@@ -108,6 +108,23 @@ class Bill:
         return True
 
 
+class OpenKey:
+    """A developer key with no pressure and no budget rule, that counts nothing: what a
+    tenant simulated alone runs against (``fleet_live.LiveKey`` is the shared one)."""
+
+    def pressures(self, at: float) -> tuple[float, float]:
+        return 0.0, 0.0
+
+    def admit(self, kind: str, at: float) -> bool:
+        return True
+
+    def record(self, kind: str, at: float) -> None:
+        pass
+
+
+OPEN_KEY = OpenKey()
+
+
 def _measured(at: float) -> int | None:
     return int(at // tr.HOUR) if 0 <= at < tr.WEEK else None
 
@@ -123,15 +140,14 @@ def caller_calls(tenant: tr.Tenant) -> list[int]:
     return [t for v in tenant.visits for t in v.times() if -WARMUP <= t < tr.WEEK]
 
 
-def _handout(out: Outcome, bill: Bill, at: float, *, login: Any, key: Any = None) -> None:
+def _handout(out: Outcome, bill: Bill, at: float, *, login: Any, key: OpenKey = OPEN_KEY) -> None:
     """A session was handed out at ``at``: its call at BILL, a replay after one login if dead."""
     measured = _measured(at) is not None
     if measured:
         out.handed_out += 1
     if bill.call(at):
         return
-    if key is not None:
-        key.record("caller", at)  # the replay: one more caller call (its login counts apart)
+    key.record("caller", at)  # the replay: one more caller call (its login counts apart)
     if measured:
         if bill.documented_alive(at):
             out.dead_unannounced += 1
@@ -164,7 +180,7 @@ def ours_steps(
     or a sweep look) before doing it, so a driver can interleave every tenant of a developer
     key in time order (``fleet.simulate``). The sweep's decisions are ``freshness.due_action``'s.
 
-    ``key`` (a ``fleet_live.LiveKey``, or ``None``: no pressure, no budget rule) is the
+    ``key`` (a ``fleet_live.LiveKey``, or ``None``: :data:`OPEN_KEY`) is the
     developer key's rolling hour as it stands at each moment: it gives the pressures the
     sweep weighs, says whether the budget's rules let a keep-alive or background login
     through (a refused one is deferred, as ``lifecycle.deferred``: the connection stays due
@@ -173,6 +189,7 @@ def ours_steps(
     from bill_integration.models import BillConnection, ConnectionStatus
     from bill_integration.services import freshness, warmth
 
+    key = OPEN_KEY if key is None else key
     rng = random.Random(f"{seed}:{tenant.index}")
     bill = Bill(adversary, rng)
     write_every = bill_settings.LAST_USED_WRITE_INTERVAL.total_seconds()
@@ -202,8 +219,7 @@ def ours_steps(
     def login(at: float, *, caller: bool) -> None:
         bill.login(at)
         _count(out.caller_logins if caller else out.background_logins, at)
-        if key is not None:
-            key.record("caller_login" if caller else "background_login", at)
+        key.record("caller_login" if caller else "background_login", at)
         c.session_id, c.session_obtained_at = "s", tr.moment(at)
         c.session_last_used_at = tr.moment(at)
 
@@ -223,7 +239,7 @@ def ours_steps(
         if moment <= at:  # already due and let lapse: again while the app thinks it alive
             if freshness.session_is_alive(c, tr.moment(at)):
                 return next_tick(at)
-            calls, logins = pressures(at)
+            calls, logins = key.pressures(at)
             prewarm = warmth.decide(
                 c, tr.moment(at), pressure=calls, login_pressure=logins
             ).prewarm_at
@@ -232,12 +248,9 @@ def ours_steps(
             moment = prewarm.timestamp() - tr.START.timestamp()
         return max(next_tick(at), -(-moment // 60) * 60)
 
-    def pressures(at: float) -> tuple[float, float]:
-        return (0.0, 0.0) if key is None else key.pressures(at)
-
     def admitted(kind: str, at: float) -> bool:
         """Whether the budget's rules let this upkeep through (else it is deferred)."""
-        if key is None or key.admit(kind, at):
+        if key.admit(kind, at):
             return True
         if _measured(at) is not None:
             out.deferred += 1
@@ -259,7 +272,7 @@ def ours_steps(
                 sweep = max(next_tick(at), off[1])  # skipped: the sweep is not running
                 continue
             act_at = at + (rng.uniform(0, adversary.sweep_late) if adversary.sweep_late else 0)
-            pressure, login_pressure = pressures(at)
+            pressure, login_pressure = key.pressures(at)
             moment = tr.moment(at)
             action = freshness.due_action(
                 c, moment, pressure=pressure, login_pressure=login_pressure
@@ -274,8 +287,7 @@ def ours_steps(
                 action = freshness.KEEP_ALIVE if keep else None
             if action == freshness.KEEP_ALIVE and admitted("keep_alive", act_at):
                 _count(out.keep_alives, act_at)
-                if key is not None:
-                    key.record("keep_alive", act_at)
+                key.record("keep_alive", act_at)
                 if bill.call(act_at):
                     c.session_last_used_at = tr.moment(done)
                     bill.last = done

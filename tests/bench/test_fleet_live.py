@@ -74,24 +74,11 @@ def test_a_room_smaller_than_one_sampled_action_is_a_chance(budget):
     assert 0 < admitted < 20  # about 3 % of 200
 
 
-class OpenKey:
-    """A key that never refuses and never presses."""
-
-    def pressures(self, at: float) -> tuple[float, float]:
-        return 0.0, 0.0
-
-    def admit(self, kind: str, at: float) -> bool:
-        return True
-
-    def record(self, kind: str, at: float) -> None:
-        pass
-
-
 def test_interleaving_changes_no_tenant_s_own_week(settings):
     settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "WARMTH": "predicted"}
     tenants = [tenant_with_gaps(31), tenant_with_gaps(90, visits=5)]
     tenants[1].index = 1
     alone = [fm.simulate_ours(tenant, fm.Adversary()) for tenant in tenants]
-    together = fleet._interleaved(tenants, fm.Adversary(), OpenKey())
+    together = fleet._interleaved(tenants, fm.Adversary(), fm.OPEN_KEY)
     assert together == alone
     assert sum(out.handed_out for out in together) > 0
