@@ -222,6 +222,7 @@ def ours_steps(
         key.record("caller_login" if caller else "background_login", at)
         c.session_id, c.session_obtained_at = "s", tr.moment(at)
         c.session_last_used_at = tr.moment(at)
+        c.last_error_code, c.next_attempt_at = "", None  # a login ends a renewal's wait
 
     def next_tick(at: float) -> float:
         return (at // 60 + 1) * 60
@@ -278,12 +279,14 @@ def ours_steps(
                 c, moment, pressure=pressure, login_pressure=login_pressure
             )
             done = act_at + 1
+            renewal_waits = False
             if action == freshness.LOGIN and not admitted("background_login", act_at):
-                # Paced or behind the callers' reserve: a live session past MAX_SESSION_AGE
-                # is kept alive instead when idle enough (lifecycle.renew), else nothing.
-                alive = freshness.session_is_alive(c, moment)
+                # Deferred (paced, or behind the callers' reserve): a live session's renewal
+                # waits and the session stays in use past MAX_SESSION_AGE, kept alive when idle
+                # enough (lifecycle.renew); a lapsed session waits for the next sweep.
+                renewal_waits = freshness.session_is_alive(c, moment)
                 idle = moment - c.session_last_used_at
-                keep = alive and idle >= freshness.keepalive_after(c)
+                keep = renewal_waits and idle >= freshness.keepalive_after(c)
                 action = freshness.KEEP_ALIVE if keep else None
             if action == freshness.KEEP_ALIVE and admitted("keep_alive", act_at):
                 _count(out.keep_alives, act_at)
@@ -293,8 +296,14 @@ def ours_steps(
                     bill.last = done
                 else:  # BDC_1109 at the keep-alive: the sweep logs in instead
                     login(done, caller=False)
+                    renewal_waits = False
             elif action == freshness.LOGIN:
                 login(done, caller=False)
+            elif action == freshness.KEEP_ALIVE:
+                renewal_waits = False  # the keep-alive was refused before the renewal was marked
+            if renewal_waits:  # lifecycle.renew's mark: retried from the next minute
+                c.last_error_code = freshness.BUDGET_EXHAUSTED
+                c.next_attempt_at = tr.moment(next_tick(act_at))
             sweep = due_at(at)
             continue
         at = float(call)  # type: ignore[arg-type]

@@ -10,8 +10,9 @@ the sweep and the tests agree on what "valid" and "due" mean.
   (https://developer.bill.com/docs/api-rate-limits). ``session_last_used_at`` is written at
   most once per ``LAST_USED_WRITE_INTERVAL``, so it only ever *under*-estimates freshness.
 * **Valid**: alive, not ``needs_relink``/``disabled``, and younger than ``MAX_SESSION_AGE``.
-  ``MAX_SESSION_AGE`` is our policy, not BILL's: while a renewal the login budget refused is
-  pending (:func:`renewal_pending`), an older session that is still alive stays valid.
+  ``MAX_SESSION_AGE`` is our policy, not BILL's: while a renewal the login budget refused or
+  deferred is pending (:func:`renewal_pending`), an older session that is still alive stays
+  valid.
 * **Due** (:func:`due_action`): what the sweep should do now: keep the session alive once it
   has been idle ``keepalive_after_idle()``, log in when there is no session, when it surely
   expired, or when ``MAX_SESSION_AGE`` is near.
@@ -114,7 +115,8 @@ def session_is_alive(connection: BillConnection, at: datetime) -> bool:
 
 
 def renewal_pending(connection: BillConnection) -> bool:
-    """Whether a ``MAX_SESSION_AGE`` renewal waits for the login budget (session still used)."""
+    """Whether a ``MAX_SESSION_AGE`` renewal waits for the login budget or its pace (the session
+    stays in use meanwhile)."""
     return (
         connection.status == ConnectionStatus.ACTIVE
         and connection.last_error_code == BUDGET_EXHAUSTED

@@ -157,22 +157,25 @@ def renew(
     """Renew a live session that passed ``MAX_SESSION_AGE``; if the budget refuses, keep it.
 
     ``MAX_SESSION_AGE`` is our policy, BILL still accepts the session: when the developer
-    key's login budget refuses the renewal, the shortfall is counted and logged, the session
-    stays in use (status ``active``, ``last_error_code`` ``login_budget_exhausted`` marks the
-    pending renewal, ``next_attempt_at`` says when a login frees up) and, with
-    ``keep_alive_too``, BILL's idle timer is reset so the session lives on meanwhile.
+    key's login budget refuses the renewal, or its rules defer it (background logins paced, or
+    behind the callers' reserve), the session stays in use (status ``active``,
+    ``last_error_code`` ``login_budget_exhausted`` marks the pending renewal,
+    ``next_attempt_at`` says when to try again) and, with ``keep_alive_too``, BILL's idle
+    timer is reset so the session lives on meanwhile. Only a spent budget counts and logs a
+    shortfall; a deferral was counted by the gateway.
     """
     try:
         login(connection, effects, reason=reason)
         return LOGGED_IN
-    except UpkeepShareExhausted:
-        # Paced, or the callers' reserve: the session is still good; keep it if it is idle.
-        if not keep_alive_too:
-            raise
-        return keep_alive(connection, effects)
-    except LoginBudgetExhausted as exc:  # only our own budget is worth waiting out this way
+    except UpkeepShareExhausted as exc:
+        # Paced, or the callers' reserve. Were the session dropped at MAX_SESSION_AGE, its next
+        # caller would wait for a login, spent from the same short budget, for a session BILL
+        # still accepts.
+        refused: RateLimited = exc
+        retry_at = exc.retry_at or now() + bill_settings.SWEEP_INTERVAL
+    except LoginBudgetExhausted as exc:  # our own budget is spent: count the shortfall
         refused = exc
-    retry_at = _shortfall(connection, refused, now(), "keeps its live session past MAX_SESSION_AGE")
+        retry_at = _shortfall(connection, exc, now(), "keeps its live session past MAX_SESSION_AGE")
     outcome = RENEWAL_DEFERRED
     if keep_alive_too:
         outcome = keep_alive(connection, effects)

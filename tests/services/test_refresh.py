@@ -311,6 +311,38 @@ def test_a_renewal_the_budget_refuses_keeps_the_live_session_in_use(
     assert get_session(connection.tenant).session_id == renewed.session_id
 
 
+def test_a_renewal_the_pace_defers_keeps_the_live_session_for_callers(
+    make_connection, bill_emulator, bill_app, bill_settings, caplog
+):
+    from bill_integration import limits
+    from bill_integration.services.lifecycle import RENEWAL_DEFERRED
+
+    bill_settings(MAX_SESSION_AGE=timedelta(hours=1), LOGINS_PER_MINUTE=1)
+    connection = make_connection()
+    first = stored(connection).session_id
+    for _ in range(2):
+        bill_app.advance(20 * 60)
+        assert refresh_connection(connection.pk) == KEPT_ALIVE
+    bill_app.advance(16 * 60)  # 56 minutes old: renewal due; idle 16 min: no keep-alive needed
+    limits.take_login(connection.dev_key_fingerprint, background=True)  # this minute's one
+    assert refresh_connection(connection.pk) == RENEWAL_DEFERRED
+    row = stored(connection)
+    assert (row.status, row.last_error_code) == (ConnectionStatus.ACTIVE, "login_budget_exhausted")
+    assert row.next_attempt_at is not None and row.next_attempt_at <= now() + timedelta(minutes=1)
+    assert limits.status(connection.dev_key_fingerprint).budget_shortfalls == 0  # not spent
+    assert "login budget exhausted" not in caplog.text
+    # Past MAX_SESSION_AGE a caller still gets the live session: no login to wait for.
+    bill_app.advance(5 * 60)  # 61 minutes old, idle 21 minutes: alive at BILL
+    assert get_session(connection.tenant).session_id == first
+    assert counters(bill_emulator, connection)["logins"] == 1
+    # The next sweep with room renews it.
+    bill_app.advance(60)
+    refresh_due()
+    assert counters(bill_emulator, connection)["logins"] == 2
+    renewed = stored(connection)
+    assert renewed.session_id != first and renewed.last_error_code == ""
+
+
 def test_get_session_keeps_a_live_session_when_the_budget_refuses_its_renewal(
     make_connection, bill_emulator, bill_app, bill_settings
 ):

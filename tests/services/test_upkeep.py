@@ -133,6 +133,14 @@ def test_a_renewal_the_pacing_refuses_keeps_the_live_session_alive(
         BillConnection.objects.filter(pk=row.pk).update(
             session_obtained_at=bill_app.now() - timedelta(days=8)
         )
-    outcomes = sorted(refresh_connection(pk) for pk in (old.pk, other.pk))
-    assert outcomes == ["kept_alive", "logged_in"]  # the second renewal waits, kept alive
-    assert untouched(old.pk) and untouched(other.pk)
+    outcomes = {pk: refresh_connection(pk) for pk in (old.pk, other.pk)}
+    assert sorted(outcomes.values()) == ["kept_alive", "logged_in"]  # one waits, kept alive
+    renewed, waiting = sorted(outcomes, key=lambda pk: outcomes[pk] != "logged_in")
+    assert untouched(renewed)
+    # Nothing failed, and the session eight days old stays in use while its renewal waits:
+    # a caller gets it without a login of their own.
+    row = BillConnection.objects.get(pk=waiting)
+    assert (row.status, row.consecutive_failures) == (ConnectionStatus.ACTIVE, 0)
+    assert row.last_error_code == "login_budget_exhausted"
+    assert row.next_attempt_at <= bill_app.now() + timedelta(minutes=1)
+    assert get_session(row.tenant).session_id == row.session_id
