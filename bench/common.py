@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -356,17 +356,29 @@ def create_connections(
 # --- figures --------------------------------------------------------------------------------
 
 
+def just_due_idle() -> timedelta:
+    """How long a session has been idle when its keep-alive has just fallen due
+    (``keepalive_after_idle()``, 30.5 minutes with the defaults).
+
+    The sweep benchmarks make every row due at once with this idle, not more: the app judges a
+    session surely gone at BILL once it has been idle 35 minutes plus
+    ``LAST_USED_WRITE_INTERVAL`` and logs in instead of keeping it alive, so a run whose rows
+    start idler leaves the sweep less time before its last rows turn into logins.
+    """
+    from bill_integration.conf import keepalive_after_idle
+
+    return keepalive_after_idle()
+
+
 def make_all_due_again() -> None:
     """Every connection due for a keep-alive now (harness only: plain columns, no secret):
-    last used 31 minutes ago, ``next_due_at`` a minute ago, as the sweep benchmarks need
+    idle :func:`just_due_idle`, ``next_due_at`` a minute ago, as the sweep benchmarks need
     between two sweeps of the same rows."""
-    from datetime import timedelta
-
     from bill_integration.models import BillConnection
 
     moment = clock()
     BillConnection.objects.update(
-        session_last_used_at=moment - timedelta(minutes=31),
+        session_last_used_at=moment - just_due_idle(),
         next_due_at=moment - timedelta(minutes=1),
     )
 

@@ -132,7 +132,7 @@ def _in_process(*, tenants: int, threads: int, processes: int, quiet: bool) -> d
             accounts,
             session_ids=session_ids,
             obtained_at=[now - timedelta(hours=1)] * tenants,
-            last_used_at=[now - timedelta(minutes=31)] * tenants,
+            last_used_at=[now - common.just_due_idle()] * tenants,
             prefix="sweep",
         )
         control.set_fault("latency", seconds=LATENCY)
@@ -247,7 +247,8 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
         "## 3. Sweep throughput\n\n"
         + common.facts_block(command, facts, seconds)
         + f"- {o['tenants']:,} due tenants ({DEV_KEYS} developer keys, one organization each), "
-        f"each with a live session idle 31 minutes; the emulator in its own process with a "
+        "each with a live session idle just long enough to be due for a keep-alive "
+        "(`keepalive_after_idle()`, 30.5 minutes); the emulator in its own process with a "
         f"{LATENCY * 1000:.0f} ms latency fault on every call. `refresh_due` selects the due ids "
         "(one query) and hands them to the worker threads, which run `refresh_connection` (the "
         "`refresh_session` task's body) in-process, without a broker (its latency is not in "
