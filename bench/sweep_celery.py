@@ -12,7 +12,10 @@ per key). Then, in one run:
    ``bill_integration.refresh_sessions``;
 2. **one message per id** (baseline, the dispatch before this change): the tenants made due
    again (harness: plain columns), ``bench.refresh_due_sessions_one_per_id`` (the old beat
-   task body, :mod:`bench.sweep_old_dispatch`) sends one ``refresh_session`` per id.
+   task body, :mod:`bench.sweep_old_dispatch`) sends one ``refresh_session`` per id;
+3. **batched, one process per core**: the other layout the how-to describes, the same 16
+   threads shared out among one worker process per core (workers restarted; skipped on one
+   core).
 
 Wall time: from sending the beat message until the database holds the sweep's outcome for
 every tenant (polled every 0.2 s). Each run's outcomes are counted: a row the app judges gone
@@ -39,9 +42,16 @@ from . import common
 LATENCY = 0.1
 TENANTS_PER_KEY = 1_000
 THREADS = common.WORKER_THREADS
+#: The other layout docs/how-to/celery.md describes: one worker process per core, the threads
+#: shared out among them (this machine class has 2 cores).
+PER_CORE = max(1, min(os.cpu_count() or 1, THREADS))
 
 
-def _start_worker(emulator_url: str, queue: str, log: Path) -> subprocess.Popen[bytes]:
+def _start_workers(
+    emulator_url: str, queue: str, log: Path, processes: int
+) -> list[subprocess.Popen[bytes]]:
+    """``processes`` worker processes of ``THREADS // processes`` threads each, on ``queue``;
+    returned once every one answers a ping."""
     from django.db import connection
 
     env = {
@@ -52,43 +62,59 @@ def _start_worker(emulator_url: str, queue: str, log: Path) -> subprocess.Popen[
         "BILL_BENCH_QUEUE": queue,
         "PYTHONPATH": str(common.ROOT),
     }
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "project",
-        "worker",
-        "--pool",
-        "threads",
-        "--concurrency",
-        str(THREADS),
-        "-Q",
-        queue,
-        "-n",
-        f"{queue}@%h",
-        "-I",
-        "bench.sweep_old_dispatch",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "-l",
-        "WARNING",
-    ]
+    started = []
     handle = log.open("ab")
-    process = subprocess.Popen(command, cwd=common.ROOT, env=env, stdout=handle, stderr=handle)
+    for number in range(processes):
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "project",
+            "worker",
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(THREADS // processes),
+            "-Q",
+            queue,
+            "-n",
+            f"{queue}-{number}@%h",
+            "-I",
+            "bench.sweep_old_dispatch",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "WARNING",
+        ]
+        started.append(
+            subprocess.Popen(command, cwd=common.ROOT, env=env, stdout=handle, stderr=handle)
+        )
     deadline = time.monotonic() + 90
-    # -l WARNING hides "ready."; the worker is ready once a ping answers.
+    # -l WARNING hides "ready."; a worker is ready once a ping answers.
     from project.celery import app
 
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if any(process.poll() is not None for process in started):
+            _stop(started)
             raise RuntimeError(log.read_text()[-3000:])
         replies = app.control.ping(timeout=1)
-        if any(name.startswith(f"{queue}@") for reply in replies for name in reply):
-            return process
-    process.kill()
-    raise RuntimeError("the Celery worker did not start:\n" + log.read_text()[-3000:])
+        names = {name for reply in replies for name in reply if name.startswith(f"{queue}-")}
+        if len(names) == processes:
+            return started
+    _stop(started)
+    raise RuntimeError("the Celery workers did not start:\n" + log.read_text()[-3000:])
+
+
+def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
 
 
 #: A run ends when no row has been handled for this long (a row the limiter deferred writes
@@ -153,7 +179,7 @@ def run(*, tenants: int, quiet: bool = False) -> dict[str, Any]:
     queue = f"bench-sweep-{uuid.uuid4().hex[:8]}"
     workdir = Path(tempfile.mkdtemp(prefix="bench-celery-"))
     emulator = common.EmulatorProcess(accounts, workdir).start()
-    worker = None
+    workers: list[subprocess.Popen[bytes]] = []
     try:
         control = EmulatorControl(emulator.url, timeout=60)
         common.configure(emulator.url, TASK_QUEUE=queue)
@@ -184,21 +210,36 @@ def run(*, tenants: int, quiet: bool = False) -> dict[str, Any]:
             prefix="celery",
         )
         control.set_fault("latency", seconds=LATENCY)
-        worker = _start_worker(emulator.url, queue, workdir / "worker.log")
+
+        def batched() -> Any:
+            return refresh_due_sessions.apply_async(queue=queue)
+
+        def one_per_id() -> Any:
+            return app.send_task(OLD_REFRESH_DUE_SESSIONS, queue=queue)
+
+        plan = [("batched", 1, batched), ("one message per id", 1, one_per_id)]
+        if PER_CORE > 1:
+            plan.append(("batched", PER_CORE, batched))
         runs = []
-        for name, send in (
-            ("batched", lambda: refresh_due_sessions.apply_async(queue=queue)),
-            ("one message per id", lambda: app.send_task(OLD_REFRESH_DUE_SESSIONS, queue=queue)),
-        ):
+        running = 0
+        for name, processes, send in plan:
+            if processes != running:
+                _stop(workers)
+                workers = _start_workers(emulator.url, queue, workdir / "worker.log", processes)
+                running = processes
             if runs:  # due again
-                # A new hour's budget for the second run: the first spent up to the upkeep
+                # A new hour's budget for the next run: the last spent up to the upkeep
                 # share of each key's rolling hour (UPKEEP_SHARE), which would defer it.
                 from bill_integration import limits
 
                 limits.get_limiter().reset()
                 common.make_all_due_again()
             if not quiet:
-                print(f"  Celery: sweeping {tenants:,} due tenants, {name} ...", flush=True)
+                print(
+                    f"  Celery: sweeping {tenants:,} due tenants, {name}, {processes} "
+                    f"process(es) × {THREADS // processes} threads ...",
+                    flush=True,
+                )
             calls_before = control.counters()["calls"]
             since = common.clock()
             started = time.perf_counter()
@@ -208,6 +249,8 @@ def run(*, tenants: int, quiet: bool = False) -> dict[str, Any]:
             runs.append(
                 {
                     "dispatch": name,
+                    "processes": processes,
+                    "threads": THREADS // processes,
                     "seconds": finished - started,
                     "calls": calls,
                     "ideal_seconds": calls * LATENCY / THREADS,
@@ -216,12 +259,7 @@ def run(*, tenants: int, quiet: bool = False) -> dict[str, Any]:
                 }
             )
     finally:
-        if worker is not None:
-            worker.terminate()
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        _stop(workers)
         emulator.stop()
         common.clock_beside_remote_emulator()
         _forget_queue(queue)

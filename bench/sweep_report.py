@@ -35,7 +35,7 @@ def _celery(c: dict[str, Any]) -> tuple[str, list[list[str]]]:
         ratio = run["seconds"] / run["ideal_seconds"]
         rows.append(
             [
-                run["dispatch"],
+                f"{run['dispatch']}, {_layout(run)}",
                 f"{run['calls']:,}",
                 f"{run['ideal_seconds']:.1f}",
                 f"{run['seconds']:.1f}",
@@ -61,7 +61,9 @@ def _celery(c: dict[str, Any]) -> tuple[str, list[list[str]]]:
         f"calls × 100 ms / {c['threads']} threads (the in-process figure's definition).\n"
         "- Baseline, same run, same worker: the dispatch before this change, one "
         "`bill_integration.refresh_session` message per due id (the old beat body, "
-        "`bench/sweep_old_dispatch.py`).\n\n"
+        "`bench/sweep_old_dispatch.py`).\n"
+        "- Then the batched sweep again with the other layout the how-to describes: one worker "
+        "process per core, the same threads shared out among them (workers restarted).\n\n"
         + common.table(["dispatch", "BILL calls", "ideal s", "wall s", "× ideal", "outcomes"], rows)
     )
     if c["tenants"] < 30_000:
@@ -82,6 +84,13 @@ def _celery(c: dict[str, Any]) -> tuple[str, list[list[str]]]:
             "is not the sweep's and the target is not met.\n"
         )
     return text, [[target, f"{ratio:.2f} ×", common.verdict(every_kept_alive and ratio <= 1.5)]]
+
+
+def _layout(run: dict[str, Any]) -> str:
+    """``1 process × 16 threads`` (runs recorded before layouts were: one process)."""
+    processes = run.get("processes", 1)
+    threads = run.get("threads", 16)
+    return f"{processes} process{'es' if processes > 1 else ''} × {threads} threads"
 
 
 def _outcomes(run: dict[str, Any]) -> str:
