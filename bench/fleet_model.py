@@ -241,9 +241,12 @@ def ours_steps(
             if freshness.session_is_alive(c, tr.moment(at)):
                 return next_tick(at)
             calls, logins = key.pressures(at)
-            prewarm = warmth.decide(
-                c, tr.moment(at), pressure=calls, login_pressure=logins
-            ).prewarm_at
+            decision = warmth.decide(c, tr.moment(at), pressure=calls, login_pressure=logins)
+            if decision.keep_warm:
+                # Lapsed, in its prewarm hour, the login deferred: the row stays due and the
+                # next sweep tries again (lifecycle.deferred writes nothing).
+                return next_tick(at)
+            prewarm = decision.prewarm_at
             if prewarm is None:
                 return None
             moment = prewarm.timestamp() - tr.START.timestamp()

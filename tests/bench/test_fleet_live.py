@@ -82,3 +82,46 @@ def test_interleaving_changes_no_tenant_s_own_week(settings):
     together = fleet._interleaved(tenants, fm.Adversary(), fm.OPEN_KEY)
     assert together == alone
     assert sum(out.handed_out for out in together) > 0
+
+
+class _FullFrom(fm.OpenKey):
+    """A developer key with no room for upkeep between ``start`` and ``end`` (seconds); it
+    keeps what it let through."""
+
+    def __init__(self, start: float, end: float) -> None:
+        self.start, self.end = start, end
+        self.done: list[tuple[str, float]] = []
+
+    def pressures(self, at: float) -> tuple[float, float]:
+        return (1.0, 0.0) if self.start <= at < self.end else (0.0, 0.0)
+
+    def admit(self, kind: str, at: float) -> bool:
+        return not self.start <= at < self.end
+
+    def record(self, kind: str, at: float) -> None:
+        self.done.append((kind, at))
+
+
+def test_a_session_lost_to_a_full_key_in_its_usual_hours_is_prewarmed_before_the_next_visit(
+    settings,
+):
+    """The trace's tenant 108 (daily, visits between 23:00 and 01:00 UTC, none at weekends)
+    starts the warm-up (Friday 00:00) with a live session the sweep keeps alive. The key has no
+    room for upkeep from 00:30 to 02:00, so the keep-alive due at 00:50 is refused until the
+    session lapses inside the tenant's likely hours. The row stays due (``lifecycle.deferred``
+    writes nothing) and, once those hours pass, is due at its next prewarm moment
+    (``freshness.next_due_at``): Monday's visit at 00:42 finds a session logged in ahead of
+    it. (Before, the model forgot the row until a caller came, and that caller waited: the
+    fleet benchmark's one busy/daily wait.)"""
+    settings.BILL_INTEGRATION = {**settings.BILL_INTEGRATION, "WARMTH": "predicted"}
+    tenant = tr.Trace(109).tenants[108]
+    friday, monday = -3 * tr.DAY, 0  # the warm-up's first day; the measured week's
+    visits = [round(v.start / 60) for v in tenant.visits if friday <= v.start < tr.HOUR]
+    assert tenant.kind == "daily"
+    assert visits == [monday + 42]  # Monday 00:42; none from Friday on
+    full = _FullFrom(friday + 30 * 60, friday + 2 * tr.HOUR)
+    out = fm.simulate_ours(tenant, fm.Adversary(), key=full)
+    assert out.waited == 0
+    done = [(kind, at) for kind, at in full.done if friday + 30 * 60 <= at < monday + 42 * 60]
+    assert done[0][0] == "background_login"  # the session lapsed; this is the prewarm
+    assert monday - 6 * tr.HOUR < done[0][1]  # on Sunday night, not on Friday
