@@ -13,11 +13,13 @@ Measured: the sweep as production runs it. ``refresh_due(dispatch=...)`` (the
 ``refresh_due_sessions`` task's body, one query) hands the ids to worker threads that run
 ``refresh_connection`` (the ``refresh_session`` task's body), in-process, without a broker,
 so broker latency is not in the figure. Two worker layouts with the same 16 threads
-(:data:`bench.common.WORKER_THREADS`), each sweeping the same 10,000 due tenants: one process
-(``celery worker --pool threads --concurrency 16``) and one process per core (two
-``--concurrency 8`` workers; forked processes here). Wall time from the sweep's start until
-the last keep-alive is stored, against the ideal ``calls × latency / threads``.
-``--processes=N`` measures only that layout.
+(:data:`bench.common.WORKER_THREADS`), each sweeping the same 10,000 due tenants: first the
+recommended one, one process per core (:data:`bench.common.WORKER_PROCESSES`: two
+``--concurrency 8`` workers on 2 cores; forked processes here), then one process
+(``celery worker --pool threads --concurrency 16``, the recommendation until the per-core
+layout measured better). Wall time from the sweep's start until the last keep-alive is
+stored, against the ideal ``calls × latency / threads``. ``--processes=N`` measures only that
+layout.
 
 Baseline in the same run: the same thread pool making the same number of bare
 ``session_info`` calls with the client (no database, no limiter), i.e. what the network alone
@@ -136,7 +138,11 @@ def _in_process(*, tenants: int, threads: int, processes: int, quiet: bool) -> d
             prefix="sweep",
         )
         control.set_fault("latency", seconds=LATENCY)
-        layouts = [(1, threads), (2, threads)] if processes == 0 else [(processes, threads)]
+        if processes:
+            layouts = [(processes, threads)]
+        else:  # the recommended layout first (its figure is the target's), then one process
+            per_core = min(common.WORKER_PROCESSES, threads)
+            layouts = [(per_core, threads), (1, threads)] if per_core > 1 else [(1, threads)]
         sweeps = []
         for number, (layout_processes, layout_threads) in enumerate(layouts):
             if number:
@@ -234,8 +240,8 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
             "-",
         ]
     )
-    # The recommendation is one process with WORKER_THREADS threads (the first layout); the
-    # other layout is reported beside it, not chosen after the fact.
+    # The recommendation (docs/how-to/celery.md) is the first layout: one worker process per
+    # core (one process on one core); the other is reported beside it.
     best = o["sweeps"][0]
     ratio = best["sweep_seconds"] / best["ideal_seconds"]
     others = [
@@ -255,8 +261,8 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
         "the figure). The same tenants are swept once per worker layout (made due again in "
         "between). Ideal = calls × latency / threads.\n"
         "- Worker settings: the refresh work is I/O-bound (BILL, PostgreSQL, Redis), so threads "
-        f"rather than prefork; {o['threads']} threads on this 2-core machine, as one process or "
-        "as one process per core.\n\n"
+        f"rather than prefork; {o['threads']} threads on this 2-core machine, as one process per "
+        "core (recommended) or as one process.\n\n"
         + common.table(
             ["worker layout", "BILL calls", "ideal s", "wall s", "× ideal", "outcomes"], rows
         )
@@ -278,8 +284,9 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
         "`UPDATE ... WHERE version = v`, the commit; no `AuditEvent` row for a keep-alive) "
         "and two Redis round trips for the organization's concurrency slot (a few ms "
         "each when the machine is busy), "
-        "much of it waiting for the interpreter lock between 16 threads"
-        + (f"; splitting the threads over processes gave {', '.join(others)}" if others else "")
+        "much of it waiting for the interpreter lock between 16 threads in one process, which "
+        "uses one core at most: hence a process per core"
+        + (f" (the same threads in one process: {', '.join(others)})" if others else "")
         + ". Earlier runs on this shared machine (with an `AuditEvent` row and two `UPDATE`s "
         "per keep-alive) moved between 1.2 and 1.5 with the load other suites put on it; the "
         "bare-call baseline stays near 1.0, so the spread is our per-connection database and "
@@ -289,7 +296,7 @@ def report(outcome: dict[str, Any], command: str, facts: dict[str, str], seconds
         text += (
             f"\nMissed by {ratio / 1.5 - 1:.0%} of the target. What would reach it: a less "
             "loaded machine (the same code and layout measured lower when other suites were "
-            "idle) or more worker processes per core.\n"
+            "idle) or a machine with more cores (a process per core).\n"
         )
     from . import sweep_report
 

@@ -58,9 +58,11 @@ from ``SWEEP_INTERVAL`` (unless you set it), so a different interval stays safe 
 beat entry and ``SWEEP_INTERVAL`` agree.
 
 Workers: the refresh tasks wait on BILL, PostgreSQL and Redis, not on the CPU, so run them on
-threads, e.g. ``celery -A proj worker --pool threads --concurrency 16`` (the sweep benchmark
-in the repository's ``docs/benchmarks.md`` measures this layout); prefork with a process per
-task needs far more memory for the same throughput.
+threads; each refresh still holds the interpreter lock for a few milliseconds, so run one
+worker process per core, e.g. ``celery -A proj worker --pool threads --concurrency 8`` twice
+on two cores (the sweep benchmark in the repository's ``docs/benchmarks.md`` measures this
+layout beside one process of 16 threads); prefork with a process per task needs far more
+memory for the same throughput.
 
 Run exactly one beat. A second one costs a query per due connection, never a BILL call.
 ``BILL_INTEGRATION["TASK_QUEUE"]`` sends the per-connection tasks to a queue of your choice;
