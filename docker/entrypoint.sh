@@ -25,7 +25,8 @@ case "$role" in
         ;;
     worker)
         checks
-        # Refreshing sessions is I/O-bound: threads, 16 per worker (bench/README.md, sweep).
+        # Refreshing sessions is I/O-bound: threads, 16 per worker by default; one worker
+        # container per core with a share of them (docs/how-to/celery.md, bench/sweep.py).
         exec celery -A project worker --loglevel "${LOG_LEVEL:-INFO}" \
             --pool threads --concurrency "${WORKER_CONCURRENCY:-16}"
         ;;

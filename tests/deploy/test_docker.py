@@ -98,6 +98,17 @@ def test_app_services_wait_for_healthy_postgres_and_redis(resolved):
     assert resolved["services"]["beat"]["command"] == ["beat"]
 
 
+@pytest.mark.slow
+def test_the_worker_s_threads_are_set_in_env(resolved):
+    """One worker container per core with a share of the threads (docs/how-to/celery.md)
+    needs the thread count settable from docker/.env; 16 when it is not set."""
+    assert resolved["services"]["worker"]["environment"]["WORKER_CONCURRENCY"] == "16"
+    for name in APP_SERVICES - {"worker"}:
+        assert "WORKER_CONCURRENCY" not in resolved["services"][name]["environment"], name
+    entrypoint = (DOCKER / "entrypoint.sh").read_text()
+    assert '--concurrency "${WORKER_CONCURRENCY:-16}"' in entrypoint
+
+
 def test_every_compose_variable_is_documented_in_env_example():
     used = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", COMPOSE.read_text()))
     documented = set(
