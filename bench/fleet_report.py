@@ -272,7 +272,7 @@ def _limits(outcome: dict[str, Any]) -> str:
         if count >= 0.5
     )
     return (
-        f"**What sets the limit.** The bound ({bound:,}) sits just under the N at which "
+        f"**What sets the limit.** The bound ({bound:,}) sits below the N at which "
         f"callers' own calls alone fill an hour ({outcome['bound']['callers_only']:,}): on "
         "this trace the busiest working hours, when the Americas and Europe overlap, leave "
         "almost nothing for upkeep, so no policy reaches 30,000 tenants on it. Today's policy "
