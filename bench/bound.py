@@ -161,14 +161,8 @@ class Problem:
                 login, hour = cheapest(m, both)
                 v.append(login - total)
                 mh.append(hour)
-            # Sparse table of (value, index) minima of v.
-            table = [list(zip(v, range(length), strict=True))]
-            step = 1
-            while step * 2 <= length:
-                prev = table[-1]
-                table.append([min(prev[i], prev[i + step]) for i in range(length - 2 * step + 1)])
-                step *= 2
-            classes.append((p, table, wh, mh))
+            # Range minima of (value, index) of v.
+            classes.append((p, _RangeMin(list(zip(v, range(length), strict=True))), wh, mh))
 
         hourly = self._hourly_option(lam, both)
 
@@ -185,10 +179,9 @@ class Problem:
             k = self._windows(gap)
             r = (gap.start - lowest) % idle
             a = (gap.start - lowest) // idle
-            p, table, wh, mh = classes[r]
+            p, login_after, wh, mh = classes[r]
             bridge = p[a] - p[a - k]
-            level = (k + 1).bit_length() - 1
-            best = min(table[level][a - k], table[level][a + 1 - (1 << level)])
+            best = login_after(a - k, a)
             login = p[a] + best[0]
             # Both are lower bounds of any real schedule's priced cost: so is the larger. The
             # hours each option uses (for the price search) are the windows' option's.
@@ -258,7 +251,7 @@ class Problem:
 class _RangeMin:
     """The minimum of ``values[i..j]`` (both included) in O(1), from a sparse table."""
 
-    def __init__(self, values: list[float]) -> None:
+    def __init__(self, values: list[Any]) -> None:
         self.table = [list(values)]
         step = 1
         while step * 2 <= len(values):
@@ -266,7 +259,7 @@ class _RangeMin:
             self.table.append([min(prev[i], prev[i + step]) for i in range(len(prev) - step)])
             step *= 2
 
-    def __call__(self, i: int, j: int) -> float:
+    def __call__(self, i: int, j: int) -> Any:
         level = (j - i + 1).bit_length() - 1
         row = self.table[level]
         return min(row[i], row[j + 1 - (1 << level)])
