@@ -67,7 +67,7 @@ IDLE_MINUTES = 35
 HOURS = tr.WEEK // tr.HOUR
 WEEK_MINUTES = tr.WEEK // 60
 #: Steps of the price search. Each step can only lower the bound (the best certificate is kept);
-#: 80 steps take about 25 s on the benchmark machine, and 30 left it about 2 % higher.
+#: 80 steps take about 35 s on the benchmark machine, and 30 left it about 2 % higher.
 ITERATIONS = 80
 
 

@@ -43,9 +43,6 @@ from . import common
 LATENCY = 0.1
 TENANTS_PER_KEY = 1_000
 THREADS = common.WORKER_THREADS
-#: The recommended layout (docs/how-to/celery.md): one worker process per core, the threads
-#: shared out among them (this machine class has 2 cores).
-PER_CORE = common.WORKER_PROCESSES
 
 
 def _start_workers(
@@ -219,8 +216,9 @@ def run(*, tenants: int, quiet: bool = False) -> dict[str, Any]:
             return app.send_task(OLD_REFRESH_DUE_SESSIONS, queue=queue)
 
         # The recommended layout first (the target is its batched run's), then one process.
-        plan = [("batched", PER_CORE, batched), ("one message per id", PER_CORE, one_per_id)]
-        if PER_CORE > 1:
+        per_core = common.WORKER_PROCESSES
+        plan = [("batched", per_core, batched), ("one message per id", per_core, one_per_id)]
+        if per_core > 1:
             plan.append(("batched", 1, batched))
         runs = []
         running = 0
